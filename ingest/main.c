@@ -1,0 +1,70 @@
+/* main.c - ingest: configuration, start-up and graceful shutdown. */
+#include <stddef.h>
+#include <stdio.h>
+
+#include "ingest.h"
+#include "lam_log.h"
+#include "lam_service.h"
+
+static const lam_config_entry_t ingest_config_table[] = {
+    LAM_CFG_ENTRY_KAFKA(ingest_config_t, common),
+    LAM_CFG_ENTRY_LOG(ingest_config_t, common),
+    {"LAM_INGEST_ADDR", LAM_CFG_ADDR, "127.0.0.1:8081", offsetof(ingest_config_t, addr), "ingest listen address"},
+    {"LAM_INGEST_MAX_BODY", LAM_CFG_SIZE, "16MiB", offsetof(ingest_config_t, max_body),
+     "largest request body (413 beyond)", 1024, 1LL << 30},
+    {"LAM_INGEST_KEYS", LAM_CFG_STR, NULL, offsetof(ingest_config_t, keys),
+     "comma-separated API keys (Bearer); unset = no auth"},
+    {"LAM_INGEST_TIMEOUT_MS", LAM_CFG_MS, "10s", offsetof(ingest_config_t, timeout_ms),
+     "how long a request waits for Kafka before 503", 100, 600000},
+    {"LAM_INGEST_MAX_CONNECTIONS", LAM_CFG_INT, "1024", offsetof(ingest_config_t, conn_limit),
+     "concurrent HTTP connections", 1, 100000},
+    {"LAM_INGEST_CONN_TIMEOUT", LAM_CFG_MS, "30s", offsetof(ingest_config_t, conn_timeout_ms),
+     "idle or slow client timeout", 1000, 3600000},
+    {"LAM_INGEST_THREADS", LAM_CFG_INT, "2", offsetof(ingest_config_t, threads), "HTTP threads", 1, 64},
+    {"LAM_MAX_FUTURE_S", LAM_CFG_SEC, "86400", offsetof(ingest_config_t, max_future_ms),
+     "reject events further in the future than this many seconds", 0, 365LL * 86400000},
+    {NULL}};
+
+int main(int argc, char **argv)
+{
+    ingest_ctx_t ctx = {0};
+    lam_config_init_or_exit("ingest", ingest_config_table, &ctx.cfg, argc, argv);
+    lam_service_signals();
+
+    char err[512];
+    if (ingest_producer_init(&ctx, err, sizeof(err)) < 0) {
+        lam_error("msg=\"cannot create kafka producer\" error=\"%s\"", err);
+        return 1;
+    }
+    lam_http_opts_t opts = {
+        .host = ctx.cfg.addr.host,
+        .port = ctx.cfg.addr.port,
+        .max_body = (size_t)ctx.cfg.max_body,
+        .conn_limit = (unsigned)ctx.cfg.conn_limit,
+        .timeout_s = (unsigned)((ctx.cfg.conn_timeout_ms + 999) / 1000),
+        .threads = (unsigned)ctx.cfg.threads,
+        .handler = ingest_http_handle,
+        .opaque = &ctx,
+    };
+    ctx.http = lam_http_start(&opts, err, sizeof(err));
+    if (!ctx.http) {
+        lam_error("msg=\"cannot start http\" error=\"%s\"", err);
+        ingest_producer_destroy(&ctx);
+        return 1;
+    }
+    lam_info("msg=started addr=%s:%d kafka=%s topic=%s", ctx.cfg.addr.host, ctx.cfg.addr.port,
+             ctx.cfg.common.kafka_brokers, ctx.cfg.common.kafka_topic);
+
+    while (!lam_service_stopping()) {
+        ingest_producer_healthy(&ctx);
+        lam_service_sleep_ms(1000);
+    }
+
+    lam_info("msg=\"stopping: draining requests\"");
+    lam_http_quiesce(ctx.http);
+    lam_http_stop(ctx.http);
+    ingest_producer_destroy(&ctx);
+    lam_info("msg=stopped");
+    lam_config_free(ingest_config_table, &ctx.cfg);
+    return 0;
+}

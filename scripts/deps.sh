@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# deps.sh - install what lam needs and is missing: Debian packages (apt-get) and Kafka's jars (mvn).
+# Idempotent and quiet when nothing is missing. LAM_DEPS_BROWSER=0 skips chromium/playwright.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/common.sh
+
+PKGS=(gcc make pkg-config clang libclang-rt-14-dev
+      librdkafka-dev libhiredis-dev libpq-dev libmicrohttpd-dev libcmocka-dev libzstd-dev
+      redis-server postgresql default-jdk-headless maven kcat curl wrk python3 python3-yaml
+      procps iproute2)
+if [ "${LAM_DEPS_BROWSER:-1}" != 0 ]; then PKGS+=(chromium nodejs npm); fi
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# nodejs/npm may come from elsewhere (nvm, the machine image): accept any working node/npm.
+if [ ${#missing[@]} -gt 0 ]; then
+  filtered=()
+  for p in "${missing[@]}"; do
+    case "$p" in
+      nodejs) command -v node >/dev/null 2>&1 || filtered+=("$p") ;;
+      npm) command -v npm >/dev/null 2>&1 || filtered+=("$p") ;;
+      default-jdk-headless) command -v java >/dev/null 2>&1 || filtered+=("$p") ;;
+      maven) command -v mvn >/dev/null 2>&1 || filtered+=("$p") ;;
+      *) filtered+=("$p") ;;
+    esac
+  done
+  missing=("${filtered[@]+"${filtered[@]}"}")
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "deps: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Apache Kafka broker jars from Maven Central, into a cache shared by every checkout.
+if [ ! -f "$LAM_KAFKA_LIBS/kafka_2.13-$LAM_KAFKA_VERSION.jar" ]; then
+  echo "deps: fetching Apache Kafka $LAM_KAFKA_VERSION from Maven Central into $LAM_KAFKA_LIBS"
+  tmp="$LAM_KAFKA_LIBS.tmp.$$"
+  rm -rf "$tmp"
+  mvn -q -B -f scripts/kafka-pom.xml -Dkafka.version="$LAM_KAFKA_VERSION" \
+      dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$tmp" >/dev/null
+  rm -rf "$LAM_KAFKA_LIBS"; mv "$tmp" "$LAM_KAFKA_LIBS"
+fi
+
+# Browser-test and dashboard JavaScript dependencies, from the npm lockfiles.
+if [ "${LAM_DEPS_BROWSER:-1}" != 0 ]; then
+  for d in dashboards tests/browser; do
+    if [ -f "$d/package-lock.json" ] && { [ ! -d "$d/node_modules" ] || [ "$d/package-lock.json" -nt "$d/node_modules" ]; }; then
+      echo "deps: npm ci in $d"
+      (cd "$d" && npm ci --silent --no-audit --no-fund >/dev/null && touch node_modules)
+    fi
+  done
+fi

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# test.sh BUILD_DIR [unit|integration|all] - run lam's tests. Integration tests get throwaway
+# Kafka, Redis and PostgreSQL servers on free ports in a temporary directory, stopped on exit.
+set -uo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+BUILD="${1:-build}"
+WHAT="${2:-all}"
+. scripts/common.sh
+
+passed=0; failed=0; failures=()
+result() { # name rc
+  if [ "$2" = 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); failures+=("$1"); fi
+}
+
+if [ "$WHAT" = all ] || [ "$WHAT" = unit ]; then
+  echo "== unit tests"
+  for t in "$BUILD"/tests/test_*; do
+    [ -x "$t" ] || continue
+    "$t"; result "$(basename "$t")" $?
+  done
+  echo "== fuzz targets over their seed corpus"
+  if make -s fuzz-corpus; then result fuzz-corpus 0; else result fuzz-corpus 1; fi
+fi
+
+if [ "$WHAT" = all ] || [ "$WHAT" = integration ]; then
+  echo "== integration tests (throwaway servers)"
+  tmp="$(mktemp -d /tmp/lam-test.XXXXXX)"
+  chmod 755 "$tmp"
+  kport="$(lam_free_port)"; cport="$(lam_free_port)"
+  export LAM_KAFKA_BROKERS="127.0.0.1:$kport" LAM_KAFKA_CONTROLLER_PORT="$cport"
+  export LAM_REDIS_URL="redis://127.0.0.1:$(lam_free_port)"
+  export LAM_PG_URL="postgresql://lam@127.0.0.1:$(lam_free_port)/lam"
+  export LAM_INGEST_ADDR="127.0.0.1:$(lam_free_port)" LAM_SERVING_ADDR="127.0.0.1:$(lam_free_port)"
+  export LAM_SPEED_ADDR="127.0.0.1:$(lam_free_port)" LAM_BATCH_ADDR="127.0.0.1:$(lam_free_port)"
+  export LAM_TEST_TMP="$tmp" LAM_BIN_DIR="$root/$BUILD/bin" LAM_VIEWS="$root/shared/views.json"
+  export LAM_PG_FSYNC=off
+  stop_stack() {
+    scripts/stack.sh stop "$tmp/stack" >/dev/null 2>&1
+    if [ "${LAM_TEST_KEEP:-0}" = 1 ]; then echo "test state kept in $tmp"; else rm -rf "$tmp"; fi
+  }
+  trap stop_stack EXIT
+  if ! scripts/stack.sh start "$tmp/stack"; then
+    result stack-start 1
+  else
+    for t in "$BUILD"/tests/itest_*; do
+      [ -x "$t" ] || continue
+      echo "-- $(basename "$t")"
+      "$t"; result "$(basename "$t")" $?
+    done
+    for t in tests/integration/test_*.sh; do
+      [ -f "$t" ] || continue
+      echo "-- $(basename "$t")"
+      bash "$t"; result "$(basename "$t")" $?
+    done
+  fi
+fi
+
+echo
+echo "== summary: test binaries and scripts"
+[ ${#failures[@]} -eq 0 ] || echo "failed: ${failures[*]}"
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]

@@ -1,0 +1,505 @@
+/* lam_event.c - the event model: validate a JSON event, flatten it, canonical form, field lookup. */
+#include "lam_event.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "lam_json.h"
+#include "lam_mem.h"
+#include "lam_time.h"
+
+void lam_event_init(lam_event_t *ev)
+{
+    memset(ev, 0, sizeof(*ev));
+    ev->gen = 1;
+}
+
+void lam_event_free(lam_event_t *ev)
+{
+    if (!ev)
+        return;
+    lam_free(ev->fields);
+    lam_free(ev->arena);
+    lam_free(ev->htab);
+    lam_free(ev->pbuf);
+    lam_event_init(ev);
+}
+
+uint32_t lam_event_name_hash(const char *name, size_t len)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < len; i++) {
+        h ^= (uint8_t)name[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
+/* Print a field name for an error message: verbatim when short and plain, else quoted/escaped. */
+static void name_for_msg(char *dst, size_t dstsize, const char *name, size_t len)
+{
+    int plain = len > 0 && len <= 64;
+    for (size_t i = 0; plain && i < len; i++)
+        if ((uint8_t)name[i] < 0x20 || name[i] == '"' || name[i] == '\\' || name[i] == ' ')
+            plain = 0;
+    if (plain && lam_json_utf8_valid(name, len))
+        snprintf(dst, dstsize, "%.*s", (int)len, name);
+    else
+        lam_json_quote_excerpt(dst, dstsize, name, len);
+}
+
+__attribute__((format(printf, 5, 6))) static int ev_err(char *errstr, size_t errstr_size, const char *name,
+                                                        size_t name_len, const char *fmt, ...)
+{
+    if (!errstr || !errstr_size)
+        return -1;
+    char nm[96];
+    name_for_msg(nm, sizeof(nm), name, name_len);
+    int n = snprintf(errstr, errstr_size, "%s: ", nm);
+    if (n >= 0 && (size_t)n < errstr_size) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(errstr + n, errstr_size - (size_t)n, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+static void arena_reserve(lam_event_t *ev, size_t extra)
+{
+    if (ev->arena_len + extra <= ev->arena_cap)
+        return;
+    size_t cap = ev->arena_cap ? ev->arena_cap : 1024;
+    while (cap < ev->arena_len + extra)
+        cap *= 2;
+    ev->arena = lam_realloc(ev->arena, cap);
+    ev->arena_cap = cap;
+}
+
+static size_t u64_digits(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 10) {
+        v /= 10;
+        n++;
+    }
+    return n;
+}
+
+static size_t i64_len(int64_t v)
+{
+    return v < 0 ? 1 + u64_digits((uint64_t)0 - (uint64_t)v) : u64_digits((uint64_t)v);
+}
+
+/* ---- field-name hash table: entries are (gen << 32) | (hash & 0xffff0000) | field index ---- */
+
+static int name_eq(const lam_event_t *ev, const lam_field_t *f, const char *name, size_t len)
+{
+    return f->name_len == len && memcmp(ev->arena + f->name_off, name, len) == 0;
+}
+
+static void htab_rebuild(lam_event_t *ev, size_t cap)
+{
+    lam_free(ev->htab);
+    ev->htab = lam_calloc(cap, sizeof(uint64_t));
+    ev->hmask = cap - 1;
+    ev->gen = 1;
+    for (size_t i = 0; i < ev->nfields; i++) {
+        uint32_t h = ev->fields[i].hash;
+        size_t s = h & ev->hmask;
+        while ((uint32_t)(ev->htab[s] >> 32) == ev->gen)
+            s = (s + 1) & ev->hmask;
+        ev->htab[s] = ((uint64_t)ev->gen << 32) | (h & 0xffff0000u) | (uint32_t)i;
+    }
+}
+
+/* Insert field index idx (already in ev->fields); returns -1 when the name is a duplicate. */
+static int htab_insert(lam_event_t *ev, size_t idx)
+{
+    if (!ev->htab || (idx + 1) * 2 > ev->hmask + 1)
+        htab_rebuild(ev, ev->htab ? (ev->hmask + 1) * 2 : 64);
+    const lam_field_t *f = &ev->fields[idx];
+    const char *name = ev->arena + f->name_off;
+    size_t s = f->hash & ev->hmask;
+    for (;;) {
+        uint64_t e = ev->htab[s];
+        if ((uint32_t)(e >> 32) != ev->gen)
+            break;
+        if (((uint32_t)e & 0xffff0000u) == (f->hash & 0xffff0000u) &&
+            name_eq(ev, &ev->fields[e & 0xffff], name, f->name_len))
+            return -1;
+        s = (s + 1) & ev->hmask;
+    }
+    ev->htab[s] = ((uint64_t)ev->gen << 32) | (f->hash & 0xffff0000u) | (uint32_t)idx;
+    return 0;
+}
+
+const lam_field_t *lam_event_get_h(const lam_event_t *ev, const char *name, size_t len, uint32_t hash)
+{
+    if (len <= 4) {
+        if (len == 4 && memcmp(name, "type", 4) == 0)
+            return &ev->type;
+        if (len == 2 && name[0] == 't' && name[1] == 's')
+            return &ev->ts;
+        if (len == 2 && name[0] == 'i' && name[1] == 'd')
+            return ev->id.type == LAM_VAL_ABSENT ? NULL : &ev->id;
+    }
+    if (!ev->htab || !ev->nfields)
+        return NULL;
+    size_t s = hash & ev->hmask;
+    for (;;) {
+        uint64_t e = ev->htab[s];
+        if ((uint32_t)(e >> 32) != ev->gen)
+            return NULL;
+        if (((uint32_t)e & 0xffff0000u) == (hash & 0xffff0000u)) {
+            const lam_field_t *f = &ev->fields[e & 0xffff];
+            if (f->name_len == len && memcmp(f->name, name, len) == 0)
+                return f;
+        }
+        s = (s + 1) & ev->hmask;
+    }
+}
+
+const lam_field_t *lam_event_get(const lam_event_t *ev, const char *name, size_t len)
+{
+    return lam_event_get_h(ev, name, len, lam_event_name_hash(name, len));
+}
+
+int lam_event_micro_from_text(const char *text, size_t len, int64_t *micro)
+{
+    lam_json_num_t n;
+    if (lam_json_num_parse(text, len, &n))
+        return -1;
+    return lam_json_num_to_fixed(&n, 6, micro);
+}
+
+static size_t id_canon_len(const lam_event_t *ev)
+{
+    if (ev->id.type == LAM_VAL_ABSENT)
+        return 0;
+    return 8 + lam_json_escaped_len(ev->id.val, ev->id.val_len); /* "id":"...", */
+}
+
+int lam_event_set_id(lam_event_t *ev, const char *id, size_t len, char *errstr, size_t errstr_size)
+{
+    if (len < 1 || len > LAM_EVENT_ID_MAX)
+        return ev_err(errstr, errstr_size, "id", 2, "must be a string of 1..%d bytes", LAM_EVENT_ID_MAX);
+    ev->canonical_len -= id_canon_len(ev);
+    memcpy(ev->id_buf, id, len);
+    ev->id_buf[len] = '\0';
+    ev->id.type = LAM_VAL_STRING;
+    ev->id.val = ev->id_buf;
+    ev->id.val_len = (uint32_t)len;
+    ev->canonical_len += id_canon_len(ev);
+    return 0;
+}
+
+static void builtin_init(lam_field_t *f, const char *name, size_t len)
+{
+    memset(f, 0, sizeof(*f));
+    f->name = name;
+    f->name_len = (uint32_t)len;
+    f->hash = lam_event_name_hash(name, len);
+}
+
+/* Decode the current string token into the arena scratch area (not committed); returns its offset. */
+static size_t decode_tmp(lam_event_t *ev, const lam_json_t *j, size_t *out_len, int *has_nul)
+{
+    arena_reserve(ev, j->tok_len + 1);
+    size_t off = ev->arena_len;
+    char *dst = ev->arena + off;
+    if (j->tok_escaped) {
+        *out_len = lam_json_decode(j->tok, j->tok_len, dst, has_nul);
+    } else {
+        memcpy(dst, j->tok, j->tok_len);
+        *out_len = j->tok_len;
+        *has_nul = 0;
+    }
+    dst[*out_len] = '\0';
+    return off;
+}
+
+static int parse_ts(lam_event_t *ev, lam_json_t *j, lam_json_tok_t t, char *errstr, size_t errstr_size)
+{
+    int64_t ms;
+    if (t == LAM_JSON_NUMBER) {
+        lam_json_num_t n;
+        lam_json_num_parse(j->tok, j->tok_len, &n);
+        char q[64];
+        lam_json_quote_excerpt(q, sizeof(q), j->tok, j->tok_len);
+        if (n.n1 + n.n2 > 0 && n.exp < 0)
+            return ev_err(errstr, errstr_size, "ts", 2, "not an integer number of milliseconds: %.*s",
+                          (int)strlen(q) - 2, q + 1);
+        if (lam_json_num_to_i64(&n, &ms) || ms < LAM_TIME_MIN_MS || ms > LAM_TIME_MAX_MS)
+            return ev_err(errstr, errstr_size, "ts", 2, "out of range (years 0000..9999): %.*s",
+                          (int)strlen(q) - 2, q + 1);
+    } else if (t == LAM_JSON_STRING) {
+        size_t len;
+        int nul;
+        size_t off = decode_tmp(ev, j, &len, &nul);
+        char msg[160];
+        if (lam_time_parse_rfc3339(ev->arena + off, len, &ms, msg, sizeof(msg)))
+            return ev_err(errstr, errstr_size, "ts", 2, "%s", msg);
+    } else {
+        return ev_err(errstr, errstr_size, "ts", 2, "must be a number (epoch ms) or an RFC 3339 string");
+    }
+    ev->ts_ms = ms;
+    ev->ts_given = 1;
+    return 0;
+}
+
+static int push_field(lam_event_t *ev, size_t name_off, size_t name_len, uint32_t hash, char *errstr,
+                      size_t errstr_size)
+{
+    if (ev->nfields == ev->fields_cap) {
+        ev->fields_cap = ev->fields_cap ? ev->fields_cap * 2 : 32;
+        ev->fields = lam_realloc(ev->fields, ev->fields_cap * sizeof(lam_field_t));
+    }
+    lam_field_t *f = &ev->fields[ev->nfields];
+    memset(f, 0, sizeof(*f));
+    f->name_off = (uint32_t)name_off;
+    f->name_len = (uint32_t)name_len;
+    f->hash = hash;
+    if (htab_insert(ev, ev->nfields))
+        return ev_err(errstr, errstr_size, ev->arena + name_off, name_len, "duplicate field");
+    ev->nfields++;
+    return 0;
+}
+
+int lam_event_parse(lam_event_t *ev, const char *json, size_t len, int64_t now_ms, int64_t max_future_ms,
+                    char *errstr, size_t errstr_size)
+{
+    lam_json_t j;
+    /* per depth: length of the flattened-name prefix in ev->pbuf and whether it had escapes */
+    size_t prefix_len[LAM_EVENT_MAX_DEPTH + 2];
+    int prefix_esc[LAM_EVENT_MAX_DEPTH + 2];
+    int depth = 0, seen_id = 0, seen_ts = 0, seen_type = 0;
+    size_t canon = 2; /* {} */
+
+    ev->nfields = 0;
+    ev->arena_len = 0;
+    ev->ts_given = 0;
+    ev->ts_ms = now_ms;
+    builtin_init(&ev->id, "id", 2);
+    builtin_init(&ev->ts, "ts", 2);
+    builtin_init(&ev->type, "type", 4);
+    if (++ev->gen == 0) { /* generation wrapped: forget every stale entry */
+        if (ev->htab)
+            memset(ev->htab, 0, (ev->hmask + 1) * sizeof(uint64_t));
+        ev->gen = 1;
+    }
+    prefix_len[0] = 0;
+    prefix_esc[0] = 0;
+
+    lam_json_init(&j, json, len, 0);
+    lam_json_tok_t t = lam_json_next(&j);
+    if (t == LAM_JSON_ERROR)
+        return ev_err(errstr, errstr_size, "event", 5, "%s", j.err);
+    if (t != LAM_JSON_OBJECT)
+        return ev_err(errstr, errstr_size, "event", 5, "must be a JSON object");
+
+    for (;;) {
+        t = lam_json_next(&j);
+        if (t == LAM_JSON_OBJECT_END) {
+            if (depth == 0)
+                break;
+            depth--;
+            continue;
+        }
+        if (t != LAM_JSON_KEY) /* only errors can get here */
+            return ev_err(errstr, errstr_size, "event", 5, "%s", j.err);
+
+        /* flattened name = prefix "." key, built at the arena end (not yet committed) */
+        size_t pl = prefix_len[depth];
+        arena_reserve(ev, pl + 1 + j.tok_len + 1);
+        size_t name_off = ev->arena_len;
+        char *nm = ev->arena + name_off;
+        size_t kl;
+        int nul = 0;
+        if (depth > 0) {
+            memcpy(nm, ev->pbuf, pl);
+            nm[pl++] = '.';
+        }
+        if (j.tok_escaped)
+            kl = lam_json_decode(j.tok, j.tok_len, nm + pl, &nul);
+        else {
+            memcpy(nm + pl, j.tok, j.tok_len);
+            kl = j.tok_len;
+        }
+        size_t name_len = pl + kl;
+        int name_esc = prefix_esc[depth] || j.tok_escaped;
+        if (kl == 0)
+            return ev_err(errstr, errstr_size, nm, name_len, "empty field name");
+        if (nul)
+            return ev_err(errstr, errstr_size, nm, name_len, "NUL byte in field name");
+        if (nm[0] == '_')
+            return ev_err(errstr, errstr_size, nm, name_len, "names starting with '_' are reserved");
+
+        t = lam_json_next(&j);
+        if (t == LAM_JSON_ERROR)
+            return ev_err(errstr, errstr_size, nm, name_len, "%s", j.err);
+        if (depth == 0 && name_len <= 4 &&
+            ((name_len == 2 && memcmp(nm, "id", 2) == 0) || (name_len == 2 && memcmp(nm, "ts", 2) == 0) ||
+             (name_len == 4 && memcmp(nm, "type", 4) == 0))) {
+            if (nm[1] == 's') {
+                if (seen_ts++)
+                    return ev_err(errstr, errstr_size, "ts", 2, "duplicate field");
+                if (parse_ts(ev, &j, t, errstr, errstr_size))
+                    return -1;
+                continue;
+            }
+            int is_id = nm[0] == 'i';
+            const char *what = is_id ? "id" : "type";
+            if ((is_id ? seen_id++ : seen_type++))
+                return ev_err(errstr, errstr_size, what, strlen(what), "duplicate field");
+            size_t vl;
+            if (t != LAM_JSON_STRING)
+                return ev_err(errstr, errstr_size, what, strlen(what), "must be a string of 1..128 bytes");
+            size_t off = decode_tmp(ev, &j, &vl, &nul);
+            if (vl < 1 || vl > 128)
+                return ev_err(errstr, errstr_size, what, strlen(what), "must be a string of 1..128 bytes");
+            lam_field_t *f = is_id ? &ev->id : &ev->type;
+            char *dst = is_id ? ev->id_buf : ev->type_buf;
+            memcpy(dst, ev->arena + off, vl + 1);
+            f->type = LAM_VAL_STRING;
+            f->val = dst;
+            f->val_len = (uint32_t)vl;
+            canon += (is_id ? 8 : 9) + (j.tok_escaped ? lam_json_escaped_len(dst, vl) : vl);
+            continue;
+        }
+
+        if (t == LAM_JSON_OBJECT) {
+            if (depth + 1 > LAM_EVENT_MAX_DEPTH)
+                return ev_err(errstr, errstr_size, nm, name_len, "nested deeper than %d levels",
+                              LAM_EVENT_MAX_DEPTH);
+            if (name_len + 1 > ev->pbuf_cap) {
+                ev->pbuf_cap = name_len + 64;
+                ev->pbuf = lam_realloc(ev->pbuf, ev->pbuf_cap);
+            }
+            memcpy(ev->pbuf, nm, name_len);
+            depth++;
+            prefix_len[depth] = name_len;
+            prefix_esc[depth] = name_esc;
+            continue;
+        }
+        if (t == LAM_JSON_ARRAY)
+            return ev_err(errstr, errstr_size, nm, name_len, "arrays are not supported");
+
+        uint32_t hash = lam_event_name_hash(nm, name_len);
+        size_t name_canon = 4 + (name_esc ? lam_json_escaped_len(nm, name_len) : name_len); /* ,"n": */
+        ev->arena_len += name_len + 1;
+        nm[name_len] = '\0';
+        if (push_field(ev, name_off, name_len, hash, errstr, errstr_size))
+            return -1;
+        lam_field_t *f = &ev->fields[ev->nfields - 1];
+        size_t vcanon;
+        if (t == LAM_JSON_STRING) {
+            size_t vl;
+            size_t off = decode_tmp(ev, &j, &vl, &nul);
+            ev->arena_len += vl + 1;
+            f->type = LAM_VAL_STRING;
+            f->val_off = (uint32_t)off;
+            f->val_len = (uint32_t)vl;
+            vcanon = 2 + (j.tok_escaped ? lam_json_escaped_len(ev->arena + off, vl) : vl);
+        } else if (t == LAM_JSON_NUMBER) {
+            lam_json_num_t n;
+            lam_json_num_parse(j.tok, j.tok_len, &n);
+            if (!lam_json_num_in_range(&n)) {
+                const char *fn = ev->arena + name_off;
+                return ev_err(errstr, errstr_size, fn, name_len, "number out of range (1e-307..1e308)");
+            }
+            arena_reserve(ev, LAM_JSON_NUM_MAXLEN(&n) + 1);
+            size_t off = ev->arena_len;
+            size_t vl = lam_json_num_format(&n, ev->arena + off);
+            ev->arena[off + vl] = '\0';
+            ev->arena_len += vl + 1;
+            f = &ev->fields[ev->nfields - 1];
+            f->type = LAM_VAL_NUMBER;
+            f->val_off = (uint32_t)off;
+            f->val_len = (uint32_t)vl;
+            f->micro_ok = lam_json_num_to_fixed(&n, 6, &f->micro) == 0;
+            vcanon = vl;
+        } else {
+            const char *lit = t == LAM_JSON_TRUE ? "true" : t == LAM_JSON_FALSE ? "false" : "null";
+            size_t vl = strlen(lit);
+            arena_reserve(ev, vl + 1);
+            size_t off = ev->arena_len;
+            memcpy(ev->arena + off, lit, vl + 1);
+            ev->arena_len += vl + 1;
+            f = &ev->fields[ev->nfields - 1];
+            f->type = t == LAM_JSON_TRUE ? LAM_VAL_TRUE : t == LAM_JSON_FALSE ? LAM_VAL_FALSE : LAM_VAL_NULL;
+            f->val_off = (uint32_t)off;
+            f->val_len = (uint32_t)vl;
+            vcanon = vl;
+        }
+        canon += name_canon + vcanon;
+        if (canon > LAM_EVENT_MAX_BYTES)
+            return ev_err(errstr, errstr_size, "event", 5, "larger than %d bytes in canonical form",
+                          LAM_EVENT_MAX_BYTES);
+    }
+    if (lam_json_next(&j) != LAM_JSON_EOF)
+        return ev_err(errstr, errstr_size, "event", 5, "%s", j.err);
+    if (!seen_type)
+        return ev_err(errstr, errstr_size, "type", 4, "required");
+    if (ev->ts_given && max_future_ms >= 0 && now_ms < INT64_MAX - max_future_ms &&
+        ev->ts_ms > now_ms + max_future_ms)
+        return ev_err(errstr, errstr_size, "ts", 2, "more than %lld s in the future",
+                      (long long)(max_future_ms / 1000));
+    if (ev->ts_ms < LAM_TIME_MIN_MS || ev->ts_ms > LAM_TIME_MAX_MS)
+        return ev_err(errstr, errstr_size, "ts", 2, "out of range (years 0000..9999)");
+
+    /* built-in ts as a field */
+    int64_t tsm = ev->ts_ms;
+    char *tb = ev->ts_buf + sizeof(ev->ts_buf) - 1;
+    *tb = '\0';
+    uint64_t u = tsm < 0 ? (uint64_t)0 - (uint64_t)tsm : (uint64_t)tsm;
+    do {
+        *--tb = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (tsm < 0)
+        *--tb = '-';
+    ev->ts.type = LAM_VAL_NUMBER;
+    ev->ts.val = tb;
+    ev->ts.val_len = (uint32_t)(ev->ts_buf + sizeof(ev->ts_buf) - 1 - tb);
+    ev->ts.micro_ok = !__builtin_mul_overflow(tsm, (int64_t)1000000, &ev->ts.micro);
+    canon += 6 + i64_len(tsm); /* "ts":N, */
+    if (canon + (seen_id ? 0 : 8 + LAM_EVENT_GENERATED_ID_LEN) > LAM_EVENT_MAX_BYTES)
+        return ev_err(errstr, errstr_size, "event", 5, "larger than %d bytes in canonical form",
+                      LAM_EVENT_MAX_BYTES);
+    ev->canonical_len = canon;
+
+    for (size_t i = 0; i < ev->nfields; i++) {
+        lam_field_t *f = &ev->fields[i];
+        f->name = ev->arena + f->name_off;
+        f->val = ev->arena + f->val_off;
+    }
+    return 0;
+}
+
+void lam_event_canonical(const lam_event_t *ev, lam_buf_t *out)
+{
+    lam_buf_reserve(out, ev->canonical_len);
+    lam_buf_append_char(out, '{');
+    if (ev->id.type != LAM_VAL_ABSENT) {
+        lam_buf_append(out, "\"id\":", 5);
+        lam_json_append_string(out, ev->id.val, ev->id.val_len);
+        lam_buf_append_char(out, ',');
+    }
+    lam_buf_append(out, "\"ts\":", 5);
+    lam_buf_append(out, ev->ts.val, ev->ts.val_len);
+    lam_buf_append(out, ",\"type\":", 8);
+    lam_json_append_string(out, ev->type.val, ev->type.val_len);
+    for (size_t i = 0; i < ev->nfields; i++) {
+        const lam_field_t *f = &ev->fields[i];
+        lam_buf_append_char(out, ',');
+        lam_json_append_string(out, f->name, f->name_len);
+        lam_buf_append_char(out, ':');
+        if (f->type == LAM_VAL_STRING)
+            lam_json_append_string(out, f->val, f->val_len);
+        else
+            lam_buf_append(out, f->val, f->val_len);
+    }
+    lam_buf_append_char(out, '}');
+}

@@ -1,0 +1,108 @@
+/* lam_event.h - the event model: validate a JSON event, flatten it, canonical form, field lookup. */
+#ifndef LAM_EVENT_H
+#define LAM_EVENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lam_buf.h"
+
+#define LAM_EVENT_MAX_BYTES 65536 /* canonical form, including a generated id */
+#define LAM_EVENT_ID_MAX 128      /* bytes */
+#define LAM_EVENT_TYPE_MAX 128    /* bytes */
+#define LAM_EVENT_MAX_DEPTH 4     /* nested object depth; the event object itself is depth 0 */
+#define LAM_EVENT_GENERATED_ID_LEN 36 /* a UUID; reserved in the size limit when id is absent */
+
+/** Value types. LAM_VAL_ABSENT is only used by lookups/views for "no such field". */
+typedef enum lam_val_type {
+    LAM_VAL_ABSENT = 0,
+    LAM_VAL_NULL,
+    LAM_VAL_FALSE,
+    LAM_VAL_TRUE,
+    LAM_VAL_NUMBER,
+    LAM_VAL_STRING
+} lam_val_type_t;
+
+/**
+ * One flattened field. name/val point into the event and stay valid until the next parse,
+ * set_id or free. val is NUL-terminated (not counted in val_len) and is:
+ * STRING: the decoded bytes (binary safe, may contain NUL); NUMBER: canonical number text;
+ * TRUE/FALSE/NULL: "true"/"false"/"null".
+ */
+typedef struct lam_field {
+    const char *name;
+    const char *val;
+    uint32_t name_len;
+    uint32_t val_len;
+    uint32_t hash;   /* lam_event_name_hash(name) */
+    uint8_t type;    /* lam_val_type_t */
+    uint8_t micro_ok; /* NUMBER whose value * 10^6 (half-even) fits in int64 */
+    int64_t micro;   /* value in micro-units when micro_ok */
+    uint32_t name_off, val_off; /* private */
+} lam_field_t;
+
+/**
+ * A reusable parsed event. lam_event_init() once, lam_event_parse() many times: internal
+ * buffers grow to the largest event seen and are reused, so steady-state parsing allocates
+ * nothing. Public members are read-only.
+ */
+typedef struct lam_event {
+    int64_t ts_ms;        /* event time, epoch ms */
+    int ts_given;         /* 0 when ts was absent and now_ms was used */
+    lam_field_t id;       /* type LAM_VAL_ABSENT when the event has no id */
+    lam_field_t ts;       /* NUMBER, canonical integer ms */
+    lam_field_t type;     /* STRING */
+    lam_field_t *fields;  /* other fields, flattened, in input order */
+    size_t nfields;
+    size_t canonical_len; /* exact length of lam_event_canonical() output */
+    /* private */
+    size_t fields_cap;
+    char *arena;
+    size_t arena_len, arena_cap;
+    uint64_t *htab;
+    size_t hmask;
+    uint32_t gen;
+    char *pbuf; /* prefix of the enclosing objects' flattened name */
+    size_t pbuf_cap;
+    char id_buf[LAM_EVENT_ID_MAX + 1];
+    char type_buf[LAM_EVENT_TYPE_MAX + 1];
+    char ts_buf[24];
+} lam_event_t;
+
+/** Initialise an empty event (no allocation yet). */
+void lam_event_init(lam_event_t *ev);
+/** Release the event's buffers; the struct itself is the caller's. Accepts NULL. */
+void lam_event_free(lam_event_t *ev);
+
+/**
+ * Parse and validate one JSON event (DESIGN §1) from json[0..len) (not retained).
+ * now_ms is used when ts is absent; ts more than max_future_ms after now_ms is rejected
+ * (max_future_ms < 0 disables the check). Returns 0, or -1 with a message naming the field,
+ * e.g. `ts: not RFC 3339: "yesterday"` or `tags: arrays are not supported`.
+ */
+int lam_event_parse(lam_event_t *ev, const char *json, size_t len, int64_t now_ms, int64_t max_future_ms,
+                    char *errstr, size_t errstr_size);
+
+/** Set/replace the id (1..128 bytes, copied). Returns 0 or -1 with a message. */
+int lam_event_set_id(lam_event_t *ev, const char *id, size_t len, char *errstr, size_t errstr_size);
+
+/**
+ * Append the canonical compact JSON of the event to out:
+ * {"id":..,"ts":<int ms>,"type":..,<fields in input order>} ("id" omitted when absent).
+ */
+void lam_event_canonical(const lam_event_t *ev, lam_buf_t *out);
+
+/** Hash used for field names (FNV-1a, 32 bit); views precompute it. */
+uint32_t lam_event_name_hash(const char *name, size_t len);
+
+/**
+ * Find a field by flattened name ("geo.cc"); "id", "ts" and "type" return the built-ins.
+ * NULL when absent. The pointer is owned by the event. lam_event_get_h takes a precomputed hash.
+ */
+const lam_field_t *lam_event_get(const lam_event_t *ev, const char *name, size_t len);
+const lam_field_t *lam_event_get_h(const lam_event_t *ev, const char *name, size_t len, uint32_t hash);
+
+/** Parse a number token text into micro-units (value * 10^6, half to even). 0 or -1. */
+int lam_event_micro_from_text(const char *text, size_t len, int64_t *micro);
+
+#endif
