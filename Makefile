@@ -101,7 +101,7 @@ fuzz: $(FUZZ_BINS)
 	  $$f -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus-$$n tests/fuzz/corpus/$$n || exit 1; done
 
 unit: $(UNIT_BINS)
-	@scripts/run-unit.sh $(UNIT_BINS)
+	@scripts/test.sh "$(BUILD)" unit
 
 test: deps
 	@$(MAKE) --no-print-directory build

@@ -47,7 +47,7 @@ up() {
   done
   local deadline=$((SECONDS + ${LAM_UP_TIMEOUT:-60}))
   for s in "${SERVICES[@]}"; do
-    until curl -fsS -o /dev/null --max-time 2 "$(health_url "$s")"; do
+    until curl -fs -o /dev/null --max-time 2 "$(health_url "$s")"; do
       if ! alive "$STATE/pids/$s.sup.pid" || [ $SECONDS -ge $deadline ]; then
         tail -n 20 "$STATE/logs/$s.log" >&2 || true
         lam_die "$s did not become healthy (log: $STATE/logs/$s.log)"

@@ -19,6 +19,11 @@ if [ "$WHAT" = all ] || [ "$WHAT" = unit ]; then
     [ -x "$t" ] || continue
     "$t"; result "$(basename "$t")" $?
   done
+  echo "== static checks"
+  for t in tests/static/test_*.sh; do
+    [ -f "$t" ] || continue
+    LAM_BIN_DIR="$root/$BUILD/bin" bash "$t"; result "$(basename "$t")" $?
+  done
   echo "== fuzz targets over their seed corpus"
   if make -s fuzz-corpus; then result fuzz-corpus 0; else result fuzz-corpus 1; fi
 fi

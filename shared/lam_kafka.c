@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lam_log.h"
 #include "lam_mem.h"
 
 extern char **environ;
@@ -49,9 +50,25 @@ int lam_kafka_conf_apply_env(rd_kafka_conf_t *conf, char *errstr, size_t errstr_
     return 0;
 }
 
+/* librdkafka's own log lines, in our logfmt and at our level (syslog levels: 3 err, 4 warning). */
+static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    lam_log_level_t l = level <= 3 ? LAM_LOG_ERROR : level == 4 ? LAM_LOG_WARN : level <= 6 ? LAM_LOG_INFO
+                                                                                          : LAM_LOG_DEBUG;
+    if (!lam_log_enabled(l))
+        return;
+    char msg[1024];
+    size_t j = 0;
+    for (size_t i = 0; buf[i] && j < sizeof(msg) - 2; i++)
+        msg[j++] = buf[i] == '"' ? '\'' : buf[i];
+    msg[j] = '\0';
+    lam_log(l, "msg=\"kafka: %s\" facility=%s client=%s", msg, fac, rd_kafka_name(rk));
+}
+
 rd_kafka_conf_t *lam_kafka_conf_new(const char *brokers, char *errstr, size_t errstr_size)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
     if (lam_kafka_conf_set(conf, "bootstrap.servers", brokers, errstr, errstr_size) < 0 ||
         lam_kafka_conf_set(conf, "client.id", "lam", errstr, errstr_size) < 0) {
         rd_kafka_conf_destroy(conf);

@@ -1,0 +1,28 @@
+# lam services: one Debian-based image holding ingest, speed_layer, batch_layer, serving and loadgen.
+FROM debian:bookworm-slim AS build
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      gcc make libc6-dev librdkafka-dev libhiredis-dev libpq-dev libmicrohttpd-dev libzstd-dev \
+      postgresql-common \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY Makefile ./
+COPY shared shared
+COPY ingest ingest
+COPY speed_layer speed_layer
+COPY batch_layer batch_layer
+COPY serving serving
+COPY tools tools
+RUN make -j"$(nproc)" BUILD=/out $(for s in ingest speed_layer batch_layer serving; do echo /out/bin/$s; done) \
+    && { [ ! -d tools/loadgen ] || make BUILD=/out /out/bin/loadgen; }
+
+FROM debian:bookworm-slim
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      librdkafka1 libhiredis0.14 libpq5 libmicrohttpd12 libzstd1 curl ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --home /var/lib/lam --create-home lam
+COPY --from=build /out/bin/ /usr/local/bin/
+COPY shared/views.json /etc/lam/views.json
+COPY dashboards /usr/share/lam/dashboards
+ENV LAM_VIEWS=/etc/lam/views.json LAM_DASHBOARDS_DIR=/usr/share/lam/dashboards LAM_DATA_DIR=/var/lib/lam/data
+USER lam
+WORKDIR /var/lib/lam
