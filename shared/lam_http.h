@@ -75,7 +75,11 @@ int lam_http_reply_json(lam_http_req_t *req, unsigned status, const lam_buf_t *j
  */
 int lam_http_error(lam_http_req_t *req, unsigned status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-/** Mark the request as answered later (from any thread) with one lam_http_reply*(). */
+/**
+ * Mark the request as answered later (from any thread) with one lam_http_reply*(). Call it from
+ * the handler BEFORE handing the request to another thread: the connection is suspended here and
+ * the later reply resumes it. req stays valid until that reply.
+ */
 void lam_http_defer(lam_http_req_t *req);
 
 /** Prometheus text for this server's counters, each metric prefixed with prefix (e.g. "lam_ingest"). */

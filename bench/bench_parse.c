@@ -1,0 +1,122 @@
+/* bench_parse.c - micro-benchmark: event parse, parse+apply with shared/views.json, and jansson. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#ifdef LAM_BENCH_JANSSON
+#include <jansson.h>
+#endif
+
+#include "lam_agg.h"
+#include "lam_event.h"
+#include "lam_mem.h"
+#include "lam_view.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static uint64_t rng = 88172645463325252ULL;
+static uint64_t rnd(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+/* Synthetic clickstream like the load generator: page_view 70%, add_to_cart 15%, purchase 8%, ... */
+static void gen(lam_buf_t *b, int64_t ts)
+{
+    static const char *urls[] = {"/", "/shop", "/shop/swords", "/shop/shields", "/cart", "/checkout", "/help"};
+    static const char *items[] = {"sword", "shield", "potion", "bow", "helmet", "boots"};
+    static const char *cc[] = {"TH", "DE", "US", "FR", "JP", "BR"};
+    static const char *dev[] = {"mobile", "desktop", "tablet"};
+    unsigned r = (unsigned)(rnd() % 100);
+    unsigned user = (unsigned)(rnd() % 50000);
+    if (r < 70)
+        lam_buf_printf(b, "{\"type\":\"page_view\",\"ts\":%lld,\"url\":\"%s\",\"user\":\"u%u\",\"session\":\"s%u\","
+                          "\"referrer\":\"https://example.com/\",\"device\":\"%s\",\"geo\":{\"cc\":\"%s\"},"
+                          "\"latency_ms\":%u}",
+                       (long long)ts, urls[rnd() % 7], user, (unsigned)(rnd() % 100000), dev[rnd() % 3],
+                       cc[rnd() % 6], (unsigned)(rnd() % 900));
+    else if (r < 85)
+        lam_buf_printf(b, "{\"type\":\"add_to_cart\",\"ts\":%lld,\"item\":\"%s\",\"price\":%u.%02u,\"qty\":%u,"
+                          "\"user\":\"u%u\"}",
+                       (long long)ts, items[rnd() % 6], (unsigned)(rnd() % 100), (unsigned)(rnd() % 100),
+                       (unsigned)(1 + rnd() % 3), user);
+    else if (r < 93)
+        lam_buf_printf(b, "{\"type\":\"purchase\",\"ts\":%lld,\"item\":\"%s\",\"price\":%u.%02u,\"qty\":%u,"
+                          "\"user\":\"u%u\"}",
+                       (long long)ts, items[rnd() % 6], (unsigned)(rnd() % 100), (unsigned)(rnd() % 100),
+                       (unsigned)(1 + rnd() % 3), user);
+    else if (r < 97)
+        lam_buf_printf(b, "{\"type\":\"signup\",\"ts\":%lld,\"user\":\"u%u\",\"plan\":\"%s\",\"geo\":{\"cc\":\"%s\"}}",
+                       (long long)ts, user, rnd() % 2 ? "free" : "pro", cc[rnd() % 6]);
+    else
+        lam_buf_printf(b, "{\"type\":\"login\",\"ts\":%lld,\"user\":\"u%u\"}", (long long)ts, user);
+}
+
+int main(int argc, char **argv)
+{
+    size_t n = argc > 1 ? strtoul(argv[1], NULL, 10) : 1000000;
+    const char *views_path = argc > 2 ? argv[2] : "shared/views.json";
+    char err[256];
+    lam_views_t *vs = lam_views_load(views_path, err, sizeof(err));
+    if (!vs) {
+        fprintf(stderr, "%s\n", err);
+        return 2;
+    }
+    lam_buf_t data = LAM_BUF_INIT;
+    size_t *offs = lam_malloc((n + 1) * sizeof(size_t));
+    int64_t ts0 = 1700000000000LL;
+    for (size_t i = 0; i < n; i++) {
+        offs[i] = data.len;
+        gen(&data, ts0 + (int64_t)(i * 7)); /* ~n*7 ms of traffic */
+    }
+    offs[n] = data.len;
+    printf("events: %zu, %.1f bytes avg\n", n, (double)data.len / n);
+
+    lam_event_t ev;
+    lam_event_init(&ev);
+    double t = now_s();
+    for (size_t i = 0; i < n; i++)
+        if (lam_event_parse(&ev, data.data + offs[i], offs[i + 1] - offs[i], ts0, -1, err, sizeof(err))) {
+            fprintf(stderr, "parse: %s\n", err);
+            return 1;
+        }
+    double dt = now_s() - t;
+    printf("lam_event_parse:            %8.2f M events/s  %7.1f MB/s\n", n / dt / 1e6, data.len / dt / 1e6);
+
+    lam_agg_t *agg = lam_agg_new(vs);
+    t = now_s();
+    for (size_t i = 0; i < n; i++) {
+        lam_event_parse(&ev, data.data + offs[i], offs[i + 1] - offs[i], ts0, -1, err, sizeof(err));
+        lam_agg_add_event(agg, &ev);
+    }
+    dt = now_s() - t;
+    printf("parse + lam_agg_add_event:  %8.2f M events/s  (%zu views, %zu cells, %.1f MB state)\n", n / dt / 1e6,
+           lam_views_count(vs), lam_agg_size(agg), lam_agg_memory(agg) / 1e6);
+
+#ifdef LAM_BENCH_JANSSON
+    t = now_s();
+    for (size_t i = 0; i < n; i++) {
+        json_error_t je;
+        json_t *root = json_loadb(data.data + offs[i], offs[i + 1] - offs[i], 0, &je);
+        if (!root)
+            return 1;
+        json_decref(root);
+    }
+    dt = now_s() - t;
+    printf("jansson json_loadb+decref:  %8.2f M events/s  %7.1f MB/s\n", n / dt / 1e6, data.len / dt / 1e6);
+#endif
+    lam_agg_free(agg);
+    lam_event_free(&ev);
+    lam_views_free(vs);
+    lam_buf_free(&data);
+    lam_free(offs);
+    return 0;
+}

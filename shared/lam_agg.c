@@ -1,0 +1,726 @@
+/* lam_agg.c - apply events to views: group keys, fixed-point metrics, cells, merge, roll-up. */
+#include "lam_agg.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "lam_json.h"
+#include "lam_mem.h"
+
+#define F_HAS 1u
+#define F_OVERFLOW 2u
+#define BLOB_VERSION 1
+
+typedef struct cell_metric {
+    union {
+        int64_t v;
+        lam_hll_t *hll;
+    } u;
+    uint32_t flags;
+    uint32_t pad;
+} cell_metric_t;
+
+struct lam_cell {
+    uint64_t hash;
+    int64_t ts;
+    int64_t count;
+    uint32_t view;
+    uint32_t key_len;
+    uint32_t nmetrics;
+    uint32_t pad;
+    cell_metric_t m[]; /* nmetrics slots, then key_len key bytes, padded to 8 */
+};
+
+typedef struct slot {
+    uint32_t off8; /* (cell offset / 8) + 1; 0 = empty */
+    uint32_t hash; /* low 32 bits of the cell hash */
+} slot_t;
+
+struct lam_agg {
+    const lam_views_t *views;
+    char *cells; /* arena of cells, 8-aligned */
+    size_t cells_len, cells_cap;
+    size_t ncells;
+    slot_t *tab;
+    size_t mask;
+    uint64_t *skipped; /* per flat metric index */
+    lam_buf_t key;     /* scratch group key */
+};
+
+static size_t cell_size(uint32_t nmetrics, uint32_t key_len)
+{
+    return (sizeof(lam_cell_t) + nmetrics * sizeof(cell_metric_t) + key_len + 7) & ~(size_t)7;
+}
+
+static char *cell_keyp(const lam_cell_t *c)
+{
+    return (char *)&c->m[c->nmetrics];
+}
+
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static uint64_t cell_hash(size_t view, int64_t ts, const char *key, size_t len)
+{
+    uint64_t h = mix64((uint64_t)ts * 0x9e3779b97f4a7c15ULL + view + 1) ^ ((uint64_t)len << 40);
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) {
+        uint64_t k;
+        memcpy(&k, key + i, 8);
+        h = (h ^ k) * 0x9e3779b97f4a7c15ULL;
+        h ^= h >> 29;
+    }
+    uint64_t k = 0;
+    memcpy(&k, key + i, len - i);
+    h = (h ^ k) * 0x9e3779b97f4a7c15ULL;
+    return mix64(h);
+}
+
+lam_agg_t *lam_agg_new(const lam_views_t *views)
+{
+    lam_agg_t *a = lam_calloc(1, sizeof(*a));
+    a->views = views;
+    a->mask = 1023;
+    a->tab = lam_calloc(a->mask + 1, sizeof(slot_t));
+    a->skipped = lam_calloc(lam_views_total_metrics(views) + 1, sizeof(uint64_t));
+    return a;
+}
+
+static void free_hlls(lam_agg_t *a)
+{
+    size_t it = 0;
+    lam_cell_t *c;
+    while ((c = lam_agg_next(a, &it))) {
+        const lam_view_t *v = lam_views_get(a->views, c->view);
+        for (size_t i = 0; i < c->nmetrics; i++)
+            if (v->metrics[i].kind == LAM_METRIC_DISTINCT)
+                lam_hll_free(c->m[i].u.hll);
+    }
+}
+
+void lam_agg_free(lam_agg_t *a)
+{
+    if (!a)
+        return;
+    if (a->views)
+        free_hlls(a);
+    lam_free(a->cells);
+    lam_free(a->tab);
+    lam_free(a->skipped);
+    lam_buf_free(&a->key);
+    lam_free(a);
+}
+
+void lam_agg_reset(lam_agg_t *a)
+{
+    free_hlls(a);
+    a->cells_len = 0;
+    a->ncells = 0;
+    memset(a->tab, 0, (a->mask + 1) * sizeof(slot_t));
+    memset(a->skipped, 0, (lam_views_total_metrics(a->views) + 1) * sizeof(uint64_t));
+}
+
+const lam_views_t *lam_agg_views(const lam_agg_t *a)
+{
+    return a->views;
+}
+
+size_t lam_agg_size(const lam_agg_t *a)
+{
+    return a->ncells;
+}
+
+size_t lam_agg_memory(const lam_agg_t *a)
+{
+    size_t m = sizeof(*a) + a->cells_cap + (a->mask + 1) * sizeof(slot_t) + a->key.cap;
+    size_t it = 0;
+    lam_cell_t *c;
+    while ((c = lam_agg_next(a, &it))) {
+        const lam_view_t *v = lam_views_get(a->views, c->view);
+        for (size_t i = 0; i < c->nmetrics; i++)
+            if (v->metrics[i].kind == LAM_METRIC_DISTINCT && c->m[i].u.hll)
+                m += lam_hll_memory(c->m[i].u.hll);
+    }
+    return m;
+}
+
+lam_cell_t *lam_agg_next(const lam_agg_t *a, size_t *iter)
+{
+    if (*iter >= a->cells_len)
+        return NULL;
+    lam_cell_t *c = (lam_cell_t *)(a->cells + *iter);
+    *iter += cell_size(c->nmetrics, c->key_len);
+    return c;
+}
+
+static lam_cell_t *lookup(const lam_agg_t *a, size_t view, int64_t ts, const char *key, size_t len, uint64_t h,
+                          size_t *slot_out)
+{
+    size_t s = (uint32_t)h & a->mask;
+    for (;;) {
+        const slot_t *sl = &a->tab[s];
+        if (!sl->off8) {
+            *slot_out = s;
+            return NULL;
+        }
+        if (sl->hash == (uint32_t)h) {
+            lam_cell_t *c = (lam_cell_t *)(a->cells + (size_t)(sl->off8 - 1) * 8);
+            if (c->ts == ts && c->view == view && c->key_len == len && memcmp(cell_keyp(c), key, len) == 0)
+                return c;
+        }
+        s = (s + 1) & a->mask;
+    }
+}
+
+lam_cell_t *lam_agg_find(const lam_agg_t *a, size_t view, int64_t ts, const char *key, size_t len)
+{
+    size_t s;
+    return lookup(a, view, ts, key, len, cell_hash(view, ts, key, len), &s);
+}
+
+static void grow_table(lam_agg_t *a)
+{
+    size_t cap = (a->mask + 1) * 2;
+    lam_free(a->tab);
+    a->tab = lam_calloc(cap, sizeof(slot_t));
+    a->mask = cap - 1;
+    size_t it = 0;
+    lam_cell_t *c;
+    while ((c = lam_agg_next(a, &it))) {
+        size_t s = (uint32_t)c->hash & a->mask;
+        while (a->tab[s].off8)
+            s = (s + 1) & a->mask;
+        a->tab[s].off8 = (uint32_t)(((char *)c - a->cells) / 8 + 1);
+        a->tab[s].hash = (uint32_t)c->hash;
+    }
+}
+
+static lam_cell_t *get_h(lam_agg_t *a, size_t view, int64_t ts, const char *key, size_t len, uint64_t h)
+{
+    size_t s;
+    lam_cell_t *c = lookup(a, view, ts, key, len, h, &s);
+    if (c)
+        return c;
+    const lam_view_t *v = lam_views_get(a->views, view);
+    size_t need = cell_size((uint32_t)v->nmetrics, (uint32_t)len);
+    if (a->cells_len + need > a->cells_cap) {
+        size_t cap = a->cells_cap ? a->cells_cap * 2 : 65536;
+        while (cap < a->cells_len + need)
+            cap *= 2;
+        a->cells = lam_realloc(a->cells, cap);
+        a->cells_cap = cap;
+    }
+    c = (lam_cell_t *)(a->cells + a->cells_len);
+    memset(c, 0, need);
+    c->hash = h;
+    c->ts = ts;
+    c->view = (uint32_t)view;
+    c->key_len = (uint32_t)len;
+    c->nmetrics = (uint32_t)v->nmetrics;
+    memcpy(cell_keyp(c), key, len);
+    a->tab[s].off8 = (uint32_t)(a->cells_len / 8 + 1);
+    a->tab[s].hash = (uint32_t)h;
+    a->cells_len += need;
+    a->ncells++;
+    if (a->ncells * 2 > a->mask + 1)
+        grow_table(a);
+    return c;
+}
+
+lam_cell_t *lam_agg_get(lam_agg_t *a, size_t view, int64_t ts, const char *key, size_t len)
+{
+    return get_h(a, view, ts, key, len, cell_hash(view, ts, key, len));
+}
+
+/* ---- group keys ---- */
+
+static void append_value(lam_buf_t *out, const lam_field_t *f)
+{
+    if (!f || f->type == LAM_VAL_NULL)
+        lam_buf_append(out, "null", 4);
+    else if (f->type == LAM_VAL_STRING)
+        lam_json_append_string(out, f->val, f->val_len);
+    else
+        lam_buf_append(out, f->val, f->val_len);
+}
+
+void lam_agg_group_key(const lam_view_t *v, const lam_event_t *ev, lam_buf_t *out)
+{
+    lam_buf_append_char(out, '[');
+    for (size_t i = 0; i < v->ngroup; i++) {
+        if (i)
+            lam_buf_append_char(out, ',');
+        append_value(out, lam_view_field(ev, &v->group_by[i]));
+    }
+    lam_buf_append_char(out, ']');
+}
+
+int lam_agg_key_decode(const char *key, size_t len, lam_keyval_t *vals, size_t max, size_t *n,
+                       lam_buf_t *scratch)
+{
+    lam_json_t j;
+    lam_buf_clear(scratch);
+    lam_buf_reserve(scratch, len + 1); /* decoding never grows: pointers stay valid */
+    *n = 0;
+    lam_json_init(&j, key, len, 0);
+    if (lam_json_next(&j) != LAM_JSON_ARRAY)
+        return -1;
+    for (;;) {
+        lam_json_tok_t t = lam_json_next(&j);
+        if (t == LAM_JSON_ARRAY_END)
+            break;
+        if (*n >= max)
+            return -1;
+        lam_keyval_t *kv = &vals[*n];
+        switch (t) {
+        case LAM_JSON_STRING: {
+            char *dst = scratch->data + scratch->len;
+            kv->type = LAM_VAL_STRING;
+            kv->len = lam_json_decode(j.tok, j.tok_len, dst, NULL);
+            kv->val = dst;
+            scratch->len += kv->len;
+            break;
+        }
+        case LAM_JSON_NUMBER:
+            kv->type = LAM_VAL_NUMBER;
+            kv->val = j.tok;
+            kv->len = j.tok_len;
+            break;
+        case LAM_JSON_TRUE:
+        case LAM_JSON_FALSE:
+        case LAM_JSON_NULL:
+            kv->type = t == LAM_JSON_TRUE ? LAM_VAL_TRUE : t == LAM_JSON_FALSE ? LAM_VAL_FALSE : LAM_VAL_NULL;
+            kv->val = j.tok;
+            kv->len = j.tok_len;
+            break;
+        default:
+            return -1;
+        }
+        (*n)++;
+    }
+    scratch->data[scratch->len] = '\0';
+    return lam_json_next(&j) == LAM_JSON_EOF ? 0 : -1;
+}
+
+int lam_agg_event_cell(const lam_view_t *v, const lam_event_t *ev, int64_t *bucket_ts, lam_buf_t *key)
+{
+    if (!lam_view_match(v, ev))
+        return 0;
+    *bucket_ts = lam_time_floor(ev->ts_ms, v->granularity);
+    lam_agg_group_key(v, ev, key);
+    return 1;
+}
+
+/* ---- apply ---- */
+
+int lam_agg_add_event(lam_agg_t *a, const lam_event_t *ev)
+{
+    size_t nv = lam_views_count(a->views);
+    int matched = 0;
+    for (size_t vi = 0; vi < nv; vi++) {
+        const lam_view_t *v = lam_views_get(a->views, vi);
+        if (!lam_view_match(v, ev))
+            continue;
+        matched++;
+        int64_t ts = lam_time_floor(ev->ts_ms, v->granularity);
+        lam_buf_clear(&a->key);
+        lam_agg_group_key(v, ev, &a->key);
+        lam_cell_t *c = get_h(a, vi, ts, a->key.data, a->key.len, cell_hash(vi, ts, a->key.data, a->key.len));
+        c->count++;
+        uint64_t *skipped = a->skipped + lam_views_metric_base(a->views, vi);
+        for (size_t mi = 0; mi < v->nmetrics; mi++) {
+            const lam_metric_t *m = &v->metrics[mi];
+            if (m->kind == LAM_METRIC_COUNT)
+                continue;
+            const lam_field_t *f = lam_view_field(ev, &m->field);
+            if (!f || f->type == LAM_VAL_NULL)
+                continue; /* the metric does not apply */
+            cell_metric_t *cm = &c->m[mi];
+            if (m->kind == LAM_METRIC_DISTINCT) {
+                if (!cm->u.hll)
+                    cm->u.hll = lam_hll_new();
+                lam_hll_add(cm->u.hll, f->val, f->val_len);
+                continue;
+            }
+            if (f->type != LAM_VAL_NUMBER || !f->micro_ok) {
+                skipped[mi]++;
+                continue;
+            }
+            int64_t x = f->micro;
+            if (m->kind == LAM_METRIC_SUM) {
+                if (!(cm->flags & F_OVERFLOW) && __builtin_add_overflow(cm->u.v, x, &cm->u.v)) {
+                    cm->flags |= F_OVERFLOW;
+                    cm->u.v = 0;
+                }
+            } else if (!(cm->flags & F_HAS) || (m->kind == LAM_METRIC_MIN ? x < cm->u.v : x > cm->u.v)) {
+                cm->u.v = x;
+            }
+            cm->flags |= F_HAS;
+        }
+    }
+    return matched;
+}
+
+/* ---- cells ---- */
+
+size_t lam_cell_view(const lam_cell_t *c)
+{
+    return c->view;
+}
+
+int64_t lam_cell_ts(const lam_cell_t *c)
+{
+    return c->ts;
+}
+
+const char *lam_cell_key(const lam_cell_t *c, size_t *len)
+{
+    *len = c->key_len;
+    return cell_keyp(c);
+}
+
+int64_t lam_cell_count(const lam_cell_t *c)
+{
+    return c->count;
+}
+
+static lam_cell_status_t slot_status(const lam_cell_t *c, size_t m, int64_t *micro)
+{
+    if (m >= c->nmetrics)
+        return LAM_CELL_EMPTY;
+    const cell_metric_t *cm = &c->m[m];
+    if (cm->flags & F_OVERFLOW)
+        return LAM_CELL_OVERFLOW;
+    if (!(cm->flags & F_HAS))
+        return LAM_CELL_EMPTY;
+    *micro = cm->u.v;
+    return LAM_CELL_VALUE;
+}
+
+lam_cell_status_t lam_cell_sum(const lam_cell_t *c, size_t m, int64_t *micro)
+{
+    return slot_status(c, m, micro);
+}
+
+lam_cell_status_t lam_cell_min(const lam_cell_t *c, size_t m, int64_t *micro)
+{
+    return slot_status(c, m, micro);
+}
+
+lam_cell_status_t lam_cell_max(const lam_cell_t *c, size_t m, int64_t *micro)
+{
+    return slot_status(c, m, micro);
+}
+
+const lam_hll_t *lam_cell_hll(const lam_cell_t *c, size_t m)
+{
+    return m < c->nmetrics ? c->m[m].u.hll : NULL;
+}
+
+void lam_cell_append_metric_json(const lam_view_t *v, const lam_cell_t *c, size_t m, lam_buf_t *out)
+{
+    if (m >= v->nmetrics) {
+        lam_buf_append(out, "null", 4);
+        return;
+    }
+    int64_t x;
+    switch (v->metrics[m].kind) {
+    case LAM_METRIC_COUNT:
+        lam_buf_append_i64(out, c->count);
+        break;
+    case LAM_METRIC_DISTINCT:
+        lam_buf_append_i64(out, c->m[m].u.hll ? (int64_t)lam_hll_count(c->m[m].u.hll) : 0);
+        break;
+    default:
+        if (slot_status(c, m, &x) == LAM_CELL_VALUE)
+            lam_agg_append_micro(out, x);
+        else
+            lam_buf_append(out, "null", 4);
+    }
+}
+
+void lam_cell_merge(const lam_view_t *v, lam_cell_t *dst, const lam_cell_t *src)
+{
+    dst->count += src->count;
+    for (size_t i = 0; i < v->nmetrics && i < dst->nmetrics; i++) {
+        cell_metric_t *d = &dst->m[i];
+        const cell_metric_t *s = &src->m[i];
+        switch (v->metrics[i].kind) {
+        case LAM_METRIC_COUNT:
+            break;
+        case LAM_METRIC_DISTINCT:
+            if (!s->u.hll)
+                break;
+            if (!d->u.hll)
+                d->u.hll = lam_hll_dup(s->u.hll);
+            else
+                lam_hll_merge(d->u.hll, s->u.hll);
+            break;
+        case LAM_METRIC_SUM:
+            if ((d->flags | s->flags) & F_OVERFLOW) {
+                d->flags |= F_OVERFLOW | F_HAS;
+                d->u.v = 0;
+            } else if (s->flags & F_HAS) {
+                if (__builtin_add_overflow(d->u.v, s->u.v, &d->u.v)) {
+                    d->flags |= F_OVERFLOW;
+                    d->u.v = 0;
+                }
+                d->flags |= F_HAS;
+            }
+            break;
+        case LAM_METRIC_MIN:
+        case LAM_METRIC_MAX:
+            if ((s->flags & F_HAS) &&
+                (!(d->flags & F_HAS) ||
+                 (v->metrics[i].kind == LAM_METRIC_MIN ? s->u.v < d->u.v : s->u.v > d->u.v)))
+                d->u.v = s->u.v;
+            d->flags |= s->flags & F_HAS;
+            break;
+        }
+    }
+}
+
+int lam_cell_equal(const lam_view_t *v, const lam_cell_t *a, const lam_cell_t *b)
+{
+    if (a->count != b->count || a->nmetrics != b->nmetrics)
+        return 0;
+    for (size_t i = 0; i < v->nmetrics; i++) {
+        const cell_metric_t *x = &a->m[i], *y = &b->m[i];
+        if (v->metrics[i].kind == LAM_METRIC_DISTINCT) {
+            if (!x->u.hll || !y->u.hll) {
+                if (x->u.hll != y->u.hll)
+                    return 0;
+            } else if (!lam_hll_equal(x->u.hll, y->u.hll)) {
+                return 0;
+            }
+        } else if (v->metrics[i].kind != LAM_METRIC_COUNT && (x->flags != y->flags || x->u.v != y->u.v)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void put_le(lam_buf_t *out, uint64_t v, int n)
+{
+    uint8_t b[8];
+    for (int i = 0; i < n; i++)
+        b[i] = (uint8_t)(v >> (8 * i));
+    lam_buf_append(out, b, (size_t)n);
+}
+
+static uint64_t get_le(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+void lam_cell_serialize(const lam_view_t *v, const lam_cell_t *c, lam_buf_t *out)
+{
+    lam_buf_append_char(out, BLOB_VERSION);
+    lam_buf_append_char(out, (char)v->nmetrics);
+    put_le(out, (uint64_t)c->count, 8);
+    for (size_t i = 0; i < v->nmetrics; i++) {
+        const cell_metric_t *cm = &c->m[i];
+        lam_buf_append_char(out, (char)v->metrics[i].kind);
+        switch (v->metrics[i].kind) {
+        case LAM_METRIC_COUNT:
+            break;
+        case LAM_METRIC_DISTINCT:
+            if (!cm->u.hll) {
+                put_le(out, 0, 4);
+            } else {
+                size_t at = out->len;
+                put_le(out, 0, 4);
+                lam_hll_to_redis(cm->u.hll, out);
+                uint32_t n = (uint32_t)(out->len - at - 4);
+                for (int k = 0; k < 4; k++)
+                    out->data[at + (size_t)k] = (char)(n >> (8 * k));
+            }
+            break;
+        default:
+            lam_buf_append_char(out, (char)cm->flags);
+            put_le(out, (uint64_t)cm->u.v, 8);
+        }
+    }
+}
+
+int lam_agg_merge_blob(lam_agg_t *a, size_t view, int64_t ts, const char *key, size_t key_len,
+                       const void *blob, size_t len, char *errstr, size_t errstr_size)
+{
+    const lam_view_t *v = lam_views_get(a->views, view);
+    const uint8_t *p = blob, *end = p + len;
+    const char *why = NULL;
+    if (!v) {
+        why = "no such view";
+        goto bad;
+    }
+    size_t sz = sizeof(lam_cell_t) + v->nmetrics * sizeof(cell_metric_t);
+    lam_cell_t *tmp = lam_calloc(1, sz);
+    tmp->nmetrics = (uint32_t)v->nmetrics;
+    if (len < 10 || p[0] != BLOB_VERSION || p[1] != v->nmetrics) {
+        why = "bad header or metric count";
+        goto bad_tmp;
+    }
+    tmp->count = (int64_t)get_le(p + 2, 8);
+    p += 10;
+    for (size_t i = 0; i < v->nmetrics; i++) {
+        if (p >= end || *p != v->metrics[i].kind) {
+            why = "metric kinds differ from the view";
+            goto bad_tmp;
+        }
+        p++;
+        cell_metric_t *cm = &tmp->m[i];
+        if (v->metrics[i].kind == LAM_METRIC_COUNT)
+            continue;
+        if (v->metrics[i].kind == LAM_METRIC_DISTINCT) {
+            if (end - p < 4) {
+                why = "truncated";
+                goto bad_tmp;
+            }
+            uint32_t n = (uint32_t)get_le(p, 4);
+            p += 4;
+            if ((size_t)(end - p) < n) {
+                why = "truncated";
+                goto bad_tmp;
+            }
+            if (n) {
+                cm->u.hll = lam_hll_new();
+                if (lam_hll_merge_redis_blob(cm->u.hll, p, n, NULL, 0)) {
+                    why = "corrupt HyperLogLog";
+                    goto bad_tmp;
+                }
+            }
+            p += n;
+            continue;
+        }
+        if (end - p < 9 || (p[0] & ~(F_HAS | F_OVERFLOW))) {
+            why = "truncated or bad flags";
+            goto bad_tmp;
+        }
+        cm->flags = p[0];
+        cm->u.v = (int64_t)get_le(p + 1, 8);
+        p += 9;
+    }
+    if (p != end) {
+        why = "trailing bytes";
+        goto bad_tmp;
+    }
+    lam_cell_merge(v, lam_agg_get(a, view, ts, key, key_len), tmp);
+    for (size_t i = 0; i < v->nmetrics; i++)
+        if (v->metrics[i].kind == LAM_METRIC_DISTINCT)
+            lam_hll_free(tmp->m[i].u.hll);
+    lam_free(tmp);
+    return 0;
+bad_tmp:
+    for (size_t i = 0; i < v->nmetrics; i++)
+        if (v->metrics[i].kind == LAM_METRIC_DISTINCT)
+            lam_hll_free(tmp->m[i].u.hll);
+    lam_free(tmp);
+bad:
+    if (errstr && errstr_size)
+        snprintf(errstr, errstr_size, "cell blob: %s", why);
+    return -1;
+}
+
+int lam_agg_merge(lam_agg_t *dst, const lam_agg_t *src)
+{
+    if (dst == src || dst->views != src->views)
+        return -1;
+    size_t it = 0;
+    lam_cell_t *c;
+    while ((c = lam_agg_next(src, &it))) {
+        lam_cell_t *d = get_h(dst, c->view, c->ts, cell_keyp(c), c->key_len, c->hash);
+        lam_cell_merge(lam_views_get(dst->views, c->view), d, c);
+    }
+    size_t n = lam_views_total_metrics(dst->views);
+    for (size_t i = 0; i < n; i++)
+        dst->skipped[i] += src->skipped[i];
+    return 0;
+}
+
+uint64_t lam_agg_skipped(const lam_agg_t *a, size_t view, size_t metric)
+{
+    const lam_view_t *v = lam_views_get(a->views, view);
+    if (!v || metric >= v->nmetrics)
+        return 0;
+    return a->skipped[lam_views_metric_base(a->views, view) + metric];
+}
+
+int lam_agg_rollup(lam_agg_t *dst, const lam_agg_t *src, size_t view, lam_gran_t to, char *errstr,
+                   size_t errstr_size)
+{
+    const lam_view_t *v = lam_views_get(src->views, view);
+    if (!v || dst == src || dst->views != src->views) {
+        if (errstr && errstr_size)
+            snprintf(errstr, errstr_size, "rollup: bad arguments");
+        return -1;
+    }
+    if (to < v->granularity || to > LAM_GRAN_ALL) {
+        if (errstr && errstr_size)
+            snprintf(errstr, errstr_size, "granularity: %s is finer than view \"%s\" (%s)", lam_gran_name(to),
+                     v->name, lam_gran_name(v->granularity));
+        return -1;
+    }
+    size_t it = 0;
+    lam_cell_t *c;
+    while ((c = lam_agg_next(src, &it))) {
+        if (c->view != view)
+            continue;
+        lam_cell_t *d = lam_agg_get(dst, view, lam_time_floor(c->ts, to), cell_keyp(c), c->key_len);
+        lam_cell_merge(v, d, c);
+    }
+    return 0;
+}
+
+/* ---- fixed point ---- */
+
+int lam_agg_micro_parse(const char *text, size_t len, int64_t *micro)
+{
+    return lam_event_micro_from_text(text, len, micro);
+}
+
+size_t lam_agg_micro_format(int64_t micro, char out[LAM_AGG_MICRO_MAXLEN])
+{
+    uint64_t u = micro < 0 ? (uint64_t)0 - (uint64_t)micro : (uint64_t)micro;
+    uint64_t ip = u / 1000000, fp = u % 1000000;
+    char tmp[LAM_AGG_MICRO_MAXLEN];
+    size_t w = sizeof(tmp);
+    if (fp) {
+        int digits = 6;
+        while (fp % 10 == 0) {
+            fp /= 10;
+            digits--;
+        }
+        for (int i = 0; i < digits; i++) {
+            tmp[--w] = (char)('0' + fp % 10);
+            fp /= 10;
+        }
+        tmp[--w] = '.';
+    }
+    do {
+        tmp[--w] = (char)('0' + ip % 10);
+        ip /= 10;
+    } while (ip);
+    if (micro < 0)
+        tmp[--w] = '-';
+    size_t n = sizeof(tmp) - w;
+    memcpy(out, tmp + w, n);
+    out[n] = '\0';
+    return n;
+}
+
+void lam_agg_append_micro(lam_buf_t *out, int64_t micro)
+{
+    char tmp[LAM_AGG_MICRO_MAXLEN];
+    size_t n = lam_agg_micro_format(micro, tmp);
+    lam_buf_append(out, tmp, n);
+}
