@@ -86,7 +86,7 @@ FUZZ_CFLAGS := -g -O1 -std=gnu11 -D_GNU_SOURCE -Ishared -I$(PG_INC) \
                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 build/fuzz/%: tests/fuzz/%.c $(SHARED_SRC) $(wildcard shared/*.h)
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) -o $@ $< $(filter-out shared/lam_kafka.c shared/lam_redis.c shared/lam_pg.c shared/lam_http.c,$(SHARED_SRC)) -lzstd -lm -lpthread
+	clang $(FUZZ_CFLAGS) -o $@ $< $(filter-out shared/lam_kafka.c shared/lam_redis.c shared/lam_pg.c shared/lam_http.c shared/lam_store.c,$(SHARED_SRC)) -lzstd -lm -lpthread
 
 # Run every fuzz target over its committed seed corpus (part of make test).
 fuzz-corpus: $(FUZZ_BINS)
