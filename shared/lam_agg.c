@@ -45,6 +45,9 @@ struct lam_agg {
     size_t mask;
     uint64_t *skipped; /* per flat metric index */
     lam_buf_t key;     /* scratch group key */
+    const lam_view_t *varr; /* views are one contiguous array in lam_views_t */
+    size_t nviews;
+    size_t *mbase;     /* flat index of each view's first metric */
 };
 
 static size_t cell_size(uint32_t nmetrics, uint32_t key_len)
@@ -69,18 +72,18 @@ static uint64_t mix64(uint64_t x)
 
 static uint64_t cell_hash(size_t view, int64_t ts, const char *key, size_t len)
 {
-    uint64_t h = mix64((uint64_t)ts * 0x9e3779b97f4a7c15ULL + view + 1) ^ ((uint64_t)len << 40);
+    uint64_t h = ((uint64_t)ts * 0x9e3779b97f4a7c15ULL) ^ ((uint64_t)(view + 1) << 48) ^ len;
     size_t i = 0;
     for (; i + 8 <= len; i += 8) {
         uint64_t k;
         memcpy(&k, key + i, 8);
-        h = (h ^ k) * 0x9e3779b97f4a7c15ULL;
+        h = (h ^ k) * 0xff51afd7ed558ccdULL;
         h ^= h >> 29;
     }
     uint64_t k = 0;
-    memcpy(&k, key + i, len - i);
-    h = (h ^ k) * 0x9e3779b97f4a7c15ULL;
-    return mix64(h);
+    for (size_t s = 0; i + s < len; s++)
+        k |= (uint64_t)(uint8_t)key[i + s] << (8 * s);
+    return mix64(h ^ k);
 }
 
 lam_agg_t *lam_agg_new(const lam_views_t *views)
@@ -90,6 +93,11 @@ lam_agg_t *lam_agg_new(const lam_views_t *views)
     a->mask = 1023;
     a->tab = lam_calloc(a->mask + 1, sizeof(slot_t));
     a->skipped = lam_calloc(lam_views_total_metrics(views) + 1, sizeof(uint64_t));
+    a->nviews = lam_views_count(views);
+    a->varr = lam_views_get(views, 0);
+    a->mbase = lam_malloc((a->nviews + 1) * sizeof(size_t));
+    for (size_t i = 0; i < a->nviews; i++)
+        a->mbase[i] = lam_views_metric_base(views, i);
     return a;
 }
 
@@ -114,6 +122,7 @@ void lam_agg_free(lam_agg_t *a)
     lam_free(a->cells);
     lam_free(a->tab);
     lam_free(a->skipped);
+    lam_free(a->mbase);
     lam_buf_free(&a->key);
     lam_free(a);
 }
@@ -172,7 +181,7 @@ static lam_cell_t *lookup(const lam_agg_t *a, size_t view, int64_t ts, const cha
         }
         if (sl->hash == (uint32_t)h) {
             lam_cell_t *c = (lam_cell_t *)(a->cells + (size_t)(sl->off8 - 1) * 8);
-            if (c->ts == ts && c->view == view && c->key_len == len && memcmp(cell_keyp(c), key, len) == 0)
+            if (c->ts == ts && c->view == view && c->key_len == len && lam_event_bytes_eq_(cell_keyp(c), key, len))
                 return c;
         }
         s = (s + 1) & a->mask;
@@ -241,25 +250,52 @@ lam_cell_t *lam_agg_get(lam_agg_t *a, size_t view, int64_t ts, const char *key, 
 
 /* ---- group keys ---- */
 
+/* 1 when s needs no escaping inside a JSON string (plain printable ASCII) */
+static int plain_ascii(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = (uint8_t)s[i];
+        if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\')
+            return 0;
+    }
+    return 1;
+}
+
 static void append_value(lam_buf_t *out, const lam_field_t *f)
 {
-    if (!f || f->type == LAM_VAL_NULL)
+    if (!f || f->type == LAM_VAL_NULL) {
         lam_buf_append(out, "null", 4);
-    else if (f->type == LAM_VAL_STRING)
-        lam_json_append_string(out, f->val, f->val_len);
-    else
+    } else if (f->type == LAM_VAL_STRING) {
+        if (plain_ascii(f->val, f->val_len)) { /* fast path, same bytes as the escaper */
+            lam_buf_reserve(out, f->val_len + 2);
+            char *p = out->data + out->len;
+            p[0] = '"';
+            memcpy(p + 1, f->val, f->val_len);
+            p[f->val_len + 1] = '"';
+            out->len += f->val_len + 2;
+            out->data[out->len] = '\0';
+        } else {
+            lam_json_append_string(out, f->val, f->val_len);
+        }
+    } else {
         lam_buf_append(out, f->val, f->val_len);
+    }
 }
 
 void lam_agg_group_key(const lam_view_t *v, const lam_event_t *ev, lam_buf_t *out)
 {
-    lam_buf_append_char(out, '[');
+    lam_buf_reserve(out, 2);
+    out->data[out->len++] = '[';
     for (size_t i = 0; i < v->ngroup; i++) {
-        if (i)
-            lam_buf_append_char(out, ',');
+        if (i) {
+            lam_buf_reserve(out, 1);
+            out->data[out->len++] = ',';
+        }
         append_value(out, lam_view_field(ev, &v->group_by[i]));
     }
-    lam_buf_append_char(out, ']');
+    lam_buf_reserve(out, 1);
+    out->data[out->len++] = ']';
+    out->data[out->len] = '\0';
 }
 
 int lam_agg_key_decode(const char *key, size_t len, lam_keyval_t *vals, size_t max, size_t *n,
@@ -322,10 +358,9 @@ int lam_agg_event_cell(const lam_view_t *v, const lam_event_t *ev, int64_t *buck
 
 int lam_agg_add_event(lam_agg_t *a, const lam_event_t *ev)
 {
-    size_t nv = lam_views_count(a->views);
     int matched = 0;
-    for (size_t vi = 0; vi < nv; vi++) {
-        const lam_view_t *v = lam_views_get(a->views, vi);
+    for (size_t vi = 0; vi < a->nviews; vi++) {
+        const lam_view_t *v = &a->varr[vi];
         if (!lam_view_match(v, ev))
             continue;
         matched++;
@@ -334,7 +369,7 @@ int lam_agg_add_event(lam_agg_t *a, const lam_event_t *ev)
         lam_agg_group_key(v, ev, &a->key);
         lam_cell_t *c = get_h(a, vi, ts, a->key.data, a->key.len, cell_hash(vi, ts, a->key.data, a->key.len));
         c->count++;
-        uint64_t *skipped = a->skipped + lam_views_metric_base(a->views, vi);
+        uint64_t *skipped = a->skipped + a->mbase[vi];
         for (size_t mi = 0; mi < v->nmetrics; mi++) {
             const lam_metric_t *m = &v->metrics[mi];
             if (m->kind == LAM_METRIC_COUNT)

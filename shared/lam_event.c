@@ -28,12 +28,24 @@ void lam_event_free(lam_event_t *ev)
 
 uint32_t lam_event_name_hash(const char *name, size_t len)
 {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (uint8_t)name[i];
-        h *= 16777619u;
+    /* word-at-a-time multiply/xorshift: names are short and hashed once per field */
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ len;
+    while (len >= 8) {
+        uint64_t k;
+        memcpy(&k, name, 8);
+        h = (h ^ k) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 32;
+        name += 8;
+        len -= 8;
     }
-    return h;
+    uint64_t k = 0;
+    for (size_t i = 0; i < len; i++)
+        k |= (uint64_t)(uint8_t)name[i] << (8 * i);
+    h = (h ^ k) * 0xff51afd7ed558ccdULL;
+    h ^= h >> 29;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 32;
+    return (uint32_t)h;
 }
 
 /* Print a field name for an error message: verbatim when short and plain, else quoted/escaped. */
@@ -135,32 +147,6 @@ static int htab_insert(lam_event_t *ev, size_t idx)
     return 0;
 }
 
-const lam_field_t *lam_event_get_h(const lam_event_t *ev, const char *name, size_t len, uint32_t hash)
-{
-    if (len <= 4) {
-        if (len == 4 && memcmp(name, "type", 4) == 0)
-            return &ev->type;
-        if (len == 2 && name[0] == 't' && name[1] == 's')
-            return &ev->ts;
-        if (len == 2 && name[0] == 'i' && name[1] == 'd')
-            return ev->id.type == LAM_VAL_ABSENT ? NULL : &ev->id;
-    }
-    if (!ev->htab || !ev->nfields)
-        return NULL;
-    size_t s = hash & ev->hmask;
-    for (;;) {
-        uint64_t e = ev->htab[s];
-        if ((uint32_t)(e >> 32) != ev->gen)
-            return NULL;
-        if (((uint32_t)e & 0xffff0000u) == (hash & 0xffff0000u)) {
-            const lam_field_t *f = &ev->fields[e & 0xffff];
-            if (f->name_len == len && memcmp(f->name, name, len) == 0)
-                return f;
-        }
-        s = (s + 1) & ev->hmask;
-    }
-}
-
 const lam_field_t *lam_event_get(const lam_event_t *ev, const char *name, size_t len)
 {
     return lam_event_get_h(ev, name, len, lam_event_name_hash(name, len));
@@ -195,6 +181,46 @@ int lam_event_set_id(lam_event_t *ev, const char *id, size_t len, char *errstr, 
     return 0;
 }
 
+/* Short copies: a plain loop beats the rep-movs the compiler picks for a bounded memcpy. */
+static void copy_small(char *dst, const char *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = src[i];
+}
+
+/*
+ * Fast path for the common numbers: [-]I[.F] with 1..12 integer digits, 1..6 fraction digits
+ * and no trailing fraction zero (and not -0). Their text is already canonical and their micro
+ * value exact, so the general decimal code is skipped. Returns 0 to use the general path.
+ */
+static int fast_number(const char *s, size_t n, int64_t *micro)
+{
+    static const uint64_t p10[] = {1, 10, 100, 1000, 10000, 100000, 1000000};
+    size_t i = 0;
+    int neg = s[0] == '-';
+    i = (size_t)neg;
+    size_t is = i;
+    uint64_t ip = 0, fp = 0;
+    while (i < n && s[i] >= '0' && s[i] <= '9')
+        ip = ip * 10 + (uint64_t)(s[i++] - '0');
+    size_t il = i - is, fl = 0;
+    if (il == 0 || il > 12)
+        return 0;
+    if (i < n && s[i] == '.') {
+        size_t fs = ++i;
+        while (i < n && s[i] >= '0' && s[i] <= '9')
+            fp = fp * 10 + (uint64_t)(s[i++] - '0');
+        fl = i - fs;
+        if (fl == 0 || fl > 6 || s[i - 1] == '0')
+            return 0;
+    }
+    if (i != n || (neg && ip == 0 && fl == 0))
+        return 0;
+    uint64_t m = ip * 1000000 + fp * p10[6 - fl];
+    *micro = neg ? -(int64_t)m : (int64_t)m;
+    return 1;
+}
+
 static void builtin_init(lam_field_t *f, const char *name, size_t len)
 {
     memset(f, 0, sizeof(*f));
@@ -226,14 +252,14 @@ static int parse_ts(lam_event_t *ev, lam_json_t *j, lam_json_tok_t t, char *errs
     if (t == LAM_JSON_NUMBER) {
         lam_json_num_t n;
         lam_json_num_parse(j->tok, j->tok_len, &n);
-        char q[64];
-        lam_json_quote_excerpt(q, sizeof(q), j->tok, j->tok_len);
-        if (n.n1 + n.n2 > 0 && n.exp < 0)
-            return ev_err(errstr, errstr_size, "ts", 2, "not an integer number of milliseconds: %.*s",
+        int frac = n.n1 + n.n2 > 0 && n.exp < 0;
+        if (frac || lam_json_num_to_i64(&n, &ms) || ms < LAM_TIME_MIN_MS || ms > LAM_TIME_MAX_MS) {
+            char q[64];
+            lam_json_quote_excerpt(q, sizeof(q), j->tok, j->tok_len);
+            return ev_err(errstr, errstr_size, "ts", 2, "%s: %.*s",
+                          frac ? "not an integer number of milliseconds" : "out of range (years 0000..9999)",
                           (int)strlen(q) - 2, q + 1);
-        if (lam_json_num_to_i64(&n, &ms) || ms < LAM_TIME_MIN_MS || ms > LAM_TIME_MAX_MS)
-            return ev_err(errstr, errstr_size, "ts", 2, "out of range (years 0000..9999): %.*s",
-                          (int)strlen(q) - 2, q + 1);
+        }
     } else if (t == LAM_JSON_STRING) {
         size_t len;
         int nul;
@@ -275,6 +301,8 @@ int lam_event_parse(lam_event_t *ev, const char *json, size_t len, int64_t now_m
     size_t prefix_len[LAM_EVENT_MAX_DEPTH + 2];
     int prefix_esc[LAM_EVENT_MAX_DEPTH + 2];
     int depth = 0, seen_id = 0, seen_ts = 0, seen_type = 0;
+    const char *last_static = NULL; /* name of the last value read, for syntax errors after it */
+    size_t last_off = 0, last_len = 0, last_end = 0;
     size_t canon = 2; /* {} */
 
     ev->nfields = 0;
@@ -307,8 +335,18 @@ int lam_event_parse(lam_event_t *ev, const char *json, size_t len, int64_t now_m
             depth--;
             continue;
         }
-        if (t != LAM_JSON_KEY) /* only errors can get here */
+        if (t != LAM_JSON_KEY) { /* a syntax error: blame the field just read when right after it */
+            size_t p = last_end;
+            while (p < len && (json[p] == ' ' || json[p] == '\n' || json[p] == '\r' || json[p] == '\t'))
+                p++;
+            if (j.err_pos != p)
+                return ev_err(errstr, errstr_size, "event", 5, "%s", j.err);
+            if (last_static)
+                return ev_err(errstr, errstr_size, last_static, strlen(last_static), "%s", j.err);
+            if (last_len)
+                return ev_err(errstr, errstr_size, ev->arena + last_off, last_len, "%s", j.err);
             return ev_err(errstr, errstr_size, "event", 5, "%s", j.err);
+        }
 
         /* flattened name = prefix "." key, built at the arena end (not yet committed) */
         size_t pl = prefix_len[depth];
@@ -342,6 +380,8 @@ int lam_event_parse(lam_event_t *ev, const char *json, size_t len, int64_t now_m
         if (depth == 0 && name_len <= 4 &&
             ((name_len == 2 && memcmp(nm, "id", 2) == 0) || (name_len == 2 && memcmp(nm, "ts", 2) == 0) ||
              (name_len == 4 && memcmp(nm, "type", 4) == 0))) {
+            last_static = nm[1] == 's' ? "ts" : nm[0] == 'i' ? "id" : "type";
+            last_end = j.pos;
             if (nm[1] == 's') {
                 if (seen_ts++)
                     return ev_err(errstr, errstr_size, "ts", 2, "duplicate field");
@@ -356,12 +396,20 @@ int lam_event_parse(lam_event_t *ev, const char *json, size_t len, int64_t now_m
             size_t vl;
             if (t != LAM_JSON_STRING)
                 return ev_err(errstr, errstr_size, what, strlen(what), "must be a string of 1..128 bytes");
-            size_t off = decode_tmp(ev, &j, &vl, &nul);
-            if (vl < 1 || vl > 128)
-                return ev_err(errstr, errstr_size, what, strlen(what), "must be a string of 1..128 bytes");
             lam_field_t *f = is_id ? &ev->id : &ev->type;
             char *dst = is_id ? ev->id_buf : ev->type_buf;
-            memcpy(dst, ev->arena + off, vl + 1);
+            if (j.tok_escaped) {
+                size_t off = decode_tmp(ev, &j, &vl, &nul);
+                if (vl >= 1 && vl <= 128)
+                    copy_small(dst, ev->arena + off, vl);
+            } else {
+                vl = j.tok_len;
+                if (vl >= 1 && vl <= 128)
+                    copy_small(dst, j.tok, vl);
+            }
+            if (vl < 1 || vl > 128)
+                return ev_err(errstr, errstr_size, what, strlen(what), "must be a string of 1..128 bytes");
+            dst[vl] = '\0';
             f->type = LAM_VAL_STRING;
             f->val = dst;
             f->val_len = (uint32_t)vl;
@@ -392,8 +440,13 @@ int lam_event_parse(lam_event_t *ev, const char *json, size_t len, int64_t now_m
         nm[name_len] = '\0';
         if (push_field(ev, name_off, name_len, hash, errstr, errstr_size))
             return -1;
+        last_static = NULL;
+        last_off = name_off;
+        last_len = name_len;
+        last_end = j.pos;
         lam_field_t *f = &ev->fields[ev->nfields - 1];
         size_t vcanon;
+        int64_t micro;
         if (t == LAM_JSON_STRING) {
             size_t vl;
             size_t off = decode_tmp(ev, &j, &vl, &nul);
@@ -402,6 +455,19 @@ int lam_event_parse(lam_event_t *ev, const char *json, size_t len, int64_t now_m
             f->val_off = (uint32_t)off;
             f->val_len = (uint32_t)vl;
             vcanon = 2 + (j.tok_escaped ? lam_json_escaped_len(ev->arena + off, vl) : vl);
+        } else if (t == LAM_JSON_NUMBER && fast_number(j.tok, j.tok_len, &micro)) {
+            arena_reserve(ev, j.tok_len + 1);
+            size_t off = ev->arena_len;
+            copy_small(ev->arena + off, j.tok, j.tok_len);
+            ev->arena[off + j.tok_len] = '\0';
+            ev->arena_len += j.tok_len + 1;
+            f = &ev->fields[ev->nfields - 1];
+            f->type = LAM_VAL_NUMBER;
+            f->val_off = (uint32_t)off;
+            f->val_len = (uint32_t)j.tok_len;
+            f->micro_ok = 1;
+            f->micro = micro;
+            vcanon = j.tok_len;
         } else if (t == LAM_JSON_NUMBER) {
             lam_json_num_t n;
             lam_json_num_parse(j.tok, j.tok_len, &n);

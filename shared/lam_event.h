@@ -100,9 +100,46 @@ uint32_t lam_event_name_hash(const char *name, size_t len);
  * NULL when absent. The pointer is owned by the event. lam_event_get_h takes a precomputed hash.
  */
 const lam_field_t *lam_event_get(const lam_event_t *ev, const char *name, size_t len);
-const lam_field_t *lam_event_get_h(const lam_event_t *ev, const char *name, size_t len, uint32_t hash);
+static inline const lam_field_t *lam_event_get_h(const lam_event_t *ev, const char *name, size_t len,
+                                                 uint32_t hash);
 
 /** Parse a number token text into micro-units (value * 10^6, half to even). 0 or -1. */
 int lam_event_micro_from_text(const char *text, size_t len, int64_t *micro);
+
+/* Inline: this lookup runs several times per event per view on the batch hot path. */
+static inline int lam_event_bytes_eq_(const char *a, const char *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (a[i] != b[i])
+            return 0;
+    return 1;
+}
+
+static inline const lam_field_t *lam_event_get_h(const lam_event_t *ev, const char *name, size_t len,
+                                                 uint32_t hash)
+{
+    if (len <= 4) {
+        if (len == 4 && name[0] == 't' && name[1] == 'y' && name[2] == 'p' && name[3] == 'e')
+            return &ev->type;
+        if (len == 2 && name[0] == 't' && name[1] == 's')
+            return &ev->ts;
+        if (len == 2 && name[0] == 'i' && name[1] == 'd')
+            return ev->id.type == LAM_VAL_ABSENT ? NULL : &ev->id;
+    }
+    if (!ev->nfields)
+        return NULL;
+    size_t s = hash & ev->hmask;
+    for (;;) {
+        uint64_t e = ev->htab[s];
+        if ((uint32_t)(e >> 32) != ev->gen)
+            return NULL;
+        if (((uint32_t)e & 0xffff0000u) == (hash & 0xffff0000u)) {
+            const lam_field_t *f = &ev->fields[e & 0xffff];
+            if (f->name_len == len && lam_event_bytes_eq_(f->name, name, len))
+                return f;
+        }
+        s = (s + 1) & ev->hmask;
+    }
+}
 
 #endif

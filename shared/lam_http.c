@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lam_json.h"
 #include "lam_mem.h"
 
 enum { ST_RECEIVING = 0, ST_TOO_LARGE, ST_HANDLING, ST_DEFERRED, ST_REPLIED };
@@ -58,27 +59,6 @@ const char *lam_http_status_code(unsigned status)
     case 503: return "unavailable";
     default: return status >= 500 ? "internal" : "error";
     }
-}
-
-static void json_escape(lam_buf_t *out, const char *s, size_t len)
-{
-    static const char hex[] = "0123456789abcdef";
-    lam_buf_append_char(out, '"');
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
-            lam_buf_append_char(out, '\\');
-            lam_buf_append_char(out, (char)c);
-        } else if (c == '\n') {
-            lam_buf_append(out, "\\n", 2);
-        } else if (c < 0x20 || c == 0x7f) {
-            char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            lam_buf_append(out, u, 6);
-        } else {
-            lam_buf_append_char(out, (char)c);
-        }
-    }
-    lam_buf_append_char(out, '"');
 }
 
 static void record(lam_http_server_t *srv, lam_http_req_t *req, unsigned status)
@@ -159,10 +139,9 @@ int lam_http_error(lam_http_req_t *req, unsigned status, const char *code, const
     va_end(ap);
     lam_buf_t b = LAM_BUF_INIT;
     lam_buf_append_str(&b, "{\"error\":{\"code\":");
-    const char *c = code ? code : lam_http_status_code(status);
-    json_escape(&b, c, strlen(c));
+    lam_json_append_cstr(&b, code ? code : lam_http_status_code(status));
     lam_buf_append_str(&b, ",\"message\":");
-    json_escape(&b, msg, strlen(msg));
+    lam_json_append_cstr(&b, msg);
     lam_buf_append_str(&b, "}}\n");
     lam_http_reply_json(req, status, &b);
     lam_buf_free(&b);

@@ -25,6 +25,7 @@ void lam_json_init(lam_json_t *j, const char *buf, size_t len, int flags)
 static lam_json_tok_t fail(lam_json_t *j, size_t at, const char *msg)
 {
     snprintf(j->err, sizeof(j->err), "invalid JSON at byte %zu: %s", at, msg);
+    j->err_pos = at;
     j->state = ST_ERROR;
     return LAM_JSON_ERROR;
 }
@@ -97,6 +98,17 @@ static int scan_string(lam_json_t *j)
     int esc = 0;
     j->tok_pos = j->pos;
     for (;;) {
+        /* 8 bytes at a time until a byte that is '"', '\\', < 0x20 or >= 0x80 */
+        while (p + 8 <= len) {
+            uint64_t w;
+            memcpy(&w, b + p, 8);
+            const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+            uint64_t q = w ^ (ones * '"'), bs = w ^ (ones * '\\');
+            uint64_t stop = (w | ((w - ones * 0x20) & ~w) | ((q - ones) & ~q) | ((bs - ones) & ~bs)) & highs;
+            if (stop)
+                break;
+            p += 8;
+        }
         while (p < len && !str_stop[b[p]])
             p++;
         if (p >= len) {
@@ -439,7 +451,7 @@ size_t lam_json_decode(const char *raw, size_t raw_len, char *out, int *has_nul)
 
 int lam_json_num_parse(const char *text, size_t len, lam_json_num_t *n)
 {
-    if (scan_number(text, len) != len)
+    if (len == 0 || scan_number(text, len) != len)
         return -1;
     const char *p = text, *end = text + len;
     memset(n, 0, sizeof(*n));

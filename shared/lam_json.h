@@ -45,6 +45,7 @@ typedef struct lam_json {
     size_t tok_len;
     size_t tok_pos;    /* byte offset where the current token starts */
     int tok_escaped;   /* string token contains backslash escapes */
+    size_t err_pos;    /* byte offset of the last LAM_JSON_ERROR */
     char err[96];      /* message of the last LAM_JSON_ERROR */
 } lam_json_t;
 

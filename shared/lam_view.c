@@ -544,11 +544,6 @@ int lam_view_metric_index(const lam_view_t *v, const char *text, size_t len)
     return -1;
 }
 
-const lam_field_t *lam_view_field(const lam_event_t *ev, const lam_fieldref_t *ref)
-{
-    return lam_event_get_h(ev, ref->name, ref->len, ref->hash);
-}
-
 int lam_view_match(const lam_view_t *v, const lam_event_t *ev)
 {
     for (size_t i = 0; i < v->nwhere; i++) {
@@ -563,7 +558,7 @@ int lam_view_match(const lam_view_t *v, const lam_event_t *ev)
             if (ft == LAM_VAL_NULL || ft == LAM_VAL_TRUE || ft == LAM_VAL_FALSE)
                 ok = 1;
             else
-                ok = f->val_len == wv->len && memcmp(f->val, wv->val, wv->len) == 0;
+                ok = f->val_len == wv->len && lam_event_bytes_eq_(f->val, wv->val, wv->len);
         }
         if (!ok)
             return 0;

@@ -91,7 +91,10 @@ int lam_view_metric_index(const lam_view_t *v, const char *text, size_t len);
 const char *lam_metric_kind_name(lam_metric_kind_t k);
 
 /** Resolve a field reference on an event; NULL when absent. Owned by the event. */
-const lam_field_t *lam_view_field(const lam_event_t *ev, const lam_fieldref_t *ref);
+static inline const lam_field_t *lam_view_field(const lam_event_t *ev, const lam_fieldref_t *ref)
+{
+    return lam_event_get_h(ev, ref->name, ref->len, ref->hash);
+}
 /** 1 when the event passes the view's where clause (absent fields compare as null). */
 int lam_view_match(const lam_view_t *v, const lam_event_t *ev);
 

@@ -1,0 +1,510 @@
+/* test_agg.c - unit tests for lam_agg: fixed point, group keys, apply, merge (property), blobs, roll-up. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "lam_agg.h"
+#include "lam_mem.h"
+#include "testlib.h"
+
+static const char *k_views =
+    "{\"views\":["
+    "{\"name\":\"by_item\",\"where\":{\"type\":\"purchase\"},\"group_by\":[\"item\",\"geo.cc\"],"
+    "\"granularity\":\"minute\",\"metrics\":[\"count\",\"sum:price\",\"min:price\",\"max:price\",\"distinct:user\"]},"
+    "{\"name\":\"all_types\",\"group_by\":[\"type\"],\"granularity\":\"hour\",\"metrics\":[\"count\",\"sum:qty\"]},"
+    "{\"name\":\"total\",\"granularity\":\"day\",\"metrics\":[\"distinct:user\",\"count\",\"max:qty\"]}"
+    "]}";
+
+static lam_views_t *views(void)
+{
+    char err[256];
+    lam_views_t *vs = lam_views_parse(k_views, strlen(k_views), "test", err, sizeof(err));
+    if (!vs)
+        fail_msg("%s", err);
+    return vs;
+}
+
+static void add(lam_agg_t *a, lam_event_t *ev, const char *json)
+{
+    char err[256];
+    if (lam_event_parse(ev, json, strlen(json), 0, -1, err, sizeof(err)))
+        fail_msg("%s: %s", json, err);
+    lam_agg_add_event(a, ev);
+}
+
+static void test_micro(void **state)
+{
+    (void)state;
+    struct {
+        const char *in;
+        int64_t micro;
+        const char *out;
+    } cases[] = {
+        {"99.5", 99500000, "99.5"},
+        {"19.99", 19990000, "19.99"},
+        {"-3", -3000000, "-3"},
+        {"0.000001", 1, "0.000001"},
+        {"-0.000001", -1, "-0.000001"},
+        {"0", 0, "0"},
+        {"-0.0", 0, "0"},
+        {"1e3", 1000000000, "1000"},
+        {"0.0000025", 2, "0.000002"},
+        {"0.0000035", 4, "0.000004"},
+        {"123456.7890125", 123456789012, "123456.789012"},
+        {"9223372036854.775807", INT64_MAX, "9223372036854.775807"},
+        {"-9223372036854.775808", INT64_MIN, "-9223372036854.775808"},
+    };
+    for (size_t i = 0; i < LAM_ARRAY_SIZE(cases); i++) {
+        int64_t m;
+        char out[LAM_AGG_MICRO_MAXLEN];
+        assert_int_equal(lam_agg_micro_parse(cases[i].in, strlen(cases[i].in), &m), 0);
+        if (m != cases[i].micro)
+            fail_msg("%s -> %lld", cases[i].in, (long long)m);
+        size_t n = lam_agg_micro_format(m, out);
+        assert_int_equal(n, strlen(cases[i].out));
+        assert_string_equal(out, cases[i].out);
+    }
+    int64_t m;
+    assert_int_equal(lam_agg_micro_parse("abc", 3, &m), -1);
+    assert_int_equal(lam_agg_micro_parse("1e13", 4, &m), -1);
+    /* format -> parse round trip */
+    for (int i = 0; i < 100000; i++) {
+        int64_t v = (int64_t)lam_test_rand();
+        char out[LAM_AGG_MICRO_MAXLEN];
+        size_t n = lam_agg_micro_format(v, out);
+        assert_int_equal(lam_agg_micro_parse(out, n, &m), 0);
+        assert_true(m == v);
+    }
+}
+
+static void test_group_key(void **state)
+{
+    (void)state;
+    char err[256];
+    const char *doc = "{\"views\":[{\"name\":\"g\",\"group_by\":[\"s\",\"n\",\"b\",\"missing\"],\"granularity\":\"day\","
+                      "\"metrics\":[\"count\"]}]}";
+    lam_views_t *vs = lam_views_parse(doc, strlen(doc), "t", err, sizeof(err));
+    assert_non_null(vs);
+    const lam_view_t *v = lam_views_get(vs, 0);
+    lam_event_t ev;
+    lam_event_init(&ev);
+    lam_buf_t key = LAM_BUF_INIT, scratch = LAM_BUF_INIT;
+    const char *ev_json = "{\"type\":\"t\",\"s\":\"a,\\\"]b\\n\\u0000\\u00e9[\",\"n\":-1.50,\"b\":false}";
+    assert_int_equal(lam_event_parse(&ev, ev_json, strlen(ev_json), 0, -1, err, sizeof(err)), 0);
+    lam_agg_group_key(v, &ev, &key);
+    assert_string_equal(key.data, "[\"a,\\\"]b\\n\\u0000\xc3\xa9[\",-1.5,false,null]");
+    lam_keyval_t kv[4];
+    size_t n;
+    assert_int_equal(lam_agg_key_decode(key.data, key.len, kv, 4, &n, &scratch), 0);
+    assert_int_equal(n, 4);
+    assert_int_equal(kv[0].type, LAM_VAL_STRING);
+    assert_int_equal(kv[0].len, 10);
+    assert_memory_equal(kv[0].val, "a,\"]b\n\0\xc3\xa9[", 10);
+    assert_int_equal(kv[1].type, LAM_VAL_NUMBER);
+    assert_memory_equal(kv[1].val, "-1.5", 4);
+    assert_int_equal(kv[2].type, LAM_VAL_FALSE);
+    assert_int_equal(kv[3].type, LAM_VAL_NULL);
+    assert_int_equal(lam_agg_key_decode(key.data, key.len, kv, 3, &n, &scratch), -1); /* too many */
+    assert_int_equal(lam_agg_key_decode("[1", 2, kv, 4, &n, &scratch), -1);
+    assert_int_equal(lam_agg_key_decode("[{}]", 4, kv, 4, &n, &scratch), -1);
+    assert_int_equal(lam_agg_key_decode("[] x", 4, kv, 4, &n, &scratch), -1);
+    assert_int_equal(lam_agg_key_decode("[]", 2, kv, 4, &n, &scratch), 0);
+    assert_int_equal(n, 0);
+    /* speed-layer helper */
+    int64_t bts;
+    lam_buf_clear(&key);
+    assert_int_equal(lam_agg_event_cell(v, &ev, &bts, &key), 1);
+    assert_int_equal(bts, 0);
+    /* string "1" and number 1 are different keys; absent and null are the same */
+    const char *e2 = "{\"type\":\"t\",\"s\":\"1\",\"n\":null}";
+    lam_event_parse(&ev, e2, strlen(e2), 0, -1, err, sizeof(err));
+    lam_buf_clear(&key);
+    lam_agg_group_key(v, &ev, &key);
+    assert_string_equal(key.data, "[\"1\",null,null,null]");
+    lam_event_free(&ev);
+    lam_buf_free(&key);
+    lam_buf_free(&scratch);
+    lam_views_free(vs);
+}
+
+static lam_cell_t *cell(lam_agg_t *a, size_t view, int64_t ts, const char *key)
+{
+    lam_cell_t *c = lam_agg_find(a, view, ts, key, strlen(key));
+    if (!c)
+        fail_msg("no cell %zu/%lld/%s", view, (long long)ts, key);
+    return c;
+}
+
+static void test_apply(void **state)
+{
+    (void)state;
+    lam_views_t *vs = views();
+    lam_agg_t *a = lam_agg_new(vs);
+    lam_event_t ev;
+    lam_event_init(&ev);
+    add(a, &ev, "{\"type\":\"purchase\",\"ts\":61000,\"item\":\"sword\",\"geo\":{\"cc\":\"TH\"},\"price\":19.99,"
+                "\"user\":\"u1\",\"qty\":2}");
+    add(a, &ev, "{\"type\":\"purchase\",\"ts\":119999,\"item\":\"sword\",\"geo\":{\"cc\":\"TH\"},\"price\":0.01,"
+                "\"user\":\"u2\",\"qty\":1}");
+    add(a, &ev, "{\"type\":\"purchase\",\"ts\":62000,\"item\":\"sword\",\"geo\":{\"cc\":\"TH\"},\"price\":\"free\","
+                "\"user\":\"u1\"}");
+    add(a, &ev, "{\"type\":\"purchase\","
+                "\"ts\":63000,\"item\":\"sword\",\"geo\":{\"cc\":\"TH\"},\"price\":null,\"user\":null}");
+    add(a, &ev, "{\"type\":\"purchase\",\"ts\":64000,\"item\":\"sword\",\"geo\":{\"cc\":\"TH\"},\"price\":true,"
+                "\"user\":7}");
+    add(a, &ev, "{\"type\":\"purchase\",\"ts\":65000,\"item\":\"sword\",\"geo\":{\"cc\":\"TH\"},\"price\":1e20}");
+    add(a, &ev, "{\"type\":\"purchase\",\"ts\":120000,\"item\":\"shield\",\"price\":-5}");
+    add(a, &ev, "{\"type\":\"page_view\",\"ts\":5000,\"user\":\"u1\"}");
+    assert_int_equal(lam_agg_size(a), 2 + 2 + 1);
+    lam_cell_t *c = cell(a, 0, 60000, "[\"sword\",\"TH\"]");
+    assert_int_equal(lam_cell_count(c), 6);
+    int64_t m;
+    assert_int_equal(lam_cell_sum(c, 1, &m), LAM_CELL_VALUE);
+    assert_int_equal(m, 20000000); /* 19.99 + 0.01 exactly */
+    assert_int_equal(lam_cell_min(c, 2, &m), LAM_CELL_VALUE);
+    assert_int_equal(m, 10000);
+    assert_int_equal(lam_cell_max(c, 3, &m), LAM_CELL_VALUE);
+    assert_int_equal(m, 19990000);
+    assert_int_equal(lam_hll_count(lam_cell_hll(c, 4)), 3); /* u1, u2, 7 */
+    /* "free", true and 1e20 were skipped (x3 metrics); null/absent do not count as skipped */
+    assert_int_equal(lam_agg_skipped(a, 0, 1), 3);
+    assert_int_equal(lam_agg_skipped(a, 0, 2), 3);
+    assert_int_equal(lam_agg_skipped(a, 0, 3), 3);
+    assert_int_equal(lam_agg_skipped(a, 0, 0), 0);
+    assert_int_equal(lam_agg_skipped(a, 9, 0), 0);
+    lam_buf_t out = LAM_BUF_INIT;
+    for (size_t i = 0; i < 5; i++) {
+        lam_cell_append_metric_json(lam_views_get(vs, 0), c, i, &out);
+        lam_buf_append_char(&out, ' ');
+    }
+    assert_string_equal(out.data, "6 20 0.01 19.99 3 ");
+    c = cell(a, 0, 120000, "[\"shield\",null]");
+    assert_int_equal(lam_cell_count(c), 1);
+    assert_int_equal(lam_cell_sum(c, 1, &m), LAM_CELL_VALUE);
+    assert_int_equal(m, -5000000);
+    assert_null(lam_cell_hll(c, 4));
+    lam_buf_clear(&out);
+    lam_cell_append_metric_json(lam_views_get(vs, 0), c, 4, &out);
+    assert_string_equal(out.data, "0");
+    c = cell(a, 1, 0, "[\"purchase\"]");
+    assert_int_equal(lam_cell_count(c), 7);
+    assert_int_equal(lam_cell_sum(c, 1, &m), LAM_CELL_VALUE);
+    assert_int_equal(m, 3000000);
+    c = cell(a, 1, 0, "[\"page_view\"]");
+    assert_int_equal(lam_cell_sum(c, 1, &m), LAM_CELL_EMPTY);
+    lam_buf_clear(&out);
+    lam_cell_append_metric_json(lam_views_get(vs, 1), c, 1, &out);
+    assert_string_equal(out.data, "null");
+    c = cell(a, 2, 0, "[]");
+    assert_int_equal(lam_cell_count(c), 8);
+    assert_int_equal(lam_hll_count(lam_cell_hll(c, 0)), 3);
+    size_t kl;
+    assert_memory_equal(lam_cell_key(c, &kl), "[]", 2);
+    assert_int_equal(kl, 2);
+    assert_int_equal(lam_cell_view(c), 2);
+    assert_int_equal(lam_cell_ts(c), 0);
+    /* iteration sees every cell once */
+    size_t it = 0, n = 0;
+    while (lam_agg_next(a, &it))
+        n++;
+    assert_int_equal(n, lam_agg_size(a));
+    /* reset and reuse */
+    lam_agg_reset(a);
+    assert_int_equal(lam_agg_size(a), 0);
+    assert_int_equal(lam_agg_skipped(a, 0, 1), 0);
+    add(a, &ev, "{\"type\":\"purchase\",\"ts\":61000,\"item\":\"x\",\"price\":1}");
+    assert_int_equal(lam_agg_size(a), 3);
+    lam_buf_free(&out);
+    lam_event_free(&ev);
+    lam_agg_free(a);
+    lam_agg_free(NULL);
+    lam_views_free(vs);
+}
+
+static void test_overflow(void **state)
+{
+    (void)state;
+    lam_views_t *vs = views();
+    lam_agg_t *a = lam_agg_new(vs), *b = lam_agg_new(vs), *c2 = lam_agg_new(vs);
+    lam_event_t ev;
+    lam_event_init(&ev);
+    add(a, &ev, "{\"type\":\"purchase\",\"ts\":0,\"item\":\"x\",\"price\":9000000000000}");
+    add(a, &ev, "{\"type\":\"purchase\",\"ts\":0,\"item\":\"x\",\"price\":9000000000000}");
+    add(b, &ev, "{\"type\":\"purchase\",\"ts\":0,\"item\":\"x\",\"price\":1}");
+    lam_cell_t *c = cell(a, 0, 0, "[\"x\",null]");
+    int64_t m;
+    assert_int_equal(lam_cell_sum(c, 1, &m), LAM_CELL_OVERFLOW);
+    assert_int_equal(lam_cell_max(c, 3, &m), LAM_CELL_VALUE);
+    add(a, &ev, "{\"type\":\"purchase\",\"ts\":0,\"item\":\"x\",\"price\":-9000000000000}");
+    assert_int_equal(lam_cell_sum(cell(a, 0, 0, "[\"x\",null]"), 1, &m), LAM_CELL_OVERFLOW); /* sticky */
+    /* survives merge in both directions and serialization */
+    assert_int_equal(lam_agg_merge(b, a), 0);
+    assert_int_equal(lam_cell_sum(cell(b, 0, 0, "[\"x\",null]"), 1, &m), LAM_CELL_OVERFLOW);
+    lam_buf_t blob = LAM_BUF_INIT;
+    lam_cell_serialize(lam_views_get(vs, 0), cell(b, 0, 0, "[\"x\",null]"), &blob);
+    char err[128];
+    assert_int_equal(lam_agg_merge_blob(c2, 0, 0, "[\"x\",null]", 10, blob.data, blob.len, err, sizeof(err)), 0);
+    assert_int_equal(lam_cell_sum(cell(c2, 0, 0, "[\"x\",null]"), 1, &m), LAM_CELL_OVERFLOW);
+    lam_buf_t out = LAM_BUF_INIT;
+    lam_cell_append_metric_json(lam_views_get(vs, 0), cell(c2, 0, 0, "[\"x\",null]"), 1, &out);
+    assert_string_equal(out.data, "null");
+    assert_int_equal(lam_agg_merge(a, a), -1);
+    lam_buf_free(&out);
+    lam_buf_free(&blob);
+    lam_event_free(&ev);
+    lam_agg_free(a);
+    lam_agg_free(b);
+    lam_agg_free(c2);
+    lam_views_free(vs);
+}
+
+/* Random clickstream-ish events. */
+static void rand_event(lam_buf_t *b)
+{
+    static const char *types[] = {"purchase", "purchase", "page_view", "signup"};
+    static const char *items[] = {"sword", "shield", "a\\\"b", "\\u0000", "\xc3\xa9"};
+    lam_buf_clear(b);
+    lam_buf_printf(b, "{\"type\":\"%s\",\"ts\":%llu", types[lam_test_rand() % 4],
+                   lam_test_rand() % (3ULL * 86400000));
+    if (lam_test_rand() % 8)
+        lam_buf_printf(b, ",\"item\":\"%s\"", items[lam_test_rand() % 5]);
+    if (lam_test_rand() % 3)
+        lam_buf_printf(b, ",\"geo\":{\"cc\":\"%c%c\"}", (char)('A' + lam_test_rand() % 3), 'X');
+    switch (lam_test_rand() % 6) {
+    case 0: break;
+    case 1: lam_buf_append_str(b, ",\"price\":\"n/a\""); break;
+    case 2: lam_buf_printf(b, ",\"price\":-%llu.%02llu", lam_test_rand() % 100, lam_test_rand() % 100); break;
+    default: lam_buf_printf(b, ",\"price\":%llu.%03llu", lam_test_rand() % 1000, lam_test_rand() % 1000); break;
+    }
+    if (lam_test_rand() % 4)
+        lam_buf_printf(b, ",\"user\":\"u%llu\"", lam_test_rand() % 3000);
+    if (lam_test_rand() % 2)
+        lam_buf_printf(b, ",\"qty\":%llu", lam_test_rand() % 5);
+    lam_buf_append_char(b, '}');
+}
+
+static void assert_aggs_equal(const lam_views_t *vs, const lam_agg_t *x, const lam_agg_t *y, unsigned long long seed)
+{
+    if (lam_agg_size(x) != lam_agg_size(y))
+        fail_msg("seed %llu: %zu cells vs %zu", seed, lam_agg_size(x), lam_agg_size(y));
+    size_t it = 0;
+    lam_cell_t *c;
+    while ((c = lam_agg_next(x, &it))) {
+        size_t kl;
+        const char *k = lam_cell_key(c, &kl);
+        lam_cell_t *d = lam_agg_find(y, lam_cell_view(c), lam_cell_ts(c), k, kl);
+        if (!d)
+            fail_msg("seed %llu: cell %.*s missing", seed, (int)kl, k);
+        if (!lam_cell_equal(lam_views_get(vs, lam_cell_view(c)), c, d))
+            fail_msg("seed %llu: cell %zu/%lld/%.*s differs", seed, lam_cell_view(c), (long long)lam_cell_ts(c),
+                     (int)kl, k);
+    }
+    for (size_t v = 0; v < lam_views_count(vs); v++)
+        for (size_t m = 0; m < lam_views_get(vs, v)->nmetrics; m++)
+            assert_int_equal(lam_agg_skipped(x, v, m), lam_agg_skipped(y, v, m));
+}
+
+/* merge(apply(part_i)) in random order == apply(all), for random splits. */
+static void test_merge_property(void **state)
+{
+    (void)state;
+    unsigned long long seed = lam_test_seed();
+    lam_views_t *vs = views();
+    lam_event_t ev;
+    lam_event_init(&ev);
+    lam_buf_t b = LAM_BUF_INIT;
+    char err[256];
+    for (int round = 0; round < 12; round++) {
+        size_t nev = 500 + lam_test_rand() % 5000, k = 1 + lam_test_rand() % 7;
+        lam_agg_t *all = lam_agg_new(vs), *parts[8], *merged = lam_agg_new(vs);
+        for (size_t i = 0; i < k; i++)
+            parts[i] = lam_agg_new(vs);
+        for (size_t i = 0; i < nev; i++) {
+            rand_event(&b);
+            if (lam_event_parse(&ev, b.data, b.len, 0, -1, err, sizeof(err)))
+                fail_msg("seed %llu: %s: %s", seed, b.data, err);
+            lam_agg_add_event(all, &ev);
+            lam_agg_add_event(parts[lam_test_rand() % k], &ev);
+        }
+        /* merge in a random order, sometimes through an intermediate (associativity) */
+        size_t order[8];
+        for (size_t i = 0; i < k; i++)
+            order[i] = i;
+        for (size_t i = k; i > 1; i--) {
+            size_t j = lam_test_rand() % i, t = order[i - 1];
+            order[i - 1] = order[j];
+            order[j] = t;
+        }
+        if (k >= 3 && lam_test_rand() % 2) {
+            assert_int_equal(lam_agg_merge(parts[order[1]], parts[order[2]]), 0);
+            lam_agg_reset(parts[order[2]]);
+        }
+        for (size_t i = 0; i < k; i++)
+            assert_int_equal(lam_agg_merge(merged, parts[order[i]]), 0);
+        /* empty cells created by reset parts are impossible: reset drops cells */
+        assert_aggs_equal(vs, all, merged, seed);
+        assert_aggs_equal(vs, merged, all, seed);
+        /* blobs: serialize every cell of all, load into a fresh agg -> equal */
+        lam_agg_t *loaded = lam_agg_new(vs);
+        size_t it = 0;
+        lam_cell_t *c;
+        lam_buf_t blob = LAM_BUF_INIT;
+        while ((c = lam_agg_next(all, &it))) {
+            lam_buf_clear(&blob);
+            const lam_view_t *v = lam_views_get(vs, lam_cell_view(c));
+            lam_cell_serialize(v, c, &blob);
+            size_t kl;
+            const char *key = lam_cell_key(c, &kl);
+            if (lam_agg_merge_blob(loaded, lam_cell_view(c), lam_cell_ts(c), key, kl, blob.data, blob.len, err,
+                                   sizeof(err)))
+                fail_msg("seed %llu: %s", seed, err);
+        }
+        it = 0;
+        while ((c = lam_agg_next(all, &it))) {
+            size_t kl;
+            const char *key = lam_cell_key(c, &kl);
+            lam_cell_t *d = lam_agg_find(loaded, lam_cell_view(c), lam_cell_ts(c), key, kl);
+            assert_non_null(d);
+            assert_true(lam_cell_equal(lam_views_get(vs, lam_cell_view(c)), c, d));
+        }
+        lam_buf_free(&blob);
+        lam_agg_free(loaded);
+        for (size_t i = 0; i < k; i++)
+            lam_agg_free(parts[i]);
+        lam_agg_free(all);
+        lam_agg_free(merged);
+    }
+    lam_buf_free(&b);
+    lam_event_free(&ev);
+    lam_views_free(vs);
+}
+
+static void test_blob_errors(void **state)
+{
+    (void)state;
+    lam_views_t *vs = views();
+    lam_agg_t *a = lam_agg_new(vs), *dst = lam_agg_new(vs);
+    lam_event_t ev;
+    lam_event_init(&ev);
+    add(a, &ev, "{\"type\":\"purchase\",\"ts\":0,\"item\":\"x\",\"price\":1,\"user\":\"u\"}");
+    lam_buf_t blob = LAM_BUF_INIT;
+    lam_cell_serialize(lam_views_get(vs, 0), cell(a, 0, 0, "[\"x\",null]"), &blob);
+    char err[128];
+    for (size_t cut = 0; cut < blob.len; cut++)
+        assert_int_equal(lam_agg_merge_blob(dst, 0, 0, "k", 1, blob.data, cut, err, sizeof(err)), -1);
+    assert_int_equal(lam_agg_merge_blob(dst, 1, 0, "k", 1, blob.data, blob.len, err, sizeof(err)), -1);
+    assert_string_equal(err, "cell blob: bad header or metric count");
+    assert_int_equal(lam_agg_merge_blob(dst, 7, 0, "k", 1, blob.data, blob.len, err, sizeof(err)), -1);
+    lam_buf_append_char(&blob, 0);
+    assert_int_equal(lam_agg_merge_blob(dst, 0, 0, "k", 1, blob.data, blob.len, err, sizeof(err)), -1);
+    assert_string_equal(err, "cell blob: trailing bytes");
+    assert_int_equal(lam_agg_size(dst), 0); /* nothing half-applied */
+    lam_buf_free(&blob);
+    lam_event_free(&ev);
+    lam_agg_free(a);
+    lam_agg_free(dst);
+    lam_views_free(vs);
+}
+
+static void test_rollup(void **state)
+{
+    (void)state;
+    lam_views_t *vs = views();
+    lam_agg_t *a = lam_agg_new(vs);
+    lam_event_t ev;
+    lam_event_init(&ev);
+    /* 2024-01-03 (Wed) 10:15, 2024-01-07 (Sun) 23:59, 2024-01-08 (Mon) 00:00, 2024-02-01 */
+    const char *ts[] = {"2024-01-03T10:15:00Z", "2024-01-07T23:59:59Z", "2024-01-08T00:00:00Z", "2024-02-01T00:00:00Z"};
+    char buf[256];
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(buf, sizeof(buf), "{\"type\":\"purchase\",\"ts\":\"%s\",\"item\":\"x\",\"price\":%zu}", ts[i], i + 1);
+        add(a, &ev, buf);
+    }
+    struct {
+        lam_gran_t g;
+        size_t cells;
+    } cases[] = {{LAM_GRAN_MINUTE, 4}, {LAM_GRAN_HOUR, 4}, {LAM_GRAN_DAY, 4},
+                 {LAM_GRAN_WEEK, 3},   {LAM_GRAN_MONTH, 2}, {LAM_GRAN_ALL, 1}};
+    char err[128];
+    for (size_t i = 0; i < LAM_ARRAY_SIZE(cases); i++) {
+        lam_agg_t *r = lam_agg_new(vs);
+        assert_int_equal(lam_agg_rollup(r, a, 0, cases[i].g, err, sizeof(err)), 0);
+        assert_int_equal(lam_agg_size(r), cases[i].cells);
+        int64_t total = 0;
+        size_t it = 0;
+        lam_cell_t *c;
+        while ((c = lam_agg_next(r, &it))) {
+            total += lam_cell_count(c);
+            assert_int_equal(lam_cell_ts(c), lam_time_floor(lam_cell_ts(c), cases[i].g));
+        }
+        assert_int_equal(total, 4);
+        if (cases[i].g == LAM_GRAN_WEEK) {
+            int64_t mon;
+            lam_time_parse_rfc3339("2024-01-01T00:00:00Z", 20, &mon, err, sizeof(err));
+            lam_cell_t *c0 = cell(r, 0, mon, "[\"x\",null]");
+            assert_int_equal(lam_cell_count(c0), 2);
+            int64_t m;
+            assert_int_equal(lam_cell_sum(c0, 1, &m), LAM_CELL_VALUE);
+            assert_int_equal(m, 3000000);
+        }
+        if (cases[i].g == LAM_GRAN_ALL) {
+            int64_t m;
+            lam_cell_t *c0 = cell(r, 0, 0, "[\"x\",null]");
+            assert_int_equal(lam_cell_max(c0, 3, &m), LAM_CELL_VALUE);
+            assert_int_equal(m, 4000000);
+        }
+        lam_agg_free(r);
+    }
+    lam_agg_t *r = lam_agg_new(vs);
+    assert_int_equal(lam_agg_rollup(r, a, 1, LAM_GRAN_MINUTE, err, sizeof(err)), -1);
+    assert_string_equal(err, "granularity: minute is finer than view \"all_types\" (hour)");
+    assert_int_equal(lam_agg_rollup(a, a, 0, LAM_GRAN_DAY, err, sizeof(err)), -1);
+    lam_agg_free(r);
+    lam_event_free(&ev);
+    lam_agg_free(a);
+    lam_views_free(vs);
+}
+
+/* Memory is bounded by cells, not events. */
+static void test_memory_bounded(void **state)
+{
+    (void)state;
+    lam_views_t *vs = views();
+    lam_agg_t *a = lam_agg_new(vs);
+    lam_event_t ev;
+    lam_event_init(&ev);
+    lam_buf_t b = LAM_BUF_INIT;
+    size_t mem = 0;
+    for (int i = 0; i < 300000; i++) {
+        lam_buf_clear(&b);
+        lam_buf_printf(&b, "{\"type\":\"purchase\",\"ts\":%d,\"item\":\"i%d\",\"price\":1,\"user\":\"u%d\"}",
+                       i % 1000, i % 10, i % 50);
+        char err[128];
+        assert_int_equal(lam_event_parse(&ev, b.data, b.len, 0, -1, err, sizeof(err)), 0);
+        lam_agg_add_event(a, &ev);
+        if (i == 100000)
+            mem = lam_agg_memory(a);
+    }
+    assert_int_equal(lam_agg_size(a), 10 + 1 + 1);
+    assert_int_equal(lam_agg_memory(a), mem);
+    lam_buf_free(&b);
+    lam_event_free(&ev);
+    lam_agg_free(a);
+    lam_views_free(vs);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_micro),          cmocka_unit_test(test_group_key),
+        cmocka_unit_test(test_apply),          cmocka_unit_test(test_overflow),
+        cmocka_unit_test(test_merge_property), cmocka_unit_test(test_blob_errors),
+        cmocka_unit_test(test_rollup),         cmocka_unit_test(test_memory_bounded),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

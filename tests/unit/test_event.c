@@ -1,0 +1,543 @@
+/* test_event.c - unit tests for lam_event (validation, flattening, canonical form) and lam_uuid. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+
+#include <cmocka.h>
+
+#include "lam_event.h"
+#include "lam_json.h"
+#include "lam_mem.h"
+#include "lam_time.h"
+#include "lam_uuid.h"
+#include "testlib.h"
+
+#define NOW 1700000000000LL
+#define DAY 86400000LL
+
+static lam_event_t g_ev;
+static char g_err[512];
+static lam_buf_t g_out;
+
+static int setup(void **state)
+{
+    (void)state;
+    lam_event_init(&g_ev);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    lam_event_free(&g_ev);
+    lam_event_free(NULL);
+    lam_buf_free(&g_out);
+    return 0;
+}
+
+static int parse_n(const char *s, size_t n)
+{
+    g_err[0] = '\0';
+    return lam_event_parse(&g_ev, s, n, NOW, DAY, g_err, sizeof(g_err));
+}
+
+static int parse(const char *s)
+{
+    return parse_n(s, strlen(s));
+}
+
+static const char *canon(void)
+{
+    lam_buf_clear(&g_out);
+    lam_event_canonical(&g_ev, &g_out);
+    assert_int_equal(g_out.len, g_ev.canonical_len);
+    return g_out.data;
+}
+
+#define OK(in, want)                                                                                               \
+    do {                                                                                                           \
+        if (parse(in) != 0)                                                                                        \
+            fail_msg("rejected %s: %s", in, g_err);                                                                \
+        assert_string_equal(canon(), want);                                                                        \
+    } while (0)
+
+#define BAD(in, msg)                                                                                               \
+    do {                                                                                                           \
+        if (parse(in) == 0)                                                                                        \
+            fail_msg("accepted %s", in);                                                                           \
+        if (strcmp(g_err, msg) != 0)                                                                               \
+            fail_msg("%s: got error '%s', want '%s'", in, g_err, msg);                                             \
+    } while (0)
+
+#define BAD_N(in, msg)                                                                                             \
+    do {                                                                                                           \
+        if (parse_n(in, sizeof(in) - 1) == 0)                                                                      \
+            fail_msg("accepted %s", in);                                                                           \
+        if (strstr(g_err, msg) == NULL)                                                                            \
+            fail_msg("got error '%s', want '%s'", g_err, msg);                                                     \
+    } while (0)
+
+static void test_basic(void **state)
+{
+    (void)state;
+    OK("{\"type\":\"x\"}", "{\"ts\":1700000000000,\"type\":\"x\"}");
+    assert_false(g_ev.ts_given);
+    assert_int_equal(g_ev.id.type, LAM_VAL_ABSENT);
+    assert_int_equal(g_ev.nfields, 0);
+    OK("{\"price\":19.990,\"type\":\"purchase\",\"item\":\"sword\",\"geo\":{\"cc\":\"TH\",\"x\":{\"y\":1e3}},"
+       "\"ts\":\"2001-01-01T00:47:00.5+01:00\",\"n\":null,\"b\":true,\"f\":false,\"id\":\"abc\"}",
+       "{\"id\":\"abc\",\"ts\":978306420500,\"type\":\"purchase\",\"price\":19.99,\"item\":\"sword\","
+       "\"geo.cc\":\"TH\",\"geo.x.y\":1000,\"n\":null,\"b\":true,\"f\":false}");
+    assert_true(g_ev.ts_given);
+    assert_int_equal(g_ev.nfields, 7);
+    const lam_field_t *f = lam_event_get(&g_ev, "price", 5);
+    assert_non_null(f);
+    assert_int_equal(f->type, LAM_VAL_NUMBER);
+    assert_true(f->micro_ok);
+    assert_int_equal(f->micro, 19990000);
+    assert_string_equal(f->val, "19.99");
+    f = lam_event_get(&g_ev, "geo.cc", 6);
+    assert_non_null(f);
+    assert_string_equal(f->val, "TH");
+    assert_int_equal(lam_event_get(&g_ev, "geo.x.y", 7)->micro, 1000000000);
+    assert_null(lam_event_get(&g_ev, "geo", 3));
+    assert_null(lam_event_get(&g_ev, "missing", 7));
+    assert_int_equal(lam_event_get(&g_ev, "n", 1)->type, LAM_VAL_NULL);
+    assert_int_equal(lam_event_get(&g_ev, "b", 1)->type, LAM_VAL_TRUE);
+    assert_int_equal(lam_event_get(&g_ev, "f", 1)->type, LAM_VAL_FALSE);
+    assert_string_equal(lam_event_get(&g_ev, "type", 4)->val, "purchase");
+    assert_string_equal(lam_event_get(&g_ev, "id", 2)->val, "abc");
+    f = lam_event_get(&g_ev, "ts", 2);
+    assert_string_equal(f->val, "978306420500");
+    assert_int_equal(f->micro, 978306420500000000LL);
+}
+
+static void test_whitespace_and_escapes(void **state)
+{
+    (void)state;
+    OK("\n\t {\r\n\"type\" :\t\"x\" , \"a\" : { \"b\" : -0 } } \n\r\t", "{\"ts\":1700000000000,\"type\":\"x\",\"a.b\":0}");
+    OK("{\"type\":\"\\u0074\\/\",\"k\\n\\\"\":\"\\u0000\\ud83d\\ude00\\u00e9/\\u001f\\u007f\"}",
+       "{\"ts\":1700000000000,\"type\":\"t/\",\"k\\n\\\"\":\"\\u0000\xf0\x9f\x98\x80\xc3\xa9/\\u001f\x7f\"}");
+    const lam_field_t *f = lam_event_get(&g_ev, "k\n\"", 3);
+    assert_non_null(f);
+    assert_int_equal(f->val_len, 1 + 4 + 2 + 1 + 1 + 1);
+    assert_int_equal(f->val[0], '\0'); /* NUL in values is kept */
+    OK("{\"type\":\"x\",\"e\":\"\"}", "{\"ts\":1700000000000,\"type\":\"x\",\"e\":\"\"}");
+}
+
+static void test_ts(void **state)
+{
+    (void)state;
+    OK("{\"type\":\"x\",\"ts\":0}", "{\"ts\":0,\"type\":\"x\"}");
+    OK("{\"type\":\"x\",\"ts\":1.0e3}", "{\"ts\":1000,\"type\":\"x\"}");
+    OK("{\"type\":\"x\",\"ts\":-1}", "{\"ts\":-1,\"type\":\"x\"}");
+    OK("{\"type\":\"x\",\"ts\":-0}", "{\"ts\":0,\"type\":\"x\"}");
+    OK("{\"type\":\"x\",\"ts\":\"1970-01-01T00:00:00Z\"}", "{\"ts\":0,\"type\":\"x\"}");
+    OK("{\"type\":\"x\",\"ts\":-62167219200000}", "{\"ts\":-62167219200000,\"type\":\"x\"}");
+    /* the future limit is checked against now_ms; disabled with max_future_ms < 0 */
+    char err[128];
+    const char *far = "{\"type\":\"x\",\"ts\":\"9999-12-31T23:59:59.999Z\"}";
+    assert_int_equal(lam_event_parse(&g_ev, far, strlen(far), NOW, -1, err, sizeof(err)), 0);
+    assert_int_equal(g_ev.ts_ms, LAM_TIME_MAX_MS);
+    OK("{\"type\":\"x\",\"ts\":1700086400000}", "{\"ts\":1700086400000,\"type\":\"x\"}");
+    BAD("{\"type\":\"x\",\"ts\":1700086400001}", "ts: more than 86400 s in the future");
+    BAD("{\"type\":\"x\",\"ts\":\"yesterday\"}", "ts: not RFC 3339: \"yesterday\"");
+    BAD("{\"type\":\"x\",\"ts\":\"2001-02-29T00:00:00Z\"}",
+        "ts: not RFC 3339: \"2001-02-29T00:00:00Z\" (day out of range)");
+    BAD("{\"type\":\"x\",\"ts\":1.5}", "ts: not an integer number of milliseconds: 1.5");
+    BAD("{\"type\":\"x\",\"ts\":1e400}", "ts: out of range (years 0000..9999): 1e400");
+    BAD("{\"type\":\"x\",\"ts\":253402300800000}", "ts: out of range (years 0000..9999): 253402300800000");
+    BAD("{\"type\":\"x\",\"ts\":-62167219200001}", "ts: out of range (years 0000..9999): -62167219200001");
+    BAD("{\"type\":\"x\",\"ts\":99999999999999999999999}",
+        "ts: out of range (years 0000..9999): 99999999999999999999999");
+    BAD("{\"type\":\"x\",\"ts\":NaN}", "ts: invalid JSON at byte 17: expected a value");
+    BAD("{\"type\":\"x\",\"ts\":Infinity}", "ts: invalid JSON at byte 17: expected a value");
+    BAD("{\"type\":\"x\",\"ts\":true}", "ts: must be a number (epoch ms) or an RFC 3339 string");
+    BAD("{\"type\":\"x\",\"ts\":null}", "ts: must be a number (epoch ms) or an RFC 3339 string");
+    BAD("{\"type\":\"x\",\"ts\":{\"a\":1}}", "ts: must be a number (epoch ms) or an RFC 3339 string");
+    BAD("{\"type\":\"x\",\"ts\":1,\"ts\":2}", "ts: duplicate field");
+}
+
+static void test_rejections(void **state)
+{
+    (void)state;
+    BAD("", "event: invalid JSON at byte 0: empty input");
+    BAD("   ", "event: invalid JSON at byte 3: unexpected end of input");
+    BAD("[1]", "event: must be a JSON object");
+    BAD("\"x\"", "event: must be a JSON object");
+    BAD("{}", "type: required");
+    BAD("{\"type\":\"x\"} x", "event: invalid JSON at byte 13: trailing characters after the value");
+    BAD("{\"type\":\"x\"}{}", "event: invalid JSON at byte 12: trailing characters after the value");
+    BAD("{\"type\":\"x\"", "type: invalid JSON at byte 11: unexpected end of input");
+    BAD("{\"type\":\"x\",}", "event: invalid JSON at byte 12: expected a member name");
+    BAD("{\"type\":\"\"}", "type: must be a string of 1..128 bytes");
+    BAD("{\"type\":1}", "type: must be a string of 1..128 bytes");
+    BAD("{\"type\":null}", "type: must be a string of 1..128 bytes");
+    BAD("{\"type\":\"x\",\"type\":\"y\"}", "type: duplicate field");
+    BAD("{\"type\":\"x\",\"id\":\"\"}", "id: must be a string of 1..128 bytes");
+    BAD("{\"type\":\"x\",\"id\":5}", "id: must be a string of 1..128 bytes");
+    BAD("{\"type\":\"x\",\"id\":\"a\",\"id\":\"a\"}", "id: duplicate field");
+    BAD("{\"type\":\"x\",\"tags\":[1,2]}", "tags: arrays are not supported");
+    BAD("{\"type\":\"x\",\"a\":{\"tags\":[]}}", "a.tags: arrays are not supported");
+    BAD("{\"type\":\"x\",\"_a\":1}", "_a: names starting with '_' are reserved");
+    BAD("{\"type\":\"x\",\"_\":{\"b\":1}}", "_: names starting with '_' are reserved");
+    BAD("{\"type\":\"x\",\"\":1}", "\"\": empty field name");
+    BAD("{\"type\":\"x\",\"a\":{\"\":1}}", "a.: empty field name");
+    BAD("{\"type\":\"x\",\"a\\u0000b\":1}", "\"a\\u0000b\": NUL byte in field name");
+    BAD("{\"type\":\"x\",\"a\":1,\"a\":2}", "a: duplicate field");
+    BAD("{\"type\":\"x\",\"a.b\":1,\"a\":{\"b\":2}}", "a.b: duplicate field");
+    BAD("{\"type\":\"x\",\"a\":{\"b\":2},\"a\\u002eb\":1}", "a.b: duplicate field");
+    BAD("{\"type\":\"x\",\"a\":{\"b\":1},\"a\":{\"b\":2}}", "a.b: duplicate field");
+    BAD("{\"type\":\"x\",\"p\":1e400}", "p: number out of range (1e-307..1e308)");
+    BAD("{\"type\":\"x\",\"p\":-1e-400}", "p: number out of range (1e-307..1e308)");
+    BAD("{\"type\":\"x\",\"p\":01}", "p: invalid JSON at byte 17: expected ',' or '}'");
+    BAD("{\"type\":\"x\",\"p\":\"a\\ud800\"}", "p: invalid JSON at byte 18: lone surrogate in \\u escape");
+    BAD_N("{\"type\":\"x\",\"s\":\"\xc0\x80\"}", "s: invalid JSON at byte 17: invalid UTF-8");
+    BAD_N("{\"type\":\"x\",\"s\":\"\xed\xa0\x80\"}", "s: invalid JSON at byte 17: invalid UTF-8");
+    BAD_N("{\"type\":\"x\",\"s\":\"\xe2\x82\"}", "s: invalid JSON at byte 17: invalid UTF-8");
+    BAD_N("{\"type\":\"x\",\"s\":\"\xf8\x88\x80\x80\x80\"}", "s: invalid JSON at byte 17: invalid UTF-8");
+    BAD_N("{\"type\":\"x\",\"\xff\":1}", "event: invalid JSON at byte 13: invalid UTF-8");
+    BAD_N("{\"type\":\"x\",\"s\":\"a\0b\"}", "s: invalid JSON at byte 18: control character in string");
+    BAD_N("{\"type\":\"x\"}\0", "event: invalid JSON at byte 12: trailing characters after the value");
+}
+
+static void test_depth(void **state)
+{
+    (void)state;
+    OK("{\"type\":\"x\",\"a\":{\"b\":{\"c\":{\"d\":{\"e\":1}}}}}", "{\"ts\":1700000000000,\"type\":\"x\",\"a.b.c.d.e\":1}");
+    BAD("{\"type\":\"x\",\"a\":{\"b\":{\"c\":{\"d\":{\"e\":{\"f\":1}}}}}}", "a.b.c.d.e: nested deeper than 4 levels");
+    OK("{\"type\":\"x\",\"a\":{},\"b\":{\"c\":{}}}", "{\"ts\":1700000000000,\"type\":\"x\"}");
+    /* 1000 levels: rejected, no stack overflow */
+    size_t n = 1000;
+    lam_buf_t b = LAM_BUF_INIT;
+    lam_buf_append_str(&b, "{\"type\":\"x\",");
+    for (size_t i = 0; i < n; i++)
+        lam_buf_append_str(&b, "\"a\":{");
+    lam_buf_append_str(&b, "\"z\":1");
+    for (size_t i = 0; i < n; i++)
+        lam_buf_append_char(&b, '}');
+    lam_buf_append_char(&b, '}');
+    assert_int_equal(parse_n(b.data, b.len), -1);
+    assert_string_equal(g_err, "a.a.a.a.a: nested deeper than 4 levels");
+    lam_buf_clear(&b);
+    for (size_t i = 0; i < 100000; i++)
+        lam_buf_append_char(&b, '[');
+    assert_int_equal(parse_n(b.data, b.len), -1);
+    assert_string_equal(g_err, "event: must be a JSON object");
+    lam_buf_clear(&b);
+    for (size_t i = 0; i < 100000; i++)
+        lam_buf_append_str(&b, "{\"a\":");
+    assert_int_equal(parse_n(b.data, b.len), -1);
+    lam_buf_free(&b);
+}
+
+/* Build {"id":"i","type":"t","s":"<pad>"} whose canonical form is exactly target bytes. */
+static void test_size_limit(void **state)
+{
+    (void)state;
+    lam_buf_t b = LAM_BUF_INIT;
+    lam_buf_append_str(&b, "{\"id\":\"i\",\"type\":\"t\",\"s\":\"\"}");
+    assert_int_equal(parse_n(b.data, b.len), 0);
+    size_t base = g_ev.canonical_len;
+    for (int extra = 0; extra <= 1; extra++) {
+        size_t pad = LAM_EVENT_MAX_BYTES - base + (size_t)extra;
+        lam_buf_clear(&b);
+        lam_buf_append_str(&b, "{\"id\":\"i\",\"type\":\"t\",\"s\":\"");
+        for (size_t i = 0; i < pad; i++)
+            lam_buf_append_char(&b, 'x');
+        lam_buf_append_str(&b, "\"}");
+        int rc = parse_n(b.data, b.len);
+        if (extra == 0) {
+            assert_int_equal(rc, 0);
+            assert_int_equal(g_ev.canonical_len, LAM_EVENT_MAX_BYTES);
+            canon();
+        } else {
+            assert_int_equal(rc, -1);
+            assert_string_equal(g_err, "event: larger than 65536 bytes in canonical form");
+        }
+    }
+    /* escapes count in canonical size: 11000 control chars become 66000 bytes */
+    lam_buf_clear(&b);
+    lam_buf_append_str(&b, "{\"type\":\"t\",\"s\":\"");
+    for (size_t i = 0; i < 11000; i++)
+        lam_buf_append_str(&b, "\\u0001");
+    lam_buf_append_str(&b, "\"}");
+    assert_int_equal(parse_n(b.data, b.len), -1);
+    assert_string_equal(g_err, "event: larger than 65536 bytes in canonical form");
+    /* without an id, room for a generated one is reserved */
+    lam_buf_clear(&b);
+    lam_buf_append_str(&b, "{\"type\":\"t\",\"s\":\"");
+    for (size_t i = 0; i < LAM_EVENT_MAX_BYTES - 60; i++)
+        lam_buf_append_char(&b, 'x');
+    lam_buf_append_str(&b, "\"}");
+    assert_int_equal(parse_n(b.data, b.len), -1);
+    /* a 64 KiB + 1 value (just over) and whitespace that canonicalises away (fine) */
+    lam_buf_clear(&b);
+    lam_buf_append_str(&b, "{\"type\":\"t\",");
+    for (size_t i = 0; i < 200000; i++)
+        lam_buf_append_char(&b, ' ');
+    lam_buf_append_str(&b, "\"a\":1}");
+    assert_int_equal(parse_n(b.data, b.len), 0);
+    lam_buf_free(&b);
+}
+
+static void test_set_id_and_reuse(void **state)
+{
+    (void)state;
+    OK("{\"type\":\"x\",\"a\":1}", "{\"ts\":1700000000000,\"type\":\"x\",\"a\":1}");
+    char err[128];
+    assert_int_equal(lam_event_set_id(&g_ev, "q\"1", 3, err, sizeof(err)), 0);
+    assert_string_equal(canon(), "{\"id\":\"q\\\"1\",\"ts\":1700000000000,\"type\":\"x\",\"a\":1}");
+    assert_int_equal(lam_event_set_id(&g_ev, "r", 1, err, sizeof(err)), 0);
+    assert_string_equal(canon(), "{\"id\":\"r\",\"ts\":1700000000000,\"type\":\"x\",\"a\":1}");
+    assert_int_equal(lam_event_set_id(&g_ev, "", 0, err, sizeof(err)), -1);
+    assert_string_equal(err, "id: must be a string of 1..128 bytes");
+    char big[200];
+    memset(big, 'a', sizeof(big));
+    assert_int_equal(lam_event_set_id(&g_ev, big, 129, err, sizeof(err)), -1);
+    assert_int_equal(lam_event_set_id(&g_ev, big, 128, err, sizeof(err)), 0);
+    /* a big event then a small one: nothing stale remains */
+    lam_buf_t b = LAM_BUF_INIT;
+    lam_buf_append_str(&b, "{\"type\":\"big\"");
+    for (int i = 0; i < 3000; i++)
+        lam_buf_printf(&b, ",\"f%d\":%d", i, i);
+    lam_buf_append_char(&b, '}');
+    assert_int_equal(parse_n(b.data, b.len), 0);
+    assert_int_equal(g_ev.nfields, 3000);
+    assert_int_equal(lam_event_get(&g_ev, "f2999", 5)->micro, 2999000000LL);
+    for (int i = 0; i < 3000; i += 7) {
+        char nm[16];
+        int n = snprintf(nm, sizeof(nm), "f%d", i);
+        assert_non_null(lam_event_get(&g_ev, nm, (size_t)n));
+    }
+    OK("{\"type\":\"small\",\"f1\":true}", "{\"ts\":1700000000000,\"type\":\"small\",\"f1\":true}");
+    assert_null(lam_event_get(&g_ev, "f2", 2));
+    assert_int_equal(g_ev.id.type, LAM_VAL_ABSENT);
+    lam_buf_free(&b);
+    int64_t m;
+    assert_int_equal(lam_event_micro_from_text("19.99", 5, &m), 0);
+    assert_int_equal(m, 19990000);
+    assert_int_equal(lam_event_micro_from_text("x", 1, &m), -1);
+}
+
+static void test_numbers(void **state)
+{
+    (void)state;
+    OK("{\"type\":\"x\",\"a\":1.0,\"b\":-12.340e-2,\"c\":1e21,\"d\":0.0000001,\"e\":123456789012345678901234,"
+       "\"f\":9223372036854.775808,\"g\":-0.0}",
+       "{\"ts\":1700000000000,\"type\":\"x\",\"a\":1,\"b\":-0.1234,\"c\":1e+21,\"d\":1e-7,"
+       "\"e\":1.23456789012345678901234e+23,\"f\":9223372036854.775808,\"g\":0}");
+    assert_int_equal(lam_event_get(&g_ev, "b", 1)->micro, -123400);
+    assert_true(lam_event_get(&g_ev, "d", 1)->micro_ok);
+    assert_int_equal(lam_event_get(&g_ev, "d", 1)->micro, 0);
+    assert_false(lam_event_get(&g_ev, "c", 1)->micro_ok);
+    assert_false(lam_event_get(&g_ev, "f", 1)->micro_ok);
+}
+
+/* ---- random events: canonical form is a fixed point ---- */
+
+static void rand_string(lam_buf_t *b, int name)
+{
+    static const char *pieces[] = {"a", "b", "z", "0", ".", " ", "\\n", "\\\"", "\\\\", "\\/", "\\u0001",
+                                   "\\u00e9", "\xc3\xa9", "\xe2\x82\xac", "\\ud83d\\ude00", "\xf0\x9f\x98\x80",
+                                   "\\u0000", "\\t", "/", "\x7f"};
+    size_t n = 1 + lam_test_rand() % 8;
+    lam_buf_append_char(b, '"');
+    if (name)
+        lam_buf_append_char(b, (char)('a' + lam_test_rand() % 4)); /* no '_' start, non-empty */
+    for (size_t i = 0; i < n; i++) {
+        const char *p = pieces[lam_test_rand() % LAM_ARRAY_SIZE(pieces)];
+        if (name && (strcmp(p, "\\u0000") == 0 || strcmp(p, ".") == 0))
+            continue;
+        lam_buf_append_str(b, p);
+    }
+    lam_buf_append_char(b, '"');
+}
+
+static void rand_number(lam_buf_t *b)
+{
+    if (lam_test_rand() % 2)
+        lam_buf_append_char(b, '-');
+    if (lam_test_rand() % 4 == 0)
+        lam_buf_append_char(b, '0');
+    else
+        lam_buf_printf(b, "%llu", lam_test_rand() % (lam_test_rand() % 2 ? 1000ULL : 100000000000000000ULL));
+    if (lam_test_rand() % 2) {
+        lam_buf_append_char(b, '.');
+        for (unsigned i = 0, n = 1 + (unsigned)(lam_test_rand() % 10); i < n; i++)
+            lam_buf_append_char(b, (char)('0' + lam_test_rand() % 10));
+    }
+    if (lam_test_rand() % 3 == 0)
+        lam_buf_printf(b, "%s%d", lam_test_rand() % 2 ? "e-" : "E+", (int)(lam_test_rand() % 40));
+}
+
+static void ws(lam_buf_t *b)
+{
+    static const char *w[] = {"", "", "", " ", "\n", "\t", "\r\n "};
+    lam_buf_append_str(b, w[lam_test_rand() % LAM_ARRAY_SIZE(w)]);
+}
+
+static void rand_object(lam_buf_t *b, int depth)
+{
+    lam_buf_append_char(b, '{');
+    size_t n = lam_test_rand() % (depth == 0 ? 10 : 4);
+    int first = 1;
+    if (depth == 0) {
+        lam_buf_append_str(b, "\"type\":");
+        rand_string(b, 0);
+        first = 0;
+        if (lam_test_rand() % 2) {
+            lam_buf_append_str(b, ",\"id\":");
+            rand_string(b, 0);
+        }
+        if (lam_test_rand() % 2)
+            lam_buf_printf(b, ",\"ts\":%lld", (long long)(lam_test_rand() % 1600000000000ULL) - 100000000000LL);
+        else if (lam_test_rand() % 2)
+            lam_buf_append_str(b, ",\"ts\":\"2021-03-04T05:06:07.089+07:00\"");
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!first)
+            lam_buf_append_char(b, ',');
+        first = 0;
+        ws(b);
+        rand_string(b, 1);
+        ws(b);
+        lam_buf_append_char(b, ':');
+        ws(b);
+        switch (lam_test_rand() % 7) {
+        case 0: rand_object(b, depth + 1); break;
+        case 1: rand_number(b); break;
+        case 2: lam_buf_append_str(b, lam_test_rand() % 2 ? "true" : "false"); break;
+        case 3: lam_buf_append_str(b, "null"); break;
+        default: rand_string(b, 0); break;
+        }
+        ws(b);
+    }
+    lam_buf_append_char(b, '}');
+}
+
+static void test_canonical_fixed_point_random(void **state)
+{
+    (void)state;
+    unsigned long long seed = lam_test_seed();
+    lam_event_t ev2;
+    lam_event_init(&ev2);
+    lam_buf_t in = LAM_BUF_INIT, c1 = LAM_BUF_INIT, c2 = LAM_BUF_INIT;
+    int ok = 0, total = 30000;
+    for (int it = 0; it < total; it++) {
+        lam_buf_clear(&in);
+        rand_object(&in, 0);
+        if (parse_n(in.data, in.len) != 0) {
+            /* only structural reasons are expected: duplicates, depth, range */
+            if (!strstr(g_err, "duplicate") && !strstr(g_err, "deeper") && !strstr(g_err, "out of range"))
+                fail_msg("seed %llu: unexpected rejection of %s: %s", seed, in.data, g_err);
+            continue;
+        }
+        ok++;
+        lam_buf_clear(&c1);
+        lam_event_canonical(&g_ev, &c1);
+        assert_int_equal(c1.len, g_ev.canonical_len);
+        char err[256];
+        if (lam_event_parse(&ev2, c1.data, c1.len, 0, -1, err, sizeof(err)) != 0)
+            fail_msg("seed %llu: canonical form rejected: %s: %s", seed, c1.data, err);
+        lam_buf_clear(&c2);
+        lam_event_canonical(&ev2, &c2);
+        if (c1.len != c2.len || memcmp(c1.data, c2.data, c1.len) != 0)
+            fail_msg("seed %llu: not a fixed point:\n%s\n%s", seed, c1.data, c2.data);
+        assert_int_equal(ev2.nfields, g_ev.nfields);
+        for (size_t i = 0; i < g_ev.nfields; i++) {
+            const lam_field_t *f = lam_event_get(&ev2, g_ev.fields[i].name, g_ev.fields[i].name_len);
+            assert_non_null(f);
+            assert_int_equal(f->type, g_ev.fields[i].type);
+            assert_int_equal(f->val_len, g_ev.fields[i].val_len);
+            assert_memory_equal(f->val, g_ev.fields[i].val, f->val_len);
+        }
+    }
+    if (ok < total / 2)
+        fail_msg("seed %llu: only %d of %d random events were valid", seed, ok, total);
+    lam_event_free(&ev2);
+    lam_buf_free(&in);
+    lam_buf_free(&c1);
+    lam_buf_free(&c2);
+}
+
+/* ---- lam_uuid ---- */
+
+static void test_uuid7(void **state)
+{
+    (void)state;
+    char a[LAM_UUID_LEN + 1], b[LAM_UUID_LEN + 1];
+    assert_int_equal(lam_uuid7(a, NOW), 0);
+    assert_int_equal(strlen(a), 36);
+    assert_true(a[8] == '-' && a[13] == '-' && a[18] == '-' && a[23] == '-');
+    assert_int_equal(a[14], '7');
+    assert_non_null(strchr("89ab", a[19]));
+    assert_int_equal(lam_uuid7_ms(a, strlen(a)), NOW);
+    assert_int_equal(lam_uuid7_ms("nope", 4), -1);
+    /* monotonic (strictly increasing text) even with a frozen or backwards clock */
+    for (int i = 0; i < 100000; i++) {
+        assert_int_equal(lam_uuid7(b, i % 3 == 0 ? NOW - 5 : NOW), 0);
+        if (strcmp(a, b) >= 0)
+            fail_msg("not monotonic: %s then %s", a, b);
+        memcpy(a, b, sizeof(a));
+    }
+    /* counter exhaustion borrowed a few ms at most */
+    int64_t ms = lam_uuid7_ms(a, 36);
+    assert_true(ms >= NOW && ms < NOW + 100);
+    assert_int_equal(lam_uuid7(b, NOW + 1000), 0);
+    assert_int_equal(lam_uuid7_ms(b, 36), NOW + 1000);
+}
+
+#define THREADS 4
+#define PER_THREAD 20000
+static char g_ids[THREADS][PER_THREAD][LAM_UUID_LEN + 1];
+
+static void *uuid_thread(void *arg)
+{
+    size_t t = (size_t)arg;
+    for (int i = 0; i < PER_THREAD; i++)
+        lam_uuid7(g_ids[t][i], NOW + 5000);
+    return NULL;
+}
+
+static int cmp_id(const void *x, const void *y)
+{
+    return strcmp(x, y);
+}
+
+static void test_uuid7_threads(void **state)
+{
+    (void)state;
+    pthread_t th[THREADS];
+    for (size_t t = 0; t < THREADS; t++)
+        pthread_create(&th[t], NULL, uuid_thread, (void *)t);
+    for (size_t t = 0; t < THREADS; t++)
+        pthread_join(th[t], NULL);
+    qsort(g_ids, THREADS * PER_THREAD, LAM_UUID_LEN + 1, cmp_id);
+    char(*flat)[LAM_UUID_LEN + 1] = &g_ids[0][0];
+    for (size_t i = 1; i < THREADS * PER_THREAD; i++)
+        assert_true(strcmp(flat[i - 1], flat[i]) < 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_basic),
+        cmocka_unit_test(test_whitespace_and_escapes),
+        cmocka_unit_test(test_ts),
+        cmocka_unit_test(test_rejections),
+        cmocka_unit_test(test_depth),
+        cmocka_unit_test(test_size_limit),
+        cmocka_unit_test(test_set_id_and_reuse),
+        cmocka_unit_test(test_numbers),
+        cmocka_unit_test(test_canonical_fixed_point_random),
+        cmocka_unit_test(test_uuid7),
+        cmocka_unit_test(test_uuid7_threads),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
