@@ -77,6 +77,11 @@ $(BUILD)/tests/itest_%: $(BUILD)/tests/integration/itest_%.o $(BUILD)/tests/test
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
+# Micro-benchmark of the event parser and view engine, against jansson (bench only).
+$(BUILD)/bench/bench_parse: bench/bench_parse.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DLAM_BENCH_JANSSON -o $@ $< $(LIB) $(LDLIBS) -ljansson
+
 $(BUILD)/tests/testlib.o: tests/testlib.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
