@@ -3,8 +3,11 @@
 #define INGEST_H
 
 #include <librdkafka/rdkafka.h>
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 
+#include "lam_buf.h"
 #include "lam_config.h"
 #include "lam_http.h"
 
@@ -18,21 +21,116 @@ typedef struct ingest_config {
     int64_t conn_timeout_ms;
     int64_t threads;
     int64_t max_future_ms;
+    int64_t max_events;    /* events per request (413 too_many_events beyond) */
+    int64_t queue_bytes;   /* producer queue bound: queue.buffering.max.kbytes */
+    int64_t queue_events;  /* producer queue bound: queue.buffering.max.messages */
 } ingest_config_t;
+
+/* Produce latency histogram bounds (seconds), produce call -> delivery report. */
+#define INGEST_LAT_BUCKETS 14
+
+typedef struct ingest_metrics {
+    atomic_ullong events_accepted;  /* delivery report said persisted */
+    atomic_ullong events_rejected;  /* invalid events (reported in "errors") */
+    atomic_ullong events_unacked;   /* valid events Kafka did not take in time (503) */
+    atomic_ullong produced_bytes;   /* canonical bytes acknowledged by Kafka */
+    atomic_ullong lat[INGEST_LAT_BUCKETS + 1];
+    atomic_ullong lat_sum_us;
+    atomic_ullong queue_full;       /* produce attempts refused with a full queue */
+} ingest_metrics_t;
 
 typedef struct ingest_ctx {
     ingest_config_t cfg;
     rd_kafka_t *producer;
+    rd_kafka_topic_t *topic;
     lam_http_server_t *http;
+    char **keys;                /* parsed LAM_INGEST_KEYS */
+    size_t nkeys;
     atomic_int kafka_ok;        /* last health probe result */
     atomic_llong kafka_checked; /* monotonic ms of the last probe */
+    atomic_llong last_delivery; /* monotonic ms of the last successful delivery report */
+    atomic_int stopping;        /* SIGTERM seen: answer with Connection: close */
+    atomic_int inflight;        /* deferred requests waiting for delivery reports */
+    pthread_t dr_thread;
+    int dr_started;
+    atomic_int dr_stop;
+    ingest_metrics_t m;
 } ingest_ctx_t;
 
+/* ---- ingest_producer.c: the one producer, its delivery-report thread, health ---- */
+
+/** One accepted event of a request, in flight to Kafka. */
+typedef struct ingest_slot {
+    struct ingest_batch *b;
+    uint32_t index;       /* position of the event in the request */
+    uint32_t payload_len;
+    size_t payload_off;   /* canonical form in b->payload */
+    size_t key_off;       /* raw id in b->keys */
+    uint32_t key_len;
+    uint8_t status;       /* INGEST_SLOT_* */
+} ingest_slot_t;
+
+enum { INGEST_SLOT_PENDING = 0, INGEST_SLOT_OK, INGEST_SLOT_FAILED };
+
+/**
+ * A request's events on their way to Kafka. Owned by the request until ingest_producer_send(),
+ * then by the producer, which replies on req and frees the batch after the last delivery report.
+ */
+typedef struct ingest_batch {
+    ingest_ctx_t *ctx;
+    lam_http_req_t *req;
+    lam_buf_t payload;      /* canonical events, back to back (referenced by librdkafka, not copied) */
+    lam_buf_t keys;         /* raw ids, back to back */
+    lam_buf_t ids;          /* ,"id" entries of the valid events, in order */
+    lam_buf_t ok_reply;     /* the complete 200 body, built before producing */
+    lam_buf_t errors;       /* ,{"index":i,"message":"..."} entries of rejected events */
+    ingest_slot_t *slots;
+    size_t nslots, slots_cap;
+    size_t nevents;         /* events seen (valid + rejected) */
+    size_t rejected;
+    int deferred;           /* the request was deferred (counted in ctx->inflight) */
+    size_t first_err_index; /* the first rejected event, for the 400 message */
+    char first_err[200];
+    atomic_int pending;     /* outstanding delivery reports + 1 while the sender holds it */
+    int64_t produce_us;     /* monotonic us when produced */
+    char fail_reason[160];  /* first failure, for the 503 message */
+    pthread_mutex_t fail_lock;
+} ingest_batch_t;
+
 int ingest_producer_init(ingest_ctx_t *ctx, char *errstr, size_t errstr_size);
-/** Probe Kafka (cached for a second); 1 when reachable. */
+/** Start the delivery-report thread. 0 or -1. */
+int ingest_producer_start(ingest_ctx_t *ctx, char *errstr, size_t errstr_size);
+/** Probe Kafka (from the main loop; blocks up to a second). Updates ctx->kafka_ok; 1 when reachable. */
+int ingest_producer_probe(ingest_ctx_t *ctx);
+/** Cached health, never blocks. */
 int ingest_producer_healthy(ingest_ctx_t *ctx);
+/**
+ * Hand b (with its deferred request) to Kafka. Takes ownership: the reply (200, or 503 naming the
+ * events not acknowledged) is sent and b freed when the last delivery report arrives, possibly
+ * before this returns.
+ */
+void ingest_producer_send(ingest_ctx_t *ctx, ingest_batch_t *b);
+/** Stop the delivery-report thread, flush what is queued, destroy the producer. Accepts a half-built ctx. */
 void ingest_producer_destroy(ingest_ctx_t *ctx);
+/** Append ingest's own Prometheus metrics (events, bytes, produce latency, queue depth). */
+void ingest_producer_metrics(ingest_ctx_t *ctx, lam_buf_t *out);
+
+/* ---- ingest_events.c: POST /v1/events ---- */
+
+/** A new, empty batch for req. */
+ingest_batch_t *ingest_batch_new(ingest_ctx_t *ctx, lam_http_req_t *req);
+/** Free a batch. Accepts NULL. */
+void ingest_batch_free(ingest_batch_t *b);
+/** Build and send the reply of a batch whose deliveries are all reported (from the producer). */
+void ingest_batch_reply(ingest_batch_t *b);
+/** Handle POST /v1/events (method, auth and content type already checked). */
+void ingest_events_post(ingest_ctx_t *ctx, lam_http_req_t *req, int ndjson);
+
+/* ---- ingest_http.c: routes ---- */
 
 void ingest_http_handle(lam_http_req_t *req, void *opaque);
+/** Parse LAM_INGEST_KEYS into ctx->keys. */
+void ingest_http_keys_init(ingest_ctx_t *ctx);
+void ingest_http_keys_free(ingest_ctx_t *ctx);
 
 #endif

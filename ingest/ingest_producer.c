@@ -1,28 +1,134 @@
 /* ingest_producer.c - where ingest writes to Kafka: one idempotent acks=all producer for all requests. */
 #include <stdio.h>
+#include <string.h>
+#include <time.h>
 
 #include "ingest.h"
 #include "lam_kafka.h"
 #include "lam_log.h"
+#include "lam_mem.h"
 #include "lam_service.h"
+
+static const double lat_bounds[INGEST_LAT_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                      0.25,  0.5,    1,     2.5,  5,    10,   30};
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void batch_fail(ingest_batch_t *b, const char *reason)
+{
+    pthread_mutex_lock(&b->fail_lock);
+    if (!b->fail_reason[0])
+        snprintf(b->fail_reason, sizeof(b->fail_reason), "%s", reason);
+    pthread_mutex_unlock(&b->fail_lock);
+}
+
+/* Runs on the delivery-report thread: one call per message, definitive thanks to message.timeout.ms. */
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    ingest_ctx_t *ctx = opaque;
+    ingest_slot_t *slot = m->_private;
+    ingest_batch_t *b = slot->b;
+    int64_t now = mono_us();
+    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        slot->status = INGEST_SLOT_OK;
+        atomic_store_explicit(&ctx->last_delivery, now / 1000, memory_order_relaxed);
+        int64_t us = now - b->produce_us;
+        double s = (double)us / 1e6;
+        size_t i = 0;
+        while (i < INGEST_LAT_BUCKETS && s > lat_bounds[i])
+            i++;
+        atomic_fetch_add_explicit(&ctx->m.lat[i], 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&ctx->m.lat_sum_us, (unsigned long long)us, memory_order_relaxed);
+    } else {
+        slot->status = INGEST_SLOT_FAILED;
+        char reason[160];
+        snprintf(reason, sizeof(reason), "kafka: %s", rd_kafka_err2str(m->err));
+        batch_fail(b, reason);
+    }
+    if (atomic_fetch_sub(&b->pending, 1) == 1)
+        ingest_batch_reply(b);
+}
+
+static void *dr_main(void *arg)
+{
+    ingest_ctx_t *ctx = arg;
+    while (!atomic_load(&ctx->dr_stop))
+        rd_kafka_poll(ctx->producer, 100);
+    return NULL;
+}
 
 int ingest_producer_init(ingest_ctx_t *ctx, char *errstr, size_t errstr_size)
 {
     rd_kafka_conf_t *conf = lam_kafka_conf_new(ctx->cfg.common.kafka_brokers, errstr, errstr_size);
     if (!conf)
         return -1;
+    char v[32];
+    /* Every message gets a definitive delivery report within the request timeout. */
+    snprintf(v, sizeof(v), "%lld", (long long)ctx->cfg.timeout_ms);
+    if (lam_kafka_conf_set(conf, "message.timeout.ms", v, errstr, errstr_size) < 0)
+        goto fail;
+    /* Bounded memory: a full queue means 503, never unbounded growth. */
+    snprintf(v, sizeof(v), "%lld", (long long)(ctx->cfg.queue_bytes / 1024));
+    if (lam_kafka_conf_set(conf, "queue.buffering.max.kbytes", v, errstr, errstr_size) < 0)
+        goto fail;
+    snprintf(v, sizeof(v), "%lld", (long long)ctx->cfg.queue_events);
+    if (lam_kafka_conf_set(conf, "queue.buffering.max.messages", v, errstr, errstr_size) < 0)
+        goto fail;
+    if (lam_kafka_conf_set(conf, "linger.ms", "5", errstr, errstr_size) < 0)
+        goto fail;
+    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    rd_kafka_conf_set_opaque(conf, ctx);
     ctx->producer = lam_kafka_producer_new(conf, errstr, errstr_size);
-    return ctx->producer ? 0 : -1;
+    if (!ctx->producer)
+        return -1;
+    ctx->topic = rd_kafka_topic_new(ctx->producer, ctx->cfg.common.kafka_topic, NULL);
+    if (!ctx->topic) {
+        snprintf(errstr, errstr_size, "topic %s: %s", ctx->cfg.common.kafka_topic,
+                 rd_kafka_err2str(rd_kafka_last_error()));
+        return -1;
+    }
+    return 0;
+fail:
+    rd_kafka_conf_destroy(conf);
+    return -1;
+}
+
+int ingest_producer_start(ingest_ctx_t *ctx, char *errstr, size_t errstr_size)
+{
+    if (pthread_create(&ctx->dr_thread, NULL, dr_main, ctx) != 0) {
+        snprintf(errstr, errstr_size, "cannot start the delivery-report thread");
+        return -1;
+    }
+    ctx->dr_started = 1;
+    return 0;
 }
 
 int ingest_producer_healthy(ingest_ctx_t *ctx)
 {
+    return atomic_load(&ctx->kafka_ok);
+}
+
+int ingest_producer_probe(ingest_ctx_t *ctx)
+{
     int64_t now = lam_now_mono_ms();
-    if (now - atomic_load(&ctx->kafka_checked) < 1000)
-        return atomic_load(&ctx->kafka_ok);
     atomic_store(&ctx->kafka_checked, now);
-    char err[256];
-    int ok = lam_kafka_ping(ctx->producer, 500, err, sizeof(err)) == 0;
+    char err[256] = "";
+    int ok = lam_kafka_ping(ctx->producer, 1000, err, sizeof(err)) == 0;
+    /* Under heavy load a metadata request can be slow while deliveries flow: those count too. */
+    if (!ok && now - atomic_load(&ctx->last_delivery) < 2000)
+        ok = 1;
+    const char *fatal = NULL;
+    char ferr[256];
+    if (rd_kafka_fatal_error(ctx->producer, ferr, sizeof(ferr)) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        ok = 0;
+        fatal = ferr;
+    }
     if (ok && !atomic_load(&ctx->kafka_ok)) {
         /* First contact (or recovery): make sure the topic exists. */
         if (lam_kafka_ensure_topic(ctx->producer, ctx->cfg.common.kafka_topic, (int)ctx->cfg.common.kafka_partitions,
@@ -30,20 +136,159 @@ int ingest_producer_healthy(ingest_ctx_t *ctx)
             lam_warn("msg=\"cannot create topic\" error=\"%s\"", err);
             ok = 0;
         } else {
-            lam_info("msg=\"kafka reachable\" brokers=%s", ctx->cfg.common.kafka_brokers);
+            lam_info("msg=\"kafka reachable\" brokers=%s topic=%s", ctx->cfg.common.kafka_brokers,
+                     ctx->cfg.common.kafka_topic);
         }
     } else if (!ok && atomic_load(&ctx->kafka_ok)) {
-        lam_warn("msg=\"cannot reach Kafka\" brokers=%s error=\"%s\"", ctx->cfg.common.kafka_brokers, err);
+        lam_warn("msg=\"cannot reach Kafka\" brokers=%s error=\"%s\"", ctx->cfg.common.kafka_brokers,
+                 fatal ? fatal : err);
     }
     atomic_store(&ctx->kafka_ok, ok);
     return ok;
 }
 
+/* The message array of each HTTP thread, reused across requests (freed when the thread ends). */
+typedef struct msg_array {
+    rd_kafka_message_t *m;
+    size_t cap;
+} msg_array_t;
+
+static pthread_key_t msgs_key;
+static pthread_once_t msgs_once = PTHREAD_ONCE_INIT;
+
+static void msgs_free(void *p)
+{
+    msg_array_t *a = p;
+    lam_free(a->m);
+    lam_free(a);
+}
+
+static void msgs_key_init(void)
+{
+    pthread_key_create(&msgs_key, msgs_free);
+}
+
+#define MSGS_KEEP 4096 /* keep arrays up to this many messages; a 100k-event request frees its own */
+
+void ingest_producer_send(ingest_ctx_t *ctx, ingest_batch_t *b)
+{
+    pthread_once(&msgs_once, msgs_key_init);
+    msg_array_t *a = pthread_getspecific(msgs_key);
+    if (!a) {
+        a = lam_calloc(1, sizeof(*a));
+        pthread_setspecific(msgs_key, a);
+    }
+    size_t n = b->nslots;
+    if (n > a->cap) {
+        a->cap = n < 128 ? 128 : n;
+        lam_free(a->m);
+        a->m = lam_malloc(a->cap * sizeof(*a->m));
+    }
+    rd_kafka_message_t *msgs = a->m;
+    memset(msgs, 0, n * sizeof(*msgs));
+    for (size_t i = 0; i < n; i++) {
+        ingest_slot_t *s = &b->slots[i];
+        msgs[i].payload = b->payload.data + s->payload_off;
+        msgs[i].len = s->payload_len;
+        msgs[i].key = b->keys.data + s->key_off;
+        msgs[i].key_len = s->key_len;
+        msgs[i]._private = s;
+    }
+    /* One reference per message plus ours, so an early delivery report cannot finish the batch. */
+    atomic_store(&b->pending, (int)n + 1);
+    b->produce_us = mono_us();
+    /* No RD_KAFKA_MSG_F_COPY: payloads live in b until the last delivery report. No headers ever,
+     * so no client can produce a cut marker. */
+    int queued = rd_kafka_produce_batch(ctx->topic, RD_KAFKA_PARTITION_UA, 0, msgs, (int)n);
+    int refused = 0;
+    if (queued < (int)n) {
+        for (size_t i = 0; i < n; i++) {
+            if (!msgs[i].err)
+                continue;
+            b->slots[i].status = INGEST_SLOT_FAILED;
+            refused++;
+            if (msgs[i].err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+                atomic_fetch_add(&ctx->m.queue_full, 1);
+                batch_fail(b, "producer queue full");
+            } else {
+                char reason[160];
+                snprintf(reason, sizeof(reason), "kafka: %s", rd_kafka_err2str(msgs[i].err));
+                batch_fail(b, reason);
+            }
+        }
+    }
+    if (a->cap > MSGS_KEEP) {
+        lam_free(a->m);
+        a->m = NULL;
+        a->cap = 0;
+    }
+    /* b may be freed from here on */
+    if (atomic_fetch_sub(&b->pending, refused + 1) == refused + 1)
+        ingest_batch_reply(b);
+}
+
 void ingest_producer_destroy(ingest_ctx_t *ctx)
 {
+    if (ctx->dr_started) {
+        atomic_store(&ctx->dr_stop, 1);
+        pthread_join(ctx->dr_thread, NULL);
+        ctx->dr_started = 0;
+    }
+    if (ctx->topic) {
+        rd_kafka_topic_destroy(ctx->topic);
+        ctx->topic = NULL;
+    }
     if (!ctx->producer)
         return;
-    rd_kafka_flush(ctx->producer, 10000);
+    if (rd_kafka_flush(ctx->producer, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        lam_warn("msg=\"producer flush timed out\" queued=%d", rd_kafka_outq_len(ctx->producer));
     rd_kafka_destroy(ctx->producer);
     ctx->producer = NULL;
+}
+
+void ingest_producer_metrics(ingest_ctx_t *ctx, lam_buf_t *out)
+{
+    ingest_metrics_t *m = &ctx->m;
+    lam_buf_printf(out,
+                   "# HELP lam_ingest_events_accepted_total Events Kafka acknowledged (acks=all).\n"
+                   "# TYPE lam_ingest_events_accepted_total counter\n"
+                   "lam_ingest_events_accepted_total %llu\n"
+                   "# HELP lam_ingest_events_rejected_total Invalid events reported in errors.\n"
+                   "# TYPE lam_ingest_events_rejected_total counter\n"
+                   "lam_ingest_events_rejected_total %llu\n"
+                   "# HELP lam_ingest_events_not_acknowledged_total Valid events answered with 503.\n"
+                   "# TYPE lam_ingest_events_not_acknowledged_total counter\n"
+                   "lam_ingest_events_not_acknowledged_total %llu\n"
+                   "# HELP lam_ingest_produced_bytes_total Canonical event bytes acknowledged by Kafka.\n"
+                   "# TYPE lam_ingest_produced_bytes_total counter\n"
+                   "lam_ingest_produced_bytes_total %llu\n"
+                   "# HELP lam_ingest_queue_full_total Events refused because the producer queue was full.\n"
+                   "# TYPE lam_ingest_queue_full_total counter\n"
+                   "lam_ingest_queue_full_total %llu\n",
+                   atomic_load(&m->events_accepted), atomic_load(&m->events_rejected),
+                   atomic_load(&m->events_unacked), atomic_load(&m->produced_bytes), atomic_load(&m->queue_full));
+    lam_buf_printf(out, "# HELP lam_ingest_produce_seconds Time from produce to delivery report, per event.\n"
+                        "# TYPE lam_ingest_produce_seconds histogram\n");
+    unsigned long long cum = 0;
+    for (size_t i = 0; i <= INGEST_LAT_BUCKETS; i++) {
+        cum += atomic_load(&m->lat[i]);
+        if (i < INGEST_LAT_BUCKETS)
+            lam_buf_printf(out, "lam_ingest_produce_seconds_bucket{le=\"%g\"} %llu\n", lat_bounds[i], cum);
+        else
+            lam_buf_printf(out, "lam_ingest_produce_seconds_bucket{le=\"+Inf\"} %llu\n", cum);
+    }
+    lam_buf_printf(out, "lam_ingest_produce_seconds_sum %.6f\nlam_ingest_produce_seconds_count %llu\n",
+                   (double)atomic_load(&m->lat_sum_us) / 1e6, cum);
+    lam_buf_printf(out,
+                   "# HELP lam_ingest_kafka_queue_messages Messages in librdkafka's queue (rd_kafka_outq_len).\n"
+                   "# TYPE lam_ingest_kafka_queue_messages gauge\n"
+                   "lam_ingest_kafka_queue_messages %d\n"
+                   "# HELP lam_ingest_kafka_up 1 when the last probe reached Kafka.\n"
+                   "# TYPE lam_ingest_kafka_up gauge\n"
+                   "lam_ingest_kafka_up %d\n"
+                   "# HELP lam_ingest_requests_in_flight Requests waiting for delivery reports.\n"
+                   "# TYPE lam_ingest_requests_in_flight gauge\n"
+                   "lam_ingest_requests_in_flight %d\n",
+                   ctx->producer ? rd_kafka_outq_len(ctx->producer) : 0, atomic_load(&ctx->kafka_ok),
+                   atomic_load(&ctx->inflight));
 }

@@ -1,6 +1,8 @@
 /* main.c - ingest: configuration, start-up and graceful shutdown. */
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
 
 #include "ingest.h"
 #include "lam_log.h"
@@ -23,7 +25,50 @@ static const lam_config_entry_t ingest_config_table[] = {
     {"LAM_INGEST_THREADS", LAM_CFG_INT, "2", offsetof(ingest_config_t, threads), "HTTP threads", 1, 64},
     {"LAM_MAX_FUTURE_S", LAM_CFG_SEC, "86400", offsetof(ingest_config_t, max_future_ms),
      "reject events further in the future than this many seconds", 0, 365LL * 86400000},
+    {"LAM_INGEST_MAX_EVENTS", LAM_CFG_INT, "100000", offsetof(ingest_config_t, max_events),
+     "most events in one request (413 too_many_events beyond)", 1, 10000000},
+    {"LAM_INGEST_QUEUE_BYTES", LAM_CFG_SIZE, "64MiB", offsetof(ingest_config_t, queue_bytes),
+     "producer queue bound in bytes; a full queue answers 503", 1LL << 20, 1LL << 40},
+    {"LAM_INGEST_QUEUE_EVENTS", LAM_CFG_INT, "500000", offsetof(ingest_config_t, queue_events),
+     "producer queue bound in events; a full queue answers 503", 1000, 10000000},
     {NULL}};
+
+#define INGEST_DRAIN_GRACE_MS 5000
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* SIGTERM: no new connections, let in-flight requests get their delivery reports and replies. */
+static void drain(ingest_ctx_t *ctx)
+{
+    atomic_store(&ctx->stopping, 1);
+    lam_http_quiesce(ctx->http);
+    int64_t t0 = lam_now_mono_ms(), last_log = t0;
+    int64_t hard = t0 + ctx->cfg.timeout_ms + 30000;
+    for (;;) {
+        int64_t now = lam_now_mono_ms();
+        int inflight = atomic_load(&ctx->inflight);
+        unsigned conns = lam_http_connections(ctx->http);
+        /* Connections still open may be uploading a request (lam_http does not tell us), or be idle
+         * keep-alive clients that never come back: wait for them up to a grace period. Every reply
+         * from now on says Connection: close, so active clients go away after their next answer. */
+        if (inflight == 0 && (conns == 0 || now - t0 >= INGEST_DRAIN_GRACE_MS))
+            break;
+        if (now >= hard) {
+            lam_error("msg=\"requests still waiting for Kafka at the deadline\" inflight=%d", inflight);
+            exit(1);
+        }
+        if (now - last_log >= 5000) {
+            lam_info("msg=\"draining\" inflight=%d connections=%u", inflight, conns);
+            last_log = now;
+        }
+        sleep_ms(20);
+    }
+    sleep_ms(100); /* replies handed to the HTTP threads get written out */
+}
 
 int main(int argc, char **argv)
 {
@@ -31,11 +76,19 @@ int main(int argc, char **argv)
     lam_config_init_or_exit("ingest", ingest_config_table, &ctx.cfg, argc, argv);
     lam_service_signals();
 
+    ingest_http_keys_init(&ctx);
+    if (ctx.cfg.keys && !ctx.nkeys) {
+        fprintf(stderr, "ingest: LAM_INGEST_KEYS: no key in the list\n");
+        return 2;
+    }
+
     char err[512];
-    if (ingest_producer_init(&ctx, err, sizeof(err)) < 0) {
+    if (ingest_producer_init(&ctx, err, sizeof(err)) < 0 || ingest_producer_start(&ctx, err, sizeof(err)) < 0) {
         lam_error("msg=\"cannot create kafka producer\" error=\"%s\"", err);
+        ingest_producer_destroy(&ctx);
         return 1;
     }
+    ingest_producer_probe(&ctx); /* answer /healthz and POSTs truthfully from the first request */
     lam_http_opts_t opts = {
         .host = ctx.cfg.addr.host,
         .port = ctx.cfg.addr.port,
@@ -52,19 +105,21 @@ int main(int argc, char **argv)
         ingest_producer_destroy(&ctx);
         return 1;
     }
-    lam_info("msg=started addr=%s:%d kafka=%s topic=%s", ctx.cfg.addr.host, ctx.cfg.addr.port,
-             ctx.cfg.common.kafka_brokers, ctx.cfg.common.kafka_topic);
+    lam_info("msg=started addr=%s:%d kafka=%s topic=%s auth=%s", ctx.cfg.addr.host, ctx.cfg.addr.port,
+             ctx.cfg.common.kafka_brokers, ctx.cfg.common.kafka_topic, ctx.nkeys ? "bearer" : "none");
 
     while (!lam_service_stopping()) {
-        ingest_producer_healthy(&ctx);
         lam_service_sleep_ms(1000);
+        if (!lam_service_stopping())
+            ingest_producer_probe(&ctx);
     }
 
     lam_info("msg=\"stopping: draining requests\"");
-    lam_http_quiesce(ctx.http);
+    drain(&ctx);
     lam_http_stop(ctx.http);
     ingest_producer_destroy(&ctx);
     lam_info("msg=stopped");
+    ingest_http_keys_free(&ctx);
     lam_config_free(ingest_config_table, &ctx.cfg);
     return 0;
 }

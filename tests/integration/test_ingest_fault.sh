@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# test_ingest_fault.sh - ingest with its own Kafka: broker stopped -> 503 and nothing accepted; broker
+# back -> ingest recovers by itself; a restart under load loses no acknowledged event; SIGTERM with
+# requests in flight delivers their 200s and exits 0.
+set -uo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$root"
+. scripts/common.sh
+BIN="${LAM_BIN_DIR:-$root/build/bin}"
+TMP="${LAM_TEST_TMP:-$(mktemp -d)}/ingest-fault"
+mkdir -p "$TMP"
+fails=0; checks=0
+check() { # description command...
+  checks=$((checks + 1))
+  if "${@:2}"; then echo "ok   - $1"; else echo "FAIL - $1"; fails=$((fails + 1)); fi
+}
+
+# Our own broker on other free ports, so the shared test broker is never disturbed.
+export LAM_KAFKA_BROKERS="127.0.0.1:$(lam_free_port)" LAM_KAFKA_CONTROLLER_PORT="$(lam_free_port)"
+export LAM_KAFKA_TOPIC="ingest-fault-$$" LAM_KAFKA_PARTITIONS=3
+export LAM_INGEST_ADDR="127.0.0.1:$(lam_free_port)" LAM_INGEST_TIMEOUT_MS=2000
+export LAM_LOG_LEVEL=info
+URL="http://$LAM_INGEST_ADDR"
+ingest_pid=""; lg_pid=""
+cleanup() {
+  [ -n "$lg_pid" ] && kill "$lg_pid" 2>/dev/null
+  [ -n "$ingest_pid" ] && kill "$ingest_pid" 2>/dev/null && wait "$ingest_pid" 2>/dev/null
+  scripts/stack.sh stop "$TMP/stack" kafka >/dev/null 2>&1
+}
+trap cleanup EXIT
+
+kafka_start() { scripts/stack.sh start "$TMP/stack" kafka >>"$TMP/stack.log" 2>&1; }
+kafka_stop() { scripts/stack.sh stop "$TMP/stack" kafka >>"$TMP/stack.log" 2>&1; }
+health() { curl -s -o /dev/null -w '%{http_code}' --max-time 3 "$URL/healthz"; }
+wait_health() { # code seconds
+  local i; for ((i = 0; i < $2 * 10; i++)); do [ "$(health)" = "$1" ] && return 0; sleep 0.1; done; return 1; }
+post() { # body-file -> writes $TMP/resp.{code,body,head}
+  curl -s -D "$TMP/resp.head" -o "$TMP/resp.body" -w '%{http_code}' --max-time 30 \
+    -H 'Content-Type: application/x-ndjson' --data-binary @"$1" "$URL/v1/events" >"$TMP/resp.code"
+}
+ndjson() { # prefix n -> file with n events whose ids are prefix-i
+  local f="$TMP/$1.ndjson" i; : >"$f"
+  for ((i = 0; i < $2; i++)); do echo "{\"id\":\"$1-$i\",\"type\":\"fault\",\"i\":$i}" >>"$f"; done; echo "$f"
+}
+resp_is() { [ "$(cat "$TMP/resp.code")" = "$1" ] && grep -q "$2" "$TMP/resp.body"; }
+topic_ids() { kcat -b "$LAM_KAFKA_BROKERS" -C -t "$LAM_KAFKA_TOPIC" -e -q -f '%k\n' 2>/dev/null | sort -u; }
+
+check "own kafka starts" kafka_start
+"$BIN/ingest" >"$TMP/ingest.log" 2>&1 &
+ingest_pid=$!
+check "ingest healthy with the broker up" wait_health 200 30
+post "$(ndjson before 5)"
+check "POST with the broker up: 200, 5 accepted" resp_is 200 '"accepted":5,'
+
+# 1. A load generator runs through a broker stop and restart: acknowledged events must all be in
+#    Kafka at the end; 503s are retried with the same ids.
+"$BIN/loadgen" --url "$URL" --rate 500 --duration 20 --batch 20 --connections 2 --max-retries 1000 \
+  --out "$TMP/acked.ndjson" --quiet >"$TMP/loadgen.out" 2>"$TMP/loadgen.err" &
+lg_pid=$!
+sleep 2
+
+# 2. The broker stops under load: /healthz says so, POSTs get 503 naming every event, nothing accepted.
+t0=$(date +%s%N)
+check "broker stops (under load)" kafka_stop
+check "/healthz turns 503 within 10 s" wait_health 503 10
+echo "     unhealthy $(( ($(date +%s%N) - t0) / 1000000 )) ms after the stop began"
+post "$(ndjson down 10)"
+code="$(cat "$TMP/resp.code")"
+check "POST with the broker down: 503 (got $code)" test "$code" = 503
+check "503 has Retry-After" grep -qi '^Retry-After: ' "$TMP/resp.head"
+check "503 reports nothing accepted" grep -q '"accepted":0,' "$TMP/resp.body"
+check "503 lists all 10 events as not acknowledged with their ids" \
+  test "$(grep -o '{"index":[0-9]*,"id":"down-[0-9]*"}' "$TMP/resp.body" | wc -l)" = 10
+check "503 is the JSON error shape (code unavailable)" grep -q '^{"error":{"code":"unavailable"' "$TMP/resp.body"
+check "ingest still running while the broker is down" kill -0 "$ingest_pid"
+
+# 3. The broker comes back: ingest recovers by itself.
+check "broker restarts" kafka_start
+t0=$(date +%s%N)
+check "ingest recovers by itself (/healthz 200 within 30 s)" wait_health 200 30
+echo "     healthy again $(( ($(date +%s%N) - t0) / 1000000 )) ms after the broker answered"
+post "$(ndjson after 5)"
+check "POST after the restart: 200, 5 accepted" resp_is 200 '"accepted":5,'
+wait "$lg_pid"; rc=$?; lg_pid=""
+cat "$TMP/loadgen.out"
+check "loadgen through the restart: every event acknowledged in the end (exit $rc)" test "$rc" = 0
+check "loadgen had to retry" grep -q 'retried=[1-9]' "$TMP/loadgen.out"
+
+# 4. SIGTERM with requests in flight: their 200s arrive, the producer is flushed, exit 0.
+big="$(ndjson term 3000)"
+for i in 1 2 3 4 5 6; do
+  curl -s -o "$TMP/term-$i.body" -w '%{http_code}' --max-time 30 --limit-rate 100k \
+    -H 'Content-Type: application/x-ndjson' --data-binary @"$big" "$URL/v1/events" >"$TMP/term-$i.code" &
+done
+sleep 0.3
+t0=$(date +%s%N)
+kill -TERM "$ingest_pid"
+wait "$ingest_pid"; rc=$?; ingest_pid=""
+echo "     ingest exited $rc after $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+wait
+check "SIGTERM with requests in flight: exit 0" test "$rc" = 0
+ok=0; for i in 1 2 3 4 5 6; do [ "$(cat "$TMP/term-$i.code")" = 200 ] && grep -q '"accepted":3000,' "$TMP/term-$i.body" && ok=$((ok + 1)); done
+check "all 6 in-flight requests got their 200 (got $ok)" test "$ok" = 6
+check "the log says drained and stopped" grep -q 'msg=stopped' "$TMP/ingest.log"
+
+# 5. The topic: every acknowledged event is there, none of the 503'd ones.
+topic_ids >"$TMP/topic.ids"
+grep -o '"id":"[^"]*"' "$TMP/acked.ndjson" | cut -d'"' -f4 | sort -u >"$TMP/acked.ids"
+missing="$(comm -23 "$TMP/acked.ids" "$TMP/topic.ids" | wc -l)"
+check "all $(wc -l <"$TMP/acked.ids") events loadgen saw acknowledged are in the topic (missing $missing)" test "$missing" = 0
+check "the before/after/term events are in the topic" \
+  test "$(grep -cE '^(before|after|term)-' "$TMP/topic.ids")" = 3010
+check "no event answered 503 is in the topic" test "$(grep -c '^down-' "$TMP/topic.ids")" = 0
+
+echo "test_ingest_fault: $((checks - fails)) passed, $fails failed"
+[ "$fails" = 0 ]
