@@ -30,3 +30,14 @@ lam_free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0
 lam_wait_tcp() { # host port seconds
   local i; for ((i = 0; i < $3 * 10; i++)); do
     (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+# Point every LAM_* address at a free port and the stack state at DIR (throwaway stacks for
+# tests and benchmarks, so they never collide with a running `make up`).
+lam_throwaway_env() {
+  export LAM_KAFKA_BROKERS="127.0.0.1:$(lam_free_port)" LAM_KAFKA_CONTROLLER_PORT="$(lam_free_port)"
+  export LAM_REDIS_URL="redis://127.0.0.1:$(lam_free_port)"
+  export LAM_PG_URL="postgresql://lam@127.0.0.1:$(lam_free_port)/lam"
+  export LAM_INGEST_ADDR="127.0.0.1:$(lam_free_port)" LAM_SERVING_ADDR="127.0.0.1:$(lam_free_port)"
+  export LAM_SPEED_ADDR="127.0.0.1:$(lam_free_port)" LAM_BATCH_ADDR="127.0.0.1:$(lam_free_port)"
+  export LAM_STATE_DIR="$1"
+}

@@ -35,12 +35,7 @@ if [ "$WHAT" = all ] || [ "$WHAT" = integration ]; then
   echo "== integration tests (throwaway servers)"
   tmp="$(mktemp -d /tmp/lam-test.XXXXXX)"
   chmod 755 "$tmp"
-  kport="$(lam_free_port)"; cport="$(lam_free_port)"
-  export LAM_KAFKA_BROKERS="127.0.0.1:$kport" LAM_KAFKA_CONTROLLER_PORT="$cport"
-  export LAM_REDIS_URL="redis://127.0.0.1:$(lam_free_port)"
-  export LAM_PG_URL="postgresql://lam@127.0.0.1:$(lam_free_port)/lam"
-  export LAM_INGEST_ADDR="127.0.0.1:$(lam_free_port)" LAM_SERVING_ADDR="127.0.0.1:$(lam_free_port)"
-  export LAM_SPEED_ADDR="127.0.0.1:$(lam_free_port)" LAM_BATCH_ADDR="127.0.0.1:$(lam_free_port)"
+  lam_throwaway_env "$tmp/stack"
   export LAM_TEST_TMP="$tmp" LAM_BIN_DIR="$root/$BUILD/bin" LAM_VIEWS="$root/shared/views.json"
   export LAM_PG_FSYNC=off
   stop_stack() {

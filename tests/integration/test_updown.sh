@@ -31,12 +31,8 @@ check "speed_layer without Redis says so and retries" grep -q 'cannot reach Redi
 check "speed_layer stopped by SIGTERM while waiting" grep -q 'msg=stopped' "$LAM_TEST_TMP/nodeps.log"
 
 # 3. The whole stack with its own state and ports.
-export LAM_STATE_DIR="$LAM_TEST_TMP/updown"
+lam_throwaway_env "$LAM_TEST_TMP/updown"
 mkdir -p "$LAM_STATE_DIR"; chmod 755 "$LAM_STATE_DIR"
-export LAM_KAFKA_BROKERS="127.0.0.1:$(lam_free_port)" LAM_KAFKA_CONTROLLER_PORT="$(lam_free_port)"
-export LAM_REDIS_URL="redis://127.0.0.1:$(lam_free_port)" LAM_PG_URL="postgresql://lam@127.0.0.1:$(lam_free_port)/lam"
-export LAM_INGEST_ADDR="127.0.0.1:$(lam_free_port)" LAM_SERVING_ADDR="127.0.0.1:$(lam_free_port)"
-export LAM_SPEED_ADDR="127.0.0.1:$(lam_free_port)" LAM_BATCH_ADDR="127.0.0.1:$(lam_free_port)"
 export LAM_INGEST_MAX_BODY=2048   # proves LAM_* in the environment of `up` reach the services
 cleanup() { scripts/lam.sh down >/dev/null 2>&1; }
 trap cleanup EXIT
