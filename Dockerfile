@@ -15,6 +15,12 @@ COPY tools tools
 RUN make -j"$(nproc)" BUILD=/out $(for s in ingest speed_layer batch_layer serving; do echo /out/bin/$s; done) \
     && { [ ! -d tools/loadgen ] || make BUILD=/out /out/bin/loadgen; }
 
+# The dashboard's chart library from npm (the same lockfile as `make deps`).
+FROM node:20-bookworm-slim AS web
+WORKDIR /web
+COPY dashboards/ ./
+RUN npm ci --no-audit --no-fund && npm run build && rm -rf node_modules
+
 FROM debian:bookworm-slim
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       librdkafka1 libhiredis0.14 libpq5 libmicrohttpd12 libzstd1 curl ca-certificates \
@@ -22,7 +28,7 @@ RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-ins
     && useradd --system --home /var/lib/lam --create-home lam
 COPY --from=build /out/bin/ /usr/local/bin/
 COPY shared/views.json /etc/lam/views.json
-COPY dashboards /usr/share/lam/dashboards
+COPY --from=web /web /usr/share/lam/dashboards
 ENV LAM_VIEWS=/etc/lam/views.json LAM_DASHBOARDS_DIR=/usr/share/lam/dashboards LAM_DATA_DIR=/var/lib/lam/data
 USER lam
 WORKDIR /var/lib/lam

@@ -47,7 +47,13 @@ help:
 deps:
 	@scripts/deps.sh
 
-build: $(BINS) $(UNIT_BINS) $(INTEG_BINS)
+# The dashboard's chart library, copied from node_modules (npm ci by make deps).
+DASH_VENDOR := $(if $(wildcard dashboards/node_modules),dashboards/app/vendor/echarts.min.js)
+
+build: $(BINS) $(UNIT_BINS) $(INTEG_BINS) $(DASH_VENDOR)
+
+dashboards/app/vendor/echarts.min.js: dashboards/package-lock.json dashboards/build.mjs
+	cd dashboards && npm run --silent build
 
 $(LIB): $(SHARED_OBJ)
 	@mkdir -p $(dir $@)

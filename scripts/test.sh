@@ -59,6 +59,16 @@ if [ "$WHAT" = all ] || [ "$WHAT" = integration ]; then
   fi
 fi
 
+if { [ "$WHAT" = all ] || [ "$WHAT" = browser ]; } && [ "${LAM_TEST_BROWSER:-1}" != 0 ]; then
+  echo "== browser tests (playwright-core + Debian chromium)"
+  if [ -d tests/browser/node_modules ] && command -v chromium >/dev/null 2>&1; then
+    node --test tests/browser/; rc=$?; result browser "$rc"
+  else
+    echo "browser tests need chromium and tests/browser/node_modules (make deps installs both)"
+    result browser 1
+  fi
+fi
+
 echo
 echo "== summary: test binaries and scripts"
 [ ${#failures[@]} -eq 0 ] || echo "failed: ${failures[*]}"
