@@ -71,6 +71,9 @@ $(BUILD)/bin/$(1): $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard $(1)/*.c)) $(LIB)
 endef
 $(foreach s,$(SERVICES),$(eval $(call service_rule,$(s))))
 
+# serving embeds its OpenAPI document with .incbin, which -MMD does not see.
+$(BUILD)/serving/serving_static.o: serving/openapi.json
+
 $(BUILD)/bin/loadgen: $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/loadgen/*.c)) $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
