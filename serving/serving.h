@@ -38,6 +38,8 @@ typedef enum serving_route {
     SR_BATCH_LIST,
     SR_BATCH_GET,
     SR_STATUS,
+    SR_DASHBOARDS,
+    SR_TAIL,
     SR_OPENAPI,
     SR_HEALTHZ,
     SR_METRICS,
@@ -231,6 +233,17 @@ void serving_handle_status(serving_ctx_t *ctx, lam_http_req_t *req);
 
 /* ---- static files and OpenAPI (serving_static.c) ---- */
 void serving_handle_static(serving_ctx_t *ctx, lam_http_req_t *req);
+/** Send file p (a URL path such as "/app/index.html") from the dashboards folder, safely. */
+void serving_send_static(serving_ctx_t *ctx, lam_http_req_t *req, const char *p);
+
+/* ---- dashboards and the live tail (serving_dashboards.c) ---- */
+int serving_dashboard_id_ok(const char *id, size_t len);
+/** GET /v1/dashboards (rest = "") and /v1/dashboards/{id} (rest = "/{id}"). */
+void serving_handle_dashboards(serving_ctx_t *ctx, lam_http_req_t *req, const char *rest);
+/** GET /d/{id}: the dashboard page (the app loads the file through the API). */
+void serving_handle_dashboard_page(serving_ctx_t *ctx, lam_http_req_t *req, const char *id);
+/** GET /v1/tail?limit=N: the most recent events from the speed layer's capped stream. */
+void serving_handle_tail(serving_ctx_t *ctx, lam_http_req_t *req);
 void serving_handle_openapi(serving_ctx_t *ctx, lam_http_req_t *req);
 
 /* ---- replies that remember their status for per-route metrics (serving_http.c) ---- */

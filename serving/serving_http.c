@@ -11,7 +11,7 @@
 static const double lat_bounds[SERVING_LAT_N] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                                  0.05,   0.1,   0.25,   0.5,   1,    2.5};
 static const char *const route_names[SR_COUNT] = {"views",  "view_query", "batch_post", "batch_list",
-                                                  "batch_get", "status",  "openapi",    "healthz",
+                                                  "batch_get", "status", "dashboards", "tail",  "openapi",    "healthz",
                                                   "metrics", "static",    "other"};
 static const char *const backend_names[SB_COUNT] = {"postgresql", "redis", "kafka"};
 
@@ -220,9 +220,21 @@ static serving_route_t route(serving_ctx_t *ctx, lam_http_req_t *req)
         serving_handle_status(ctx, req);
         return SR_STATUS;
     }
+    if (!strcmp(p, "/v1/dashboards") || !strncmp(p, "/v1/dashboards/", 15)) {
+        serving_handle_dashboards(ctx, req, p + 14);
+        return SR_DASHBOARDS;
+    }
+    if (!strcmp(p, "/v1/tail")) {
+        serving_handle_tail(ctx, req);
+        return SR_TAIL;
+    }
     if (api) {
         serving_error(req, 404, NULL, "no route for %s %s", req->method, p);
         return SR_OTHER;
+    }
+    if (!strncmp(p, "/d/", 3)) {
+        serving_handle_dashboard_page(ctx, req, p + 3);
+        return SR_STATIC;
     }
     serving_handle_static(ctx, req);
     return SR_STATIC;

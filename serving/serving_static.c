@@ -102,11 +102,31 @@ static int path_safe(const char *p)
     return 1;
 }
 
+/*
+ * Only the page and its assets are public: "/", "/index.html" and "/app/...". Everything else in
+ * the folder (dashboard files, package.json, node_modules, build scripts) is not served as a file.
+ */
+static int path_public(const char *p)
+{
+    return !strcmp(p, "/") || !strcmp(p, "/index.html") || !strcmp(p, "/favicon.ico") || !strncmp(p, "/app/", 5);
+}
+
 void serving_handle_static(serving_ctx_t *ctx, lam_http_req_t *req)
 {
     if (serving_get_only_or_reply(req) < 0)
         return;
-    const char *p = req->path;
+    if (!path_public(req->path)) {
+        security_headers(req);
+        serving_error(req, 404, NULL, "not found");
+        return;
+    }
+    serving_send_static(ctx, req, req->path);
+}
+
+void serving_send_static(serving_ctx_t *ctx, lam_http_req_t *req, const char *p)
+{
+    if (serving_get_only_or_reply(req) < 0)
+        return;
     security_headers(req);
     if (!path_safe(p)) {
         serving_error(req, 404, NULL, "not found");

@@ -678,9 +678,28 @@ static int setup(void **state)
     FILE *f = fopen(p, "w");
     fputs("<!doctype html><title>dash</title>", f);
     fclose(f);
-    snprintf(p, sizeof(p), "%s/app.js", dash_dir);
+    snprintf(p, sizeof(p), "%s/app", dash_dir);
+    mkdir(p, 0755);
+    snprintf(p, sizeof(p), "%s/app/app.js", dash_dir);
     f = fopen(p, "w");
     fputs("console.log(1);\n", f);
+    fclose(f);
+    snprintf(p, sizeof(p), "%s/app/index.html", dash_dir);
+    f = fopen(p, "w");
+    fputs("<!doctype html><title>app</title>", f);
+    fclose(f);
+    /* dashboard files: a good one, a malformed one, and files that are not dashboards */
+    snprintf(p, sizeof(p), "%s/good.json", dash_dir);
+    f = fopen(p, "w");
+    fputs("{\"id\":\"good\",\"title\":\"Good \\\"one\\\"\",\"panels\":[]}", f);
+    fclose(f);
+    snprintf(p, sizeof(p), "%s/broken.json", dash_dir);
+    f = fopen(p, "w");
+    fputs("{\"id\":\"broken\",\"title\":", f);
+    fclose(f);
+    snprintf(p, sizeof(p), "%s/package.json", dash_dir);
+    f = fopen(p, "w");
+    fputs("{\"name\":\"x\"}", f);
     fclose(f);
     snprintf(p, sizeof(p), "%s/leak", dash_dir);
     symlink("/etc/passwd", p);
@@ -1139,7 +1158,7 @@ static void test_static_files_and_cors(void **st)
     assert_non_null(header_of(&r, "Content-Security-Policy", h, sizeof(h)));
     assert_non_null(strstr(h, "default-src 'self'"));
     resp_free(&r);
-    assert_int_equal(http(port_b, "GET", "/app.js", NULL, &r), 0);
+    assert_int_equal(http(port_b, "GET", "/app/app.js", NULL, &r), 0);
     assert_int_equal(r.status, 200);
     header_of(&r, "Content-Type", h, sizeof(h));
     assert_non_null(strstr(h, "javascript"));
@@ -1147,7 +1166,7 @@ static void test_static_files_and_cors(void **st)
     assert_non_null(header_of(&r, "Cache-Control", h, sizeof(h)));
     resp_free(&r);
     snprintf(h, sizeof(h), "If-None-Match: %s\r\n", etag);
-    assert_int_equal(http(port_b, "GET", "/app.js", h, &r), 0);
+    assert_int_equal(http(port_b, "GET", "/app/app.js", h, &r), 0);
     assert_int_equal(r.status, 304);
     resp_free(&r);
     expect_status(port_b, "GET", "/leak", 404);            /* symlink out of the directory */
@@ -1156,6 +1175,33 @@ static void test_static_files_and_cors(void **st)
     expect_status(port_b, "GET", "/.%2e/.%2e/etc/passwd", 404);
     expect_status(port_b, "GET", "//etc/passwd", 404);
     expect_status(port_b, "GET", "/nope.html", 404);
+    /* only the page and /app/ are files: dashboard sources and npm files are not */
+    expect_status(port_b, "GET", "/package.json", 404);
+    expect_status(port_b, "GET", "/good.json", 404);
+    expect_status(port_b, "GET", "/node_modules/x.js", 404);
+    /* /d/{id} is the app's page whatever the id; bad ids are 404 */
+    assert_int_equal(http(port_b, "GET", "/d/good", NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "<title>app</title>"));
+    resp_free(&r);
+    expect_status(port_b, "GET", "/d/..", 404);
+    expect_status(port_b, "GET", "/d/a%2fb", 404);
+    /* the dashboard list: sorted, titles decoded, malformed files flagged, npm files skipped */
+    assert_int_equal(http(port_b, "GET", "/v1/dashboards", NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "{\"id\":\"broken\",\"title\":\"broken\",\"error\":\"invalid JSON at byte"));
+    assert_non_null(strstr(r.body, "{\"id\":\"good\",\"title\":\"Good \\\"one\\\"\"}"));
+    assert_true(strstr(r.body, "\"broken\"") < strstr(r.body, "\"good\""));
+    assert_null(strstr(r.body, "package"));
+    resp_free(&r);
+    assert_int_equal(http(port_b, "GET", "/v1/dashboards/broken", NULL, &r), 0);
+    assert_int_equal(r.status, 200); /* the bytes as they are: the page reports where they break */
+    assert_string_equal(r.body, "{\"id\":\"broken\",\"title\":");
+    resp_free(&r);
+    expect_status(port_b, "GET", "/v1/dashboards/package", 404);
+    expect_status(port_b, "GET", "/v1/dashboards/nope", 404);
+    expect_status(port_b, "GET", "/v1/dashboards/..%2fetc%2fpasswd", 404);
+    expect_status(port_b, "POST", "/v1/dashboards", 405);
     /* no dashboard installed: a placeholder index */
     assert_int_equal(http(port_a, "GET", "/", NULL, &r), 0);
     assert_int_equal(r.status, 200);
@@ -1172,6 +1218,30 @@ static void test_static_files_and_cors(void **st)
     assert_int_equal(http(port_a, "GET", "/v1/views", "Origin: https://ok.example\r\n", &r), 0);
     assert_null(header_of(&r, "Access-Control-Allow-Origin", h, sizeof(h)));
     resp_free(&r);
+}
+
+static void test_live_tail(void **st)
+{
+    (void)st;
+    resp_t r;
+    freeReplyObject(redisCommand(rds, "DEL lam:tail"));
+    const char *evs3[] = {"{\"id\":\"t1\",\"ts\":1,\"type\":\"a\"}", "{\"id\":\"t2\",\"ts\":2,\"type\":\"b\"}",
+                          "{\"id\":\"t3\",\"ts\":3,\"type\":\"c\\u0000\"}"};
+    for (int i = 0; i < 3; i++)
+        freeReplyObject(redisCommand(rds, "XADD lam:tail * event %s", evs3[i]));
+    assert_int_equal(http(port_a, "GET", "/v1/tail?limit=2", NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    char want[256];
+    snprintf(want, sizeof(want), "{\"events\":[%s,%s]}\n", evs3[2], evs3[1]); /* newest first */
+    assert_string_equal(r.body, want);
+    resp_free(&r);
+    assert_int_equal(http(port_a, "GET", "/v1/tail", NULL, &r), 0);
+    assert_non_null(strstr(r.body, "\"t1\""));
+    resp_free(&r);
+    expect_status(port_a, "GET", "/v1/tail?limit=0", 400);
+    expect_status(port_a, "GET", "/v1/tail?limit=501", 400);
+    expect_status(port_a, "GET", "/v1/tail?limit=2x", 400);
+    expect_status(port_a, "POST", "/v1/tail", 405);
 }
 
 static void test_metrics_exposed(void **st)
@@ -1204,6 +1274,7 @@ int main(void)
         cmocka_unit_test(test_hostile_queries),
         cmocka_unit_test(test_batch_runs_control),
         cmocka_unit_test(test_static_files_and_cors),
+        cmocka_unit_test(test_live_tail),
         cmocka_unit_test(test_metrics_exposed),
     };
     return cmocka_run_group_tests_name("itest_serving", tests, setup, teardown);

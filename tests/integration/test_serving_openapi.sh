@@ -83,7 +83,8 @@ try:
 except Exception as e:  # noqa
     check("component schemas are valid JSON Schema 2020-12", False, str(e))
 for p in ["/v1/views", "/v1/views/{name}", "/v1/batch/runs", "/v1/batch/runs/{run}", "/v1/status",
-          "/openapi.json", "/healthz", "/metrics", "/v1/events"]:
+          "/openapi.json", "/healthz", "/metrics", "/v1/events", "/v1/dashboards", "/v1/dashboards/{id}",
+          "/v1/tail", "/d/{id}"]:
     check("documents " + p, p in doc["paths"])
 
 def schema_of(path, method, status):
@@ -125,6 +126,10 @@ st, _, raw = call("GET", "/v1/batch/runs/%d" % run); validate("GET /v1/batch/run
 st, _, raw = call("GET", "/v1/batch/runs/424242"); validate("GET unknown run 404", "/v1/batch/runs/{run}", "get", 404, st, raw)
 st, _, raw = call("GET", "/v1/status"); validate("GET /v1/status", "/v1/status", "get", 200, st, raw)
 st, _, raw = call("GET", "/healthz"); validate("GET /healthz", "/healthz", "get", 200, st, raw)
+st, _, raw = call("GET", "/v1/dashboards"); validate("GET /v1/dashboards", "/v1/dashboards", "get", 200, st, raw)
+st, _, raw = call("GET", "/v1/dashboards/nope"); validate("GET unknown dashboard 404", "/v1/dashboards/{id}", "get", 404, st, raw)
+st, _, raw = call("GET", "/v1/tail?limit=5"); validate("GET /v1/tail", "/v1/tail", "get", 200, st, raw)
+st, _, raw = call("GET", "/v1/tail?limit=0"); validate("GET /v1/tail bad limit 400", "/v1/tail", "get", 400, st, raw)
 st, h, raw = call("GET", "/metrics")
 check("GET /metrics is Prometheus text", st == 200 and h.get("Content-Type", "").startswith("text/plain"))
 # the ingest shapes, on examples taken from DESIGN.md section 5
