@@ -1,10 +1,15 @@
 /* main.c - speed_layer: configuration, start-up, the consume loop and shutdown. */
+#include <inttypes.h>
+#include <malloc.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "lam_kafka.h"
 #include "lam_log.h"
+#include "lam_mem.h"
 #include "lam_redis.h"
 #include "lam_service.h"
+#include "lam_store.h"
 #include "speed.h"
 
 static const lam_config_entry_t speed_config_table[] = {
@@ -17,15 +22,150 @@ static const lam_config_entry_t speed_config_table[] = {
     {"LAM_SPEED_GROUP", LAM_CFG_STR, "speed", offsetof(speed_config_t, group), "speed_layer consumer group"},
     {"LAM_DEDUP_WINDOW_S", LAM_CFG_SEC, "3600", offsetof(speed_config_t, dedup_window_ms),
      "seconds an event id is remembered for duplicate detection", 0, 30LL * 86400000},
+    {"LAM_SPEED_BATCH_MAX", LAM_CFG_INT, "10000", offsetof(speed_config_t, batch_max),
+     "speed_layer micro-batch: at most this many records per Redis write", 1, 100000},
+    {"LAM_SPEED_BATCH_MS", LAM_CFG_MS, "100", offsetof(speed_config_t, batch_ms),
+     "speed_layer micro-batch: written at the latest this long after its first record", 1, 60000},
+    {"LAM_SPEED_KEY_TTL_S", LAM_CFG_SEC, "691200", offsetof(speed_config_t, key_ttl_ms),
+     "safety-net EXPIRE of real-time keys, renewed on every write (publish deletes them earlier)", 60000,
+     365LL * 86400000},
     {NULL}};
+
+/* Every second: published run, cleanup of covered epochs, lag, stats push, Kafka reachability. */
+static void periodic(speed_ctx_t *ctx, int64_t *last_events, int64_t *last_tick, int64_t *last_ping)
+{
+    int64_t now = lam_now_mono_ms();
+    if (now - *last_tick < 1000)
+        return;
+    char err[512];
+    if (ctx->redis && speed_redis_read_current(ctx) == 0)
+        speed_redis_cleanup_epochs(ctx);
+    speed_kafka_update_lag(ctx);
+    speed_stats_t *s = &ctx->stats;
+    pthread_mutex_lock(&s->lock);
+    s->events_per_s = (double)((int64_t)s->events - *last_events) * 1000.0 / (double)(now - *last_tick);
+    *last_events = (int64_t)s->events;
+    s->nparts = ctx->nparts < 1024 ? ctx->nparts : 1024;
+    for (int p = 0; p < s->nparts; p++) {
+        s->part_lag[p] = ctx->parts[p].lag;
+        s->part_epoch[p] = ctx->parts[p].epoch;
+        s->part_assigned[p] = ctx->parts[p].assigned;
+    }
+    s->current_run = ctx->current_run;
+    pthread_mutex_unlock(&s->lock);
+    if (ctx->redis)
+        speed_redis_push_stats(ctx);
+    speed_kafka_commit(ctx);
+    *last_tick = now;
+    if (now - *last_ping >= 2000) {
+        int ok = lam_kafka_ping(ctx->consumer, 500, err, sizeof(err)) == 0;
+        if (ok != atomic_load(&ctx->kafka_ok)) {
+            if (ok)
+                lam_info("msg=\"kafka reachable\" brokers=%s", ctx->cfg.common.kafka_brokers);
+            else
+                lam_warn("msg=\"cannot reach Kafka\" brokers=%s error=\"%s\"", ctx->cfg.common.kafka_brokers, err);
+            atomic_store(&ctx->kafka_ok, ok);
+        }
+        *last_ping = now;
+    }
+}
+
+/* Redis away: hold the partitions, reconnect with backoff, then resume from the stored offsets. */
+static void ensure_redis(speed_ctx_t *ctx, lam_backoff_t *bo, int64_t *next_try)
+{
+    if (!ctx->redis) {
+        int64_t now = lam_now_mono_ms();
+        if (now < *next_try)
+            return;
+        speed_kafka_pause(ctx);
+        if (speed_redis_connect(ctx) < 0) {
+            int64_t d = lam_backoff_next(bo);
+            *next_try = now + d;
+            lam_warn("msg=\"redis unavailable, consumption paused\" retry_in_ms=%" PRId64, d);
+            return;
+        }
+        lam_backoff_reset(bo);
+    }
+    if (ctx->need_resync && speed_kafka_resync(ctx) < 0 && ctx->redis)
+        lam_warn("msg=\"resync failed, retrying\"");
+}
+
+static void consume(speed_ctx_t *ctx)
+{
+    rd_kafka_queue_t *q = rd_kafka_queue_get_consumer(ctx->consumer);
+    size_t cap = (size_t)ctx->cfg.batch_max;
+    rd_kafka_message_t **msgs = lam_malloc(cap * sizeof(*msgs));
+    lam_backoff_t bo = LAM_BACKOFF_INIT(200, 10000);
+    int64_t next_try = 0, last_events = 0, last_tick = lam_now_mono_ms(), last_ping = 0;
+    while (!lam_service_stopping()) {
+        ensure_redis(ctx, &bo, &next_try);
+        periodic(ctx, &last_events, &last_tick, &last_ping);
+        int64_t now = lam_now_mono_ms();
+        int timeout = 100;
+        if (ctx->nrecs) {
+            int64_t left = ctx->batch_start_ms + ctx->cfg.batch_ms - now;
+            timeout = left < 0 ? 0 : (int)left;
+        }
+        size_t room = cap - ctx->nrecs;
+        ssize_t n = rd_kafka_consume_batch_queue(q, timeout, msgs, room);
+        for (ssize_t i = 0; i < n; i++) {
+            rd_kafka_message_t *m = msgs[i];
+            if (m->err) {
+                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                    lam_warn("msg=\"kafka consume error\" error=\"%s\"", rd_kafka_message_errstr(m));
+                rd_kafka_message_destroy(m);
+                continue;
+            }
+            int p = m->partition;
+            speed_part_t *sp = p < ctx->nparts ? &ctx->parts[p] : NULL;
+            /* Not ours, not yet resynced, or fetched before a seek back: the stored offset decides. */
+            if (!sp || !sp->assigned || ctx->need_resync || !ctx->redis ||
+                (sp->pos != SPEED_NO_OFFSET && m->offset < sp->pos)) {
+                rd_kafka_message_destroy(m);
+                continue;
+            }
+            sp->pos = m->offset + 1;
+            speed_batch_add(ctx, m);
+        }
+        if (ctx->nrecs && (ctx->nrecs >= cap || lam_now_mono_ms() - ctx->batch_start_ms >= ctx->cfg.batch_ms))
+            speed_batch_flush(ctx);
+    }
+    /* SIGTERM: write the micro-batch in hand, then leave the group. */
+    if (ctx->nrecs && ctx->redis && !ctx->need_resync)
+        speed_batch_flush(ctx);
+    speed_batch_drop(ctx);
+    rd_kafka_queue_destroy(q);
+    lam_free(msgs);
+}
 
 int main(int argc, char **argv)
 {
-    speed_ctx_t ctx = {0};
+    static speed_ctx_t ctx;
+    mallopt(M_ARENA_MAX, 2); /* librdkafka's threads would each get an arena: RSS, not speed */
     lam_config_init_or_exit("speed_layer", speed_config_table, &ctx.cfg, argc, argv);
     lam_service_signals();
+    speed_stats_init(&ctx.stats);
+    lam_event_init(&ctx.ev);
 
     char err[512];
+    ctx.views = lam_views_load(ctx.cfg.common.views_path, err, sizeof(err));
+    if (!ctx.views) {
+        fprintf(stderr, "speed_layer: %s\n", err);
+        lam_error("msg=\"bad views file\" error=\"%s\"", err);
+        return 2;
+    }
+    lam_buf_t k = LAM_BUF_INIT;
+    lam_store_speed_key(&k, ctx.cfg.group, "offsets");
+    snprintf(ctx.offsets_key, sizeof(ctx.offsets_key), "%s", k.data);
+    lam_store_speed_key(&k, ctx.cfg.group, "epochs");
+    snprintf(ctx.epochs_key, sizeof(ctx.epochs_key), "%s", k.data);
+    lam_store_speed_key(&k, ctx.cfg.group, "stats");
+    snprintf(ctx.stats_key, sizeof(ctx.stats_key), "%s", k.data);
+    lam_store_speed_key(&k, ctx.cfg.group, "tmp");
+    snprintf(ctx.tmp_key, sizeof(ctx.tmp_key), "%s", k.data);
+    lam_buf_free(&k);
+    ctx.need_resync = 1;
+
     lam_http_opts_t opts = {.host = ctx.cfg.addr.host, .port = ctx.cfg.addr.port, .max_body = 4096,
                             .conn_limit = 64, .timeout_s = 10, .handler = speed_http_handle, .opaque = &ctx};
     ctx.http = lam_http_start(&opts, err, sizeof(err));
@@ -33,39 +173,30 @@ int main(int argc, char **argv)
         lam_error("msg=\"cannot start http\" error=\"%s\"", err);
         return 1;
     }
+    /* Redis first, so the first assignment already knows the stored offsets. */
+    while (!lam_service_stopping() && speed_redis_connect(&ctx) < 0)
+        lam_service_sleep_ms(500);
+    if (ctx.redis)
+        speed_redis_read_current(&ctx);
     if (speed_kafka_init(&ctx, err, sizeof(err)) < 0) {
         lam_error("msg=\"cannot create kafka consumer\" error=\"%s\"", err);
         lam_http_stop(ctx.http);
         return 1;
     }
-    lam_info("msg=started addr=%s:%d group=%s", ctx.cfg.addr.host, ctx.cfg.addr.port, ctx.cfg.group);
-    speed_redis_connect(&ctx);
+    atomic_store(&ctx.kafka_ok, lam_kafka_ping(ctx.consumer, 2000, err, sizeof(err)) == 0);
+    lam_info("msg=started addr=%s:%d group=%s topic=%s batch_max=%" PRId64 " batch_ms=%" PRId64, ctx.cfg.addr.host,
+             ctx.cfg.addr.port, ctx.cfg.group, ctx.cfg.common.kafka_topic, ctx.cfg.batch_max, ctx.cfg.batch_ms);
 
-    while (!lam_service_stopping()) {
-        if (ctx.redis && lam_redis_ping(ctx.redis, err, sizeof(err)) < 0) {
-            lam_warn("msg=\"lost Redis\" error=\"%s\"", err);
-            redisFree(ctx.redis);
-            ctx.redis = NULL;
-            atomic_store(&ctx.redis_ok, 0);
-        }
-        if (!ctx.redis)
-            speed_redis_connect(&ctx);
-        int ok = lam_kafka_ping(ctx.consumer, 1000, err, sizeof(err)) == 0;
-        if (ok != atomic_load(&ctx.kafka_ok)) {
-            if (ok)
-                lam_info("msg=\"kafka reachable\" brokers=%s", ctx.cfg.common.kafka_brokers);
-            else
-                lam_warn("msg=\"cannot reach Kafka\" brokers=%s error=\"%s\"", ctx.cfg.common.kafka_brokers, err);
-            atomic_store(&ctx.kafka_ok, ok);
-        }
-        lam_service_sleep_ms(1000);
-    }
+    consume(&ctx);
 
     lam_info("msg=stopping");
+    speed_kafka_destroy(&ctx); /* the revoke callback writes nothing more: the batch is empty */
     lam_http_stop(ctx.http);
-    speed_kafka_destroy(&ctx);
     if (ctx.redis)
         redisFree(ctx.redis);
+    speed_apply_free(&ctx);
+    lam_views_free(ctx.views);
+    lam_free(ctx.parts);
     lam_config_free(speed_config_table, &ctx.cfg);
     lam_info("msg=stopped");
     return 0;

@@ -4,31 +4,231 @@
 
 #include <hiredis/hiredis.h>
 #include <librdkafka/rdkafka.h>
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 
+#include "lam_agg.h"
+#include "lam_buf.h"
 #include "lam_config.h"
+#include "lam_event.h"
 #include "lam_http.h"
+#include "lam_view.h"
+
+#define SPEED_TAIL_PER_BATCH 50     /* canonical events per micro-batch appended to lam:tail */
+#define SPEED_TAIL_MAXLEN "1000"    /* XADD MAXLEN ~ */
+#define SPEED_REDIS_TIMEOUT_MS 5000 /* connect and command timeout */
+#define SPEED_REFRESH_MS 3600000  /* EXPIRE of a real-time key is renewed at most this often */
+#define SPEED_NO_OFFSET (-1)        /* partition has no offset stored in Redis: start at the beginning */
 
 typedef struct speed_config {
     lam_common_config_t common;
     lam_addr_t addr;
     char *group;
     int64_t dedup_window_ms;
+    int64_t batch_max;
+    int64_t batch_ms;
+    int64_t key_ttl_ms;
 } speed_config_t;
+
+/** What the speed layer knows about one partition of the topic. */
+typedef struct speed_part {
+    int assigned;
+    int64_t stored; /* next offset as stored in Redis (SPEED_NO_OFFSET when absent) */
+    int64_t epoch;  /* epoch as stored in Redis (run number of the last marker written) */
+    int64_t pos;    /* next offset expected from Kafka (>= stored; SPEED_NO_OFFSET = any) */
+    int64_t lag;    /* high watermark - stored, refreshed every second (-1 unknown) */
+} speed_part_t;
+
+/** One aggregation state per epoch present in the micro-batch (reset and reused). */
+typedef struct speed_epoch_agg {
+    int64_t epoch;
+    lam_agg_t *agg;
+    int used;
+} speed_epoch_agg_t;
+
+/** What happened to one record of the micro-batch. */
+typedef enum speed_rec_kind {
+    SPEED_REC_EVENT = 0, /* counted */
+    SPEED_REC_MARKER,
+    SPEED_REC_POISON,
+    SPEED_REC_OLD,  /* epoch < published run: already in the batch view */
+    SPEED_REC_DUP,  /* id seen within the dedup window (or earlier in this batch) */
+    SPEED_REC_STALE /* partition not ours any more / before the expected offset */
+} speed_rec_kind_t;
+
+typedef struct speed_rec {
+    rd_kafka_message_t *msg;
+    int64_t epoch;
+    size_t id_off, id_len; /* decoded id in batch.ids (id_len 0: no id) */
+    uint8_t kind;
+} speed_rec_t;
+
+/** One (epoch, view, bucket, distinct metric, group) of the batch and its values (a list in hvals). */
+typedef struct speed_hcell {
+    int64_t epoch, bucket;
+    uint32_t view, metric;
+    size_t key_off, key_len; /* group key in hbytes */
+    uint64_t hash;
+    size_t head, n; /* head = hval index + 1 (0 = none) */
+} speed_hcell_t;
+
+typedef struct speed_hval {
+    size_t off, len, next; /* bytes in hbytes; next = hval index + 1 */
+} speed_hval_t;
+
+#define SPEED_HIST_BUCKETS 12
+
+/** A Prometheus histogram (cumulative buckets are computed when rendering). */
+typedef struct speed_hist {
+    const double *bounds; /* nbounds upper bounds, +Inf implied */
+    int nbounds;
+    uint64_t counts[SPEED_HIST_BUCKETS + 1];
+    double sum;
+    uint64_t n;
+} speed_hist_t;
+
+/** Counters and gauges; written by the consumer thread, read by the HTTP thread under lock. */
+typedef struct speed_stats {
+    pthread_mutex_t lock;
+    uint64_t events, poison, duplicates, skipped_old, markers, batches, script_errors, resyncs;
+    double events_per_s;
+    speed_hist_t batch_size, batch_write_s, batch_age_s;
+    /* per partition snapshots (copied from ctx->parts every second) */
+    int nparts;
+    int64_t part_lag[1024];
+    int64_t part_epoch[1024];
+    int part_assigned[1024];
+    int64_t current_run;
+} speed_stats_t;
 
 typedef struct speed_ctx {
     speed_config_t cfg;
+    lam_views_t *views;
     rd_kafka_t *consumer;
     redisContext *redis;
     lam_http_server_t *http;
     atomic_int kafka_ok;
     atomic_int redis_ok;
+
+    /* partitions of the topic, indexed by partition number */
+    speed_part_t *parts;
+    int nparts;
+    int need_resync; /* Redis was lost or a write was refused: re-read offsets and seek */
+
+    /* the micro-batch being collected */
+    speed_rec_t *recs;
+    size_t nrecs;
+    int64_t batch_start_ms;
+    lam_buf_t ids; /* decoded ids of the batch */
+
+    /* reused per flush */
+    speed_epoch_agg_t *aggs;
+    size_t naggs, aggs_cap;
+    lam_event_t ev;
+    lam_buf_t args;     /* argument bytes of the script call */
+    size_t *arg_off;    /* (offset, length) pairs into args */
+    size_t nargs, args_cap;
+    lam_buf_t kbuf, kbuf2, fbuf; /* key and field scratch */
+    uint32_t *idset;   /* open-addressing set of record indexes (within-batch dedup) */
+    size_t idset_cap;
+
+    /* distinct values of the batch per HLL cell, PFADD'ed by the script (see README "Distinct") */
+    speed_hcell_t *hcells;
+    size_t nhcells, hcells_cap;
+    uint32_t *hcell_tab; /* open addressing: hcell index + 1 */
+    size_t hcell_tab_cap;
+    speed_hval_t *hvals;
+    size_t nhvals, hvals_cap;
+    uint64_t *hval_set; /* hashes of (cell, value) seen in this batch */
+    size_t hval_set_cap;
+    lam_buf_t hbytes;   /* group keys and values */
+    unsigned char *has_distinct; /* per view */
+
+    /* keys whose EXPIRE / hidx membership was written recently (skip repeating it every batch) */
+    uint64_t *xcache;
+    int64_t *xcache_ms;
+    size_t xcache_cap, xcache_n;
+    lam_buf_t xkeys;     /* EXPIRE list of the batch being built */
+    size_t *xkey_off;
+    size_t nxkeys, xkeys_cap;
+
+    int64_t current_run; /* lam:batch:current as last read */
+    int64_t current_read_ms;
+    char script_sha[41];
+    char offsets_key[256], epochs_key[256], stats_key[256], tmp_key[256];
+    int64_t last_poison_log_ms;
+    uint64_t poison_log_suppressed;
+
+    /* stats pushed into lam:speed:{group}:stats */
+    uint64_t pushed_events, pushed_poison, pushed_dups, pushed_old;
+    speed_stats_t stats;
 } speed_ctx_t;
 
-/** Connect to Redis, retrying with backoff until it answers or a stop is requested. */
+/* speed_redis.c */
+/** Try to connect once (timeouts SPEED_REDIS_TIMEOUT_MS) and load the script. 0 or -1. */
 int speed_redis_connect(speed_ctx_t *ctx);
+/** Drop the connection after an error: later calls reconnect and resync. */
+void speed_redis_lost(speed_ctx_t *ctx, const char *why);
+/**
+ * Read lam:speed:{group}:offsets and :epochs into ctx->parts for every partition (stored,
+ * epoch; pos = stored). 0 or -1 (connection dropped).
+ */
+int speed_redis_read_offsets(speed_ctx_t *ctx);
+/** GET lam:batch:current into ctx->current_run. 0 or -1. */
+int speed_redis_read_current(speed_ctx_t *ctx);
+/** Delete the real-time keys of every epoch < ctx->current_run. 0 or -1. */
+int speed_redis_cleanup_epochs(speed_ctx_t *ctx);
+/**
+ * MGET lam:dedup:{id} of n ids (pointers/lengths); replies[i] receives the reply element
+ * (owned by *top, which the caller frees with freeReplyObject). 0 or -1.
+ */
+int speed_redis_dedup_lookup(speed_ctx_t *ctx, size_t n, const char **ids, const size_t *lens,
+                             redisReply **top, redisReply ***elems);
+/**
+ * Run the micro-batch script with ctx->args. Returns 0 written, 1 refused because
+ * lam:batch:current moved (refresh and rebuild), 2 refused because the stored offsets are not
+ * what we believed (resync), -1 connection/unknown outcome (reconnect and resync).
+ */
+int speed_redis_write_batch(speed_ctx_t *ctx);
+/** HINCRBY/HSET the stats summary. 0 or -1. */
+int speed_redis_push_stats(speed_ctx_t *ctx);
+
+/* speed_script.c */
+extern const char speed_script_lua[];
+
+/* speed_apply.c */
+/** Append one record to the batch (takes ownership of msg). */
+void speed_batch_add(speed_ctx_t *ctx, rd_kafka_message_t *msg);
+/**
+ * Aggregate and write the micro-batch with one script call, retrying as the outcome says.
+ * On success the offsets advance; on a Redis failure the batch is dropped and a resync is
+ * requested (the stored offsets decide where consumption resumes). 0 or -1.
+ */
+int speed_batch_flush(speed_ctx_t *ctx);
+/** Destroy the batch's messages without writing. */
+void speed_batch_drop(speed_ctx_t *ctx);
+void speed_apply_free(speed_ctx_t *ctx);
+/** Forget which keys were refreshed recently (after a Redis reconnect or resync: Redis may have lost them). */
+void speed_batch_forget(speed_ctx_t *ctx);
+/** Make sure ctx->parts covers partition p. */
+void speed_parts_ensure(speed_ctx_t *ctx, int p);
+
+/* speed_kafka.c */
 int speed_kafka_init(speed_ctx_t *ctx, char *errstr, size_t errstr_size);
+/** Re-read stored offsets and seek every assigned partition there; resume them. 0 or -1. */
+int speed_kafka_resync(speed_ctx_t *ctx);
+/** Pause every assigned partition (Redis unavailable). */
+void speed_kafka_pause(speed_ctx_t *ctx);
+/** Refresh per-partition lag from the cached high watermarks. */
+void speed_kafka_update_lag(speed_ctx_t *ctx);
+/** Commit the stored offsets to Kafka (asynchronously, for lag tools only). */
+void speed_kafka_commit(speed_ctx_t *ctx);
 void speed_kafka_destroy(speed_ctx_t *ctx);
+
+/* speed_http.c */
 void speed_http_handle(lam_http_req_t *req, void *opaque);
+void speed_stats_init(speed_stats_t *s);
+void speed_hist_observe(speed_hist_t *h, double v);
 
 #endif

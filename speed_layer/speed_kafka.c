@@ -1,14 +1,161 @@
-/* speed_kafka.c - where the speed layer reads Kafka. */
+/* speed_kafka.c - where the speed layer reads Kafka: group membership, assignment from Redis offsets, lag. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
 #include "lam_kafka.h"
+#include "lam_log.h"
 #include "speed.h"
+
+/* Offsets come from Redis (the stored offset decides); absent partitions start at the beginning. */
+static int64_t start_offset(const speed_part_t *sp)
+{
+    return sp->stored == SPEED_NO_OFFSET ? RD_KAFKA_OFFSET_BEGINNING : sp->stored;
+}
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    speed_ctx_t *ctx = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        for (int i = 0; i < parts->cnt; i++) {
+            speed_parts_ensure(ctx, parts->elems[i].partition);
+            ctx->parts[parts->elems[i].partition].assigned = 1;
+        }
+        int have = ctx->redis && speed_redis_read_offsets(ctx) == 0;
+        for (int i = 0; i < parts->cnt; i++) {
+            speed_part_t *sp = &ctx->parts[parts->elems[i].partition];
+            parts->elems[i].offset = have ? start_offset(sp) : RD_KAFKA_OFFSET_BEGINNING;
+            lam_info("msg=\"partition assigned\" partition=%d offset=%" PRId64 " epoch=%" PRId64
+                     " from=%s", parts->elems[i].partition, sp->stored, sp->epoch, have ? "redis" : "none-yet");
+        }
+        rd_kafka_assign(rk, parts);
+        if (have) {
+            ctx->need_resync = 0;
+        } else {
+            /* Redis is away: hold the partitions until it is back and the stored offsets are known. */
+            ctx->need_resync = 1;
+            rd_kafka_pause_partitions(rk, parts);
+        }
+    } else {
+        /* Write what we have for these partitions before giving them up (dropped if Redis is away:
+         * the next owner resumes from the stored offsets either way). */
+        speed_batch_flush(ctx);
+        for (int i = 0; i < parts->cnt; i++) {
+            int p = parts->elems[i].partition;
+            if (p < ctx->nparts)
+                ctx->parts[p].assigned = 0;
+            lam_info("msg=\"partition revoked\" partition=%d", p);
+        }
+        rd_kafka_assign(rk, NULL);
+    }
+}
 
 int speed_kafka_init(speed_ctx_t *ctx, char *errstr, size_t errstr_size)
 {
     rd_kafka_conf_t *conf = lam_kafka_conf_new(ctx->cfg.common.kafka_brokers, errstr, errstr_size);
     if (!conf)
         return -1;
+    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    rd_kafka_conf_set_opaque(conf, ctx);
+    /* Eager assignment (rd_kafka_assign in the callback); larger fetches for catching up. */
+    if (lam_kafka_conf_set(conf, "partition.assignment.strategy", "range,roundrobin", errstr, errstr_size) < 0 ||
+        lam_kafka_conf_set(conf, "fetch.max.bytes", "4194304", errstr, errstr_size) < 0 ||
+        lam_kafka_conf_set(conf, "queued.max.messages.kbytes", "4096", errstr, errstr_size) < 0) {
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
     ctx->consumer = lam_kafka_consumer_new(conf, ctx->cfg.group, errstr, errstr_size);
-    return ctx->consumer ? 0 : -1;
+    if (!ctx->consumer)
+        return -1;
+    rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(subs, ctx->cfg.common.kafka_topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(ctx->consumer, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (err) {
+        snprintf(errstr, errstr_size, "subscribe %s: %s", ctx->cfg.common.kafka_topic, rd_kafka_err2str(err));
+        return -1;
+    }
+    return 0;
+}
+
+static rd_kafka_topic_partition_list_t *assigned_list(speed_ctx_t *ctx)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(ctx->nparts ? ctx->nparts : 1);
+    for (int p = 0; p < ctx->nparts; p++)
+        if (ctx->parts[p].assigned)
+            rd_kafka_topic_partition_list_add(l, ctx->cfg.common.kafka_topic, p)->offset = start_offset(&ctx->parts[p]);
+    return l;
+}
+
+int speed_kafka_resync(speed_ctx_t *ctx)
+{
+    speed_batch_drop(ctx);
+    speed_batch_forget(ctx);
+    if (speed_redis_read_offsets(ctx) < 0)
+        return -1;
+    rd_kafka_topic_partition_list_t *l = assigned_list(ctx);
+    if (l->cnt) {
+        rd_kafka_pause_partitions(ctx->consumer, l);
+        rd_kafka_error_t *e = rd_kafka_seek_partitions(ctx->consumer, l, 5000);
+        if (e) {
+            lam_warn("msg=\"seek failed\" error=\"%s\"", rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+            rd_kafka_topic_partition_list_destroy(l);
+            return -1;
+        }
+        for (int i = 0; i < l->cnt; i++)
+            if (l->elems[i].err)
+                lam_warn("msg=\"seek failed\" partition=%d error=\"%s\"", l->elems[i].partition,
+                         rd_kafka_err2str(l->elems[i].err));
+        rd_kafka_resume_partitions(ctx->consumer, l);
+    }
+    for (int i = 0; i < l->cnt; i++)
+        lam_info("msg=\"resumed from the stored offset\" partition=%d offset=%" PRId64, l->elems[i].partition,
+                 ctx->parts[l->elems[i].partition].stored);
+    rd_kafka_topic_partition_list_destroy(l);
+    ctx->need_resync = 0;
+    pthread_mutex_lock(&ctx->stats.lock);
+    ctx->stats.resyncs++;
+    pthread_mutex_unlock(&ctx->stats.lock);
+    return 0;
+}
+
+void speed_kafka_pause(speed_ctx_t *ctx)
+{
+    rd_kafka_topic_partition_list_t *l = assigned_list(ctx);
+    if (l->cnt)
+        rd_kafka_pause_partitions(ctx->consumer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+void speed_kafka_update_lag(speed_ctx_t *ctx)
+{
+    for (int p = 0; p < ctx->nparts; p++) {
+        speed_part_t *sp = &ctx->parts[p];
+        if (!sp->assigned) {
+            sp->lag = -1;
+            continue;
+        }
+        int64_t lo, hi;
+        if (rd_kafka_get_watermark_offsets(ctx->consumer, ctx->cfg.common.kafka_topic, p, &lo, &hi) ||
+            hi < 0) {
+            sp->lag = -1;
+            continue;
+        }
+        int64_t next = sp->stored == SPEED_NO_OFFSET ? (lo >= 0 ? lo : 0) : sp->stored;
+        sp->lag = hi > next ? hi - next : 0;
+    }
+}
+
+void speed_kafka_commit(speed_ctx_t *ctx)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(ctx->nparts ? ctx->nparts : 1);
+    for (int p = 0; p < ctx->nparts; p++)
+        if (ctx->parts[p].assigned && ctx->parts[p].stored != SPEED_NO_OFFSET)
+            rd_kafka_topic_partition_list_add(l, ctx->cfg.common.kafka_topic, p)->offset = ctx->parts[p].stored;
+    if (l->cnt)
+        rd_kafka_commit(ctx->consumer, l, 1);
+    rd_kafka_topic_partition_list_destroy(l);
 }
 
 void speed_kafka_destroy(speed_ctx_t *ctx)

@@ -1,10 +1,433 @@
-/* speed_redis.c - where the speed layer talks to Redis. */
+/* speed_redis.c - where the speed layer talks to Redis: the batch script, offsets, epochs, cleanup, stats. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lam_log.h"
+#include "lam_mem.h"
 #include "lam_redis.h"
+#include "lam_service.h"
+#include "lam_store.h"
 #include "speed.h"
+
+static int load_script(speed_ctx_t *ctx)
+{
+    const char *argv[3] = {"SCRIPT", "LOAD", speed_script_lua};
+    redisReply *r = redisCommandArgv(ctx->redis, 3, argv, NULL);
+    if (!r || r->type != REDIS_REPLY_STRING || r->len != 40) {
+        lam_error("msg=\"cannot load the batch script\" error=\"%s\"",
+                  r ? (r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply") : ctx->redis->errstr);
+        if (r)
+            freeReplyObject(r);
+        return -1;
+    }
+    memcpy(ctx->script_sha, r->str, 40);
+    ctx->script_sha[40] = '\0';
+    freeReplyObject(r);
+    return 0;
+}
 
 int speed_redis_connect(speed_ctx_t *ctx)
 {
-    ctx->redis = lam_redis_connect_wait(ctx->cfg.common.redis_url, 2000);
-    atomic_store(&ctx->redis_ok, ctx->redis != NULL);
-    return ctx->redis ? 0 : -1;
+    char err[512];
+    if (ctx->redis)
+        return 0;
+    ctx->redis = lam_redis_connect(ctx->cfg.common.redis_url, SPEED_REDIS_TIMEOUT_MS, err, sizeof(err));
+    if (!ctx->redis) {
+        lam_warn("msg=\"%s\"", err);
+        return -1;
+    }
+    if (load_script(ctx) < 0) {
+        redisFree(ctx->redis);
+        ctx->redis = NULL;
+        return -1;
+    }
+    lam_info("msg=\"redis reachable\" url=%s", ctx->cfg.common.redis_url);
+    atomic_store(&ctx->redis_ok, 1);
+    ctx->need_resync = 1;
+    return 0;
+}
+
+void speed_redis_lost(speed_ctx_t *ctx, const char *why)
+{
+    if (ctx->redis) {
+        lam_warn("msg=\"lost Redis, pausing consumption\" error=\"%s\"", why);
+        redisFree(ctx->redis);
+        ctx->redis = NULL;
+    }
+    atomic_store(&ctx->redis_ok, 0);
+    ctx->need_resync = 1;
+}
+
+/* Run a command; NULL (and the connection dropped) on a transport error. */
+static redisReply *cmd(speed_ctx_t *ctx, int argc, const char **argv, const size_t *lens)
+{
+    if (!ctx->redis)
+        return NULL;
+    redisReply *r = redisCommandArgv(ctx->redis, argc, argv, lens);
+    if (!r) {
+        char why[256];
+        snprintf(why, sizeof(why), "redis %s: %s", argv[0], ctx->redis->errstr);
+        speed_redis_lost(ctx, why);
+    }
+    return r;
+}
+
+static int read_hash(speed_ctx_t *ctx, const char *key, int is_offsets)
+{
+    const char *argv[2] = {"HGETALL", key};
+    redisReply *r = cmd(ctx, 2, argv, NULL);
+    if (!r)
+        return -1;
+    if (r->type != REDIS_REPLY_ARRAY) {
+        lam_error("msg=\"unexpected reply\" key=%s", key);
+        freeReplyObject(r);
+        return -1;
+    }
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        int p = atoi(r->element[i]->str);
+        if (p < 0 || p >= 1024)
+            continue;
+        speed_parts_ensure(ctx, p);
+        int64_t v = strtoll(r->element[i + 1]->str, NULL, 10);
+        if (is_offsets)
+            ctx->parts[p].stored = ctx->parts[p].pos = v;
+        else
+            ctx->parts[p].epoch = v;
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+int speed_redis_read_offsets(speed_ctx_t *ctx)
+{
+    for (int p = 0; p < ctx->nparts; p++) {
+        ctx->parts[p].stored = ctx->parts[p].pos = SPEED_NO_OFFSET;
+        ctx->parts[p].epoch = 0;
+    }
+    if (read_hash(ctx, ctx->offsets_key, 1) < 0 || read_hash(ctx, ctx->epochs_key, 0) < 0)
+        return -1;
+    return 0;
+}
+
+int speed_redis_read_current(speed_ctx_t *ctx)
+{
+    const char *argv[2] = {"GET", LAM_STORE_CURRENT_KEY};
+    redisReply *r = cmd(ctx, 2, argv, NULL);
+    if (!r)
+        return -1;
+    int64_t k = r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : 0;
+    freeReplyObject(r);
+    if (k != ctx->current_run)
+        lam_info("msg=\"published batch run\" run=%" PRId64 " previous=%" PRId64, k, ctx->current_run);
+    ctx->current_run = k;
+    ctx->current_read_ms = lam_now_mono_ms();
+    return 0;
+}
+
+/* UNLINK up to n keys given as replies or a buffer list. */
+static int unlink_keys(speed_ctx_t *ctx, size_t n, const char **keys, const size_t *lens)
+{
+    if (!n)
+        return 0;
+    const char **argv = lam_malloc((n + 1) * sizeof(*argv));
+    size_t *alen = lam_malloc((n + 1) * sizeof(*alen));
+    argv[0] = "UNLINK";
+    alen[0] = 6;
+    memcpy(argv + 1, keys, n * sizeof(*argv));
+    memcpy(alen + 1, lens, n * sizeof(*alen));
+    redisReply *r = cmd(ctx, (int)(n + 1), argv, alen);
+    lam_free(argv);
+    lam_free(alen);
+    if (!r)
+        return -1;
+    freeReplyObject(r);
+    return 0;
+}
+
+/* Delete every real-time key of (epoch, view): walk its bucket index and HLL index sets. */
+static int cleanup_view(speed_ctx_t *ctx, int64_t epoch, const char *view)
+{
+    lam_buf_t idx = LAM_BUF_INIT, k = LAM_BUF_INIT;
+    lam_store_rt_idx_key(&idx, epoch, view);
+    int rc = 0;
+    for (;;) {
+        const char *argv[4] = {"ZRANGE", idx.data, "0", "199"};
+        redisReply *r = cmd(ctx, 4, argv, NULL);
+        if (!r) {
+            rc = -1;
+            break;
+        }
+        if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
+            freeReplyObject(r);
+            break;
+        }
+        for (size_t i = 0; i < r->elements && rc == 0; i++) {
+            int64_t bucket = strtoll(r->element[i]->str, NULL, 10);
+            lam_store_rt_hidx_key(&k, epoch, view, bucket);
+            /* the HLL keys named in the bucket's hidx set, in chunks */
+            for (;;) {
+                const char *sargv[3] = {"SPOP", k.data, "500"};
+                redisReply *s = cmd(ctx, 3, sargv, NULL);
+                if (!s) {
+                    rc = -1;
+                    break;
+                }
+                size_t n = s->type == REDIS_REPLY_ARRAY ? s->elements : 0;
+                if (n) {
+                    const char **keys = lam_malloc(n * sizeof(*keys));
+                    size_t *lens = lam_malloc(n * sizeof(*lens));
+                    for (size_t j = 0; j < n; j++) {
+                        keys[j] = s->element[j]->str;
+                        lens[j] = s->element[j]->len;
+                    }
+                    rc = unlink_keys(ctx, n, keys, lens);
+                    lam_free(keys);
+                    lam_free(lens);
+                }
+                freeReplyObject(s);
+                if (!n || rc < 0)
+                    break;
+            }
+            if (rc < 0)
+                break;
+            lam_buf_t hk = LAM_BUF_INIT;
+            lam_store_rt_hash_key(&hk, epoch, view, bucket);
+            const char *keys[2] = {hk.data, k.data};
+            size_t lens[2] = {hk.len, k.len};
+            rc = unlink_keys(ctx, 2, keys, lens);
+            lam_buf_free(&hk);
+            if (rc == 0) {
+                const char *zargv[3] = {"ZREM", idx.data, r->element[i]->str};
+                redisReply *z = cmd(ctx, 3, zargv, NULL);
+                if (!z)
+                    rc = -1;
+                else
+                    freeReplyObject(z);
+            }
+        }
+        freeReplyObject(r);
+        if (rc < 0)
+            break;
+    }
+    lam_buf_free(&idx);
+    lam_buf_free(&k);
+    return rc;
+}
+
+int speed_redis_cleanup_epochs(speed_ctx_t *ctx)
+{
+    if (ctx->current_run <= 0)
+        return 0;
+    char maxs[32];
+    snprintf(maxs, sizeof(maxs), "(%" PRId64, ctx->current_run);
+    const char *argv[4] = {"ZRANGEBYSCORE", LAM_STORE_EPOCHS_KEY, "-inf", maxs};
+    redisReply *r = cmd(ctx, 4, argv, NULL);
+    if (!r)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements && rc == 0; i++) {
+        int64_t e = strtoll(r->element[i]->str, NULL, 10);
+        lam_info("msg=\"deleting real-time views of an epoch the batch view covers\" epoch=%" PRId64
+                 " run=%" PRId64, e, ctx->current_run);
+        for (size_t v = 0; v < lam_views_count(ctx->views) && rc == 0; v++)
+            rc = cleanup_view(ctx, e, lam_views_get(ctx->views, v)->name);
+        if (rc == 0) {
+            const char *zargv[3] = {"ZREM", LAM_STORE_EPOCHS_KEY, r->element[i]->str};
+            redisReply *z = cmd(ctx, 3, zargv, NULL);
+            if (!z)
+                rc = -1;
+            else
+                freeReplyObject(z);
+        }
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+int speed_redis_dedup_lookup(speed_ctx_t *ctx, size_t n, const char **ids, const size_t *lens, redisReply **top,
+                             redisReply ***elems)
+{
+    *top = NULL;
+    *elems = NULL;
+    if (!ctx->redis)
+        return -1;
+    /* One MGET of every id of the batch, binary safe. */
+    const char **argv = lam_malloc((n + 1) * sizeof(*argv));
+    size_t *alen = lam_malloc((n + 1) * sizeof(*alen));
+    lam_buf_t keys = LAM_BUF_INIT;
+    size_t *off = lam_malloc((n + 1) * sizeof(*off));
+    lam_buf_t k = LAM_BUF_INIT;
+    for (size_t i = 0; i < n; i++) {
+        lam_store_dedup_key(&k, ids[i], lens[i]);
+        off[i] = keys.len;
+        lam_buf_append(&keys, k.data, k.len);
+        alen[i + 1] = k.len;
+    }
+    argv[0] = "MGET";
+    alen[0] = 4;
+    for (size_t i = 0; i < n; i++)
+        argv[i + 1] = keys.data + off[i];
+    redisReply *r = cmd(ctx, (int)(n + 1), argv, alen);
+    lam_free(argv);
+    lam_free(alen);
+    lam_free(off);
+    lam_buf_free(&keys);
+    lam_buf_free(&k);
+    if (!r)
+        return -1;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != n) {
+        lam_error("msg=\"unexpected MGET reply\" error=\"%s\"", r->type == REDIS_REPLY_ERROR ? r->str : "");
+        freeReplyObject(r);
+        return -1;
+    }
+    *top = r;
+    *elems = r->element;
+    return 0;
+}
+
+int speed_redis_write_batch(speed_ctx_t *ctx)
+{
+    size_t n = ctx->nargs + 3;
+    const char **argv = lam_malloc(n * sizeof(*argv));
+    size_t *alen = lam_malloc(n * sizeof(*alen));
+    argv[0] = "EVALSHA";
+    alen[0] = 7;
+    argv[2] = "0";
+    alen[2] = 1;
+    for (size_t i = 0; i < ctx->nargs; i++) {
+        argv[i + 3] = ctx->args.data + ctx->arg_off[2 * i];
+        alen[i + 3] = ctx->arg_off[2 * i + 1];
+    }
+    int rc = -1;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        argv[1] = ctx->script_sha;
+        alen[1] = 40;
+        redisReply *r = cmd(ctx, (int)n, argv, alen);
+        if (!r)
+            break; /* outcome unknown: the stored offsets decide after a resync */
+        if (r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOSCRIPT", 8) && attempt == 0) {
+            freeReplyObject(r); /* nothing ran: reload and try once more */
+            if (load_script(ctx) < 0) {
+                speed_redis_lost(ctx, "cannot reload the batch script");
+                break;
+            }
+            continue;
+        }
+        if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 && r->element[0]->type == REDIS_REPLY_INTEGER) {
+            long long code = r->element[0]->integer;
+            if (code == 0) {
+                rc = 0;
+            } else if (code == 1) {
+                rc = 1;
+            } else {
+                lam_warn("msg=\"stored offsets moved under us, resyncing\" partition=%lld stored=\"%s\"",
+                         r->elements > 1 ? r->element[1]->integer : -1LL,
+                         r->elements > 2 && r->element[2]->str ? r->element[2]->str : "");
+                rc = 2;
+            }
+        } else {
+            /* A script error may have happened part-way (e.g. out of memory): resync from the stored offsets. */
+            lam_error("msg=\"batch script failed\" error=\"%s\"",
+                      r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+            pthread_mutex_lock(&ctx->stats.lock);
+            ctx->stats.script_errors++;
+            pthread_mutex_unlock(&ctx->stats.lock);
+            rc = -1;
+        }
+        freeReplyObject(r);
+        break;
+    }
+    lam_free(argv);
+    lam_free(alen);
+    return rc;
+}
+
+int speed_redis_push_stats(speed_ctx_t *ctx)
+{
+    speed_stats_t *s = &ctx->stats;
+    lam_buf_t b = LAM_BUF_INIT;
+    /* Counters are HINCRBY'd by deltas so several instances in one group add up. */
+    pthread_mutex_lock(&s->lock);
+    uint64_t ev = s->events, po = s->poison, du = s->duplicates, old = s->skipped_old;
+    double rate = s->events_per_s;
+    pthread_mutex_unlock(&s->lock);
+    char v[4][32];
+    snprintf(v[0], sizeof(v[0]), "%" PRIu64, ev - ctx->pushed_events);
+    snprintf(v[1], sizeof(v[1]), "%" PRIu64, po - ctx->pushed_poison);
+    snprintf(v[2], sizeof(v[2]), "%" PRIu64, du - ctx->pushed_dups);
+    snprintf(v[3], sizeof(v[3]), "%" PRIu64, old - ctx->pushed_old);
+    const char *names[4] = {"events_total", "poison_total", "duplicates_total", "skipped_old_total"};
+    for (int i = 0; i < 4; i++) {
+        if (!strcmp(v[i], "0"))
+            continue;
+        const char *argv[4] = {"HINCRBY", ctx->stats_key, names[i], v[i]};
+        redisAppendCommandArgv(ctx->redis, 4, argv, NULL);
+    }
+    /* Gauges: per partition (owned by one instance at a time) and this instance's rate. */
+    lam_buf_t fields = LAM_BUF_INIT;
+    size_t nf = 0;
+    const char *argv[2 + 2 * 2 * 1024 + 8];
+    size_t off[2 * 2 * 1024 + 8];
+    size_t alen[2 + 2 * 2 * 1024 + 8];
+    char host[64];
+    if (gethostname(host, sizeof(host)) != 0)
+        snprintf(host, sizeof(host), "?");
+    host[sizeof(host) - 1] = '\0';
+#define PUSH_FIELD(...)                                                                                            \
+    do {                                                                                                           \
+        off[nf++] = fields.len;                                                                                    \
+        lam_buf_printf(&fields, __VA_ARGS__);                                                                      \
+        lam_buf_append_char(&fields, '\0');                                                                        \
+    } while (0)
+    PUSH_FIELD("updated_at");
+    PUSH_FIELD("%" PRId64, lam_now_ms());
+    PUSH_FIELD("events_per_s:%s:%d", host, (int)getpid());
+    PUSH_FIELD("%.0f", rate);
+    PUSH_FIELD("current_run");
+    PUSH_FIELD("%" PRId64, ctx->current_run);
+    for (int p = 0; p < ctx->nparts && p < 1024; p++) {
+        if (!ctx->parts[p].assigned)
+            continue;
+        PUSH_FIELD("lag:%d", p);
+        PUSH_FIELD("%" PRId64, ctx->parts[p].lag < 0 ? 0 : ctx->parts[p].lag);
+        PUSH_FIELD("epoch:%d", p);
+        PUSH_FIELD("%" PRId64, ctx->parts[p].epoch);
+    }
+#undef PUSH_FIELD
+    argv[0] = "HSET";
+    alen[0] = 4;
+    argv[1] = ctx->stats_key;
+    alen[1] = strlen(ctx->stats_key);
+    for (size_t i = 0; i < nf; i++) {
+        argv[2 + i] = fields.data + off[i];
+        alen[2 + i] = strlen(argv[2 + i]);
+    }
+    redisAppendCommandArgv(ctx->redis, (int)(2 + nf), argv, alen);
+    const char *eargv[3] = {"EXPIRE", ctx->stats_key, "86400"};
+    redisAppendCommandArgv(ctx->redis, 3, eargv, NULL);
+    int n = 2;
+    for (int i = 0; i < 4; i++)
+        n += strcmp(v[i], "0") != 0;
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(ctx->redis, (void **)&r) != REDIS_OK) {
+            speed_redis_lost(ctx, ctx->redis->errstr);
+            rc = -1;
+            break;
+        }
+        freeReplyObject(r);
+    }
+    if (rc == 0) {
+        ctx->pushed_events = ev;
+        ctx->pushed_poison = po;
+        ctx->pushed_dups = du;
+        ctx->pushed_old = old;
+    }
+    lam_buf_free(&fields);
+    lam_buf_free(&b);
+    return rc;
 }

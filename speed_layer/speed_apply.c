@@ -1,0 +1,822 @@
+/* speed_apply.c - one micro-batch: epochs, dedup, the shared view engine, and the script arguments. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lam_json.h"
+#include "lam_kafka.h"
+#include "lam_log.h"
+#include "lam_mem.h"
+#include "lam_service.h"
+#include "lam_store.h"
+#include "lam_time.h"
+#include "speed.h"
+
+void speed_parts_ensure(speed_ctx_t *ctx, int p)
+{
+    if (p < ctx->nparts)
+        return;
+    int n = p + 1;
+    ctx->parts = lam_realloc(ctx->parts, (size_t)n * sizeof(*ctx->parts));
+    for (int i = ctx->nparts; i < n; i++)
+        ctx->parts[i] = (speed_part_t){0, SPEED_NO_OFFSET, 0, SPEED_NO_OFFSET, -1};
+    ctx->nparts = n;
+}
+
+void speed_batch_add(speed_ctx_t *ctx, rd_kafka_message_t *msg)
+{
+    if (ctx->nrecs == 0) {
+        ctx->batch_start_ms = lam_now_mono_ms();
+        if (!ctx->recs)
+            ctx->recs = lam_calloc((size_t)ctx->cfg.batch_max, sizeof(*ctx->recs));
+    }
+    ctx->recs[ctx->nrecs++] = (speed_rec_t){.msg = msg};
+}
+
+void speed_batch_drop(speed_ctx_t *ctx)
+{
+    for (size_t i = 0; i < ctx->nrecs; i++)
+        rd_kafka_message_destroy(ctx->recs[i].msg);
+    ctx->nrecs = 0;
+}
+
+void speed_apply_free(speed_ctx_t *ctx)
+{
+    speed_batch_drop(ctx);
+    lam_free(ctx->recs);
+    for (size_t i = 0; i < ctx->naggs; i++)
+        lam_agg_free(ctx->aggs[i].agg);
+    lam_free(ctx->aggs);
+    lam_event_free(&ctx->ev);
+    lam_buf_free(&ctx->ids);
+    lam_buf_free(&ctx->args);
+    lam_buf_free(&ctx->kbuf);
+    lam_buf_free(&ctx->kbuf2);
+    lam_buf_free(&ctx->fbuf);
+    lam_free(ctx->arg_off);
+    lam_free(ctx->idset);
+    lam_free(ctx->hcells);
+    lam_free(ctx->hcell_tab);
+    lam_free(ctx->hvals);
+    lam_free(ctx->hval_set);
+    lam_buf_free(&ctx->hbytes);
+    lam_free(ctx->has_distinct);
+    lam_free(ctx->xcache);
+    lam_free(ctx->xcache_ms);
+    lam_buf_free(&ctx->xkeys);
+    lam_free(ctx->xkey_off);
+}
+
+/* ---- keys refreshed recently (EXPIRE, hidx membership) ---- */
+
+static void xcache_clear(speed_ctx_t *ctx)
+{
+    if (ctx->xcache)
+        memset(ctx->xcache, 0, ctx->xcache_cap * sizeof(*ctx->xcache));
+    ctx->xcache_n = 0;
+}
+
+/* 1 when (salt, key) was refreshed within SPEED_REFRESH_MS; else remember it as refreshed now and return 0. */
+static int xcache_fresh(speed_ctx_t *ctx, const char *key, size_t len, uint64_t salt, int64_t now)
+{
+    if (!ctx->xcache) {
+        ctx->xcache_cap = 1 << 16;
+        ctx->xcache = lam_calloc(ctx->xcache_cap, sizeof(*ctx->xcache));
+        ctx->xcache_ms = lam_malloc(ctx->xcache_cap * sizeof(*ctx->xcache_ms));
+    }
+    if (2 * ctx->xcache_n >= ctx->xcache_cap)
+        xcache_clear(ctx); /* simple and bounded: forget everything, renew once more */
+    uint64_t h = lam_hll_hash(key, len) ^ salt;
+    if (!h)
+        h = 1;
+    size_t mask = ctx->xcache_cap - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        if (ctx->xcache[i] == h) {
+            if (now - ctx->xcache_ms[i] < SPEED_REFRESH_MS)
+                return 1;
+            ctx->xcache_ms[i] = now;
+            return 0;
+        }
+        if (!ctx->xcache[i]) {
+            ctx->xcache[i] = h;
+            ctx->xcache_ms[i] = now;
+            ctx->xcache_n++;
+            return 0;
+        }
+    }
+}
+
+void speed_batch_forget(speed_ctx_t *ctx)
+{
+    xcache_clear(ctx);
+}
+
+/* Queue an EXPIRE of key unless it was renewed recently. */
+static void expire_key(speed_ctx_t *ctx, const char *key, size_t len, int64_t now)
+{
+    if (xcache_fresh(ctx, key, len, 0x45585049ULL, now))
+        return;
+    if (ctx->nxkeys == ctx->xkeys_cap) {
+        ctx->xkeys_cap = ctx->xkeys_cap ? 2 * ctx->xkeys_cap : 1024;
+        ctx->xkey_off = lam_realloc(ctx->xkey_off, 2 * ctx->xkeys_cap * sizeof(size_t));
+    }
+    ctx->xkey_off[2 * ctx->nxkeys] = ctx->xkeys.len;
+    ctx->xkey_off[2 * ctx->nxkeys + 1] = len;
+    ctx->nxkeys++;
+    lam_buf_append(&ctx->xkeys, key, len);
+}
+
+/* ---- script arguments: bytes in ctx->args, (offset, length) pairs in ctx->arg_off ---- */
+
+static void arg_add(speed_ctx_t *ctx, const void *data, size_t len)
+{
+    if (ctx->nargs == ctx->args_cap) {
+        ctx->args_cap = ctx->args_cap ? 2 * ctx->args_cap : 4096;
+        ctx->arg_off = lam_realloc(ctx->arg_off, 2 * ctx->args_cap * sizeof(size_t));
+    }
+    ctx->arg_off[2 * ctx->nargs] = ctx->args.len;
+    ctx->arg_off[2 * ctx->nargs + 1] = len;
+    ctx->nargs++;
+    lam_buf_append(&ctx->args, data, len);
+}
+
+static void arg_str(speed_ctx_t *ctx, const char *s)
+{
+    arg_add(ctx, s, strlen(s));
+}
+
+static void arg_i64(speed_ctx_t *ctx, int64_t v)
+{
+    char b[24];
+    int n = snprintf(b, sizeof(b), "%" PRId64, v);
+    arg_add(ctx, b, (size_t)n);
+}
+
+/* A count whose value is only known later: fixed width, patched by arg_patch (Lua tonumber reads it). */
+static size_t arg_placeholder(speed_ctx_t *ctx)
+{
+    arg_add(ctx, "0000000000", 10);
+    return ctx->nargs - 1;
+}
+
+static void arg_patch(speed_ctx_t *ctx, size_t slot, size_t v)
+{
+    char b[12];
+    snprintf(b, sizeof(b), "%010zu", v);
+    memcpy(ctx->args.data + ctx->arg_off[2 * slot], b, 10);
+}
+
+/* ---- helpers ---- */
+
+static lam_agg_t *epoch_agg(speed_ctx_t *ctx, int64_t epoch)
+{
+    for (size_t i = 0; i < ctx->naggs; i++)
+        if (ctx->aggs[i].used && ctx->aggs[i].epoch == epoch)
+            return ctx->aggs[i].agg;
+    for (size_t i = 0; i < ctx->naggs; i++)
+        if (!ctx->aggs[i].used) {
+            ctx->aggs[i].used = 1;
+            ctx->aggs[i].epoch = epoch;
+            return ctx->aggs[i].agg;
+        }
+    if (ctx->naggs == ctx->aggs_cap) {
+        ctx->aggs_cap = ctx->aggs_cap ? 2 * ctx->aggs_cap : 4;
+        ctx->aggs = lam_realloc(ctx->aggs, ctx->aggs_cap * sizeof(*ctx->aggs));
+    }
+    ctx->aggs[ctx->naggs] = (speed_epoch_agg_t){epoch, lam_agg_new(ctx->views), 1};
+    return ctx->aggs[ctx->naggs++].agg;
+}
+
+static void aggs_reset(speed_ctx_t *ctx)
+{
+    for (size_t i = 0; i < ctx->naggs; i++)
+        if (ctx->aggs[i].used) {
+            lam_agg_reset(ctx->aggs[i].agg);
+            ctx->aggs[i].used = 0;
+        }
+}
+
+static int parse_run(const void *v, size_t len, int64_t *k)
+{
+    const char *s = v;
+    if (len == 0 || len > 18)
+        return -1;
+    int64_t x = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        x = x * 10 + (s[i] - '0');
+    }
+    *k = x;
+    return 0;
+}
+
+/* Find the top-level "id" of a JSON event and decode it into ctx->ids. 1 found, 0 none, -1 not JSON. */
+static int extract_id(speed_ctx_t *ctx, const char *json, size_t len, size_t *off, size_t *idlen)
+{
+    lam_json_t j;
+    lam_json_init(&j, json, len, 0);
+    if (lam_json_next(&j) != LAM_JSON_OBJECT)
+        return -1;
+    for (;;) {
+        lam_json_tok_t t = lam_json_next(&j);
+        if (t == LAM_JSON_OBJECT_END)
+            return 0;
+        if (t != LAM_JSON_KEY)
+            return -1;
+        int is_id = !j.tok_escaped && j.tok_len == 2 && !memcmp(j.tok, "id", 2);
+        t = lam_json_next(&j);
+        if (t == LAM_JSON_ERROR)
+            return -1;
+        if (is_id) {
+            if (t != LAM_JSON_STRING)
+                return -1;
+            lam_buf_reserve(&ctx->ids, j.tok_len + 1);
+            *off = ctx->ids.len;
+            *idlen = lam_json_decode(j.tok, j.tok_len, ctx->ids.data + ctx->ids.len, NULL);
+            ctx->ids.len += *idlen;
+            return *idlen ? 1 : -1;
+        }
+        if (lam_json_skip(&j, t) < 0)
+            return -1;
+    }
+}
+
+static uint64_t id_hash(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)s[i]) * 1099511628211ULL;
+    return h;
+}
+
+/* 1 when an earlier record of the batch carries the same id (else remember this one). */
+static int seen_in_batch(speed_ctx_t *ctx, uint32_t ri)
+{
+    const speed_rec_t *r = &ctx->recs[ri];
+    const char *id = ctx->ids.data + r->id_off;
+    size_t mask = ctx->idset_cap - 1;
+    for (size_t i = id_hash(id, r->id_len) & mask;; i = (i + 1) & mask) {
+        uint32_t o = ctx->idset[i];
+        if (!o) {
+            ctx->idset[i] = ri + 1;
+            return 0;
+        }
+        const speed_rec_t *q = &ctx->recs[o - 1];
+        if (q->id_len == r->id_len && !memcmp(ctx->ids.data + q->id_off, id, r->id_len))
+            return 1;
+    }
+}
+
+static void log_poison(speed_ctx_t *ctx, const rd_kafka_message_t *m, const char *why)
+{
+    int64_t now = lam_now_mono_ms();
+    if (now - ctx->last_poison_log_ms < 1000) {
+        ctx->poison_log_suppressed++;
+        return;
+    }
+    char excerpt[80];
+    lam_json_quote_excerpt(excerpt, sizeof(excerpt), m->payload ? m->payload : "", m->payload ? m->len : 0);
+    for (char *p = excerpt; *p; p++)
+        if (*p == '"')
+            *p = '\'';
+    lam_warn("msg=\"skipping poison record\" partition=%d offset=%" PRId64 " error=\"%s\" record=\"%s\""
+             " suppressed=%" PRIu64,
+             (int)m->partition, (int64_t)m->offset, why, excerpt, ctx->poison_log_suppressed);
+    ctx->last_poison_log_ms = now;
+    ctx->poison_log_suppressed = 0;
+}
+
+/* ---- distinct values per HLL cell ---- */
+
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static void distinct_reset(speed_ctx_t *ctx, size_t max_values)
+{
+    if (!ctx->has_distinct) {
+        size_t nv = lam_views_count(ctx->views);
+        ctx->has_distinct = lam_calloc(nv + 1, 1);
+        for (size_t v = 0; v < nv; v++) {
+            const lam_view_t *view = lam_views_get(ctx->views, v);
+            for (size_t m = 0; m < view->nmetrics; m++)
+                if (view->metrics[m].kind == LAM_METRIC_DISTINCT)
+                    ctx->has_distinct[v] = 1;
+        }
+    }
+    ctx->nhcells = 0;
+    ctx->nhvals = 0;
+    lam_buf_clear(&ctx->hbytes);
+    if (!ctx->hcell_tab) {
+        ctx->hcell_tab_cap = 1024;
+        ctx->hcell_tab = lam_malloc(ctx->hcell_tab_cap * sizeof(*ctx->hcell_tab));
+    }
+    memset(ctx->hcell_tab, 0, ctx->hcell_tab_cap * sizeof(*ctx->hcell_tab));
+    size_t need = 1024;
+    while (need < 2 * max_values)
+        need *= 2;
+    if (need > ctx->hval_set_cap) {
+        lam_free(ctx->hval_set);
+        ctx->hval_set = lam_malloc(need * sizeof(*ctx->hval_set));
+        ctx->hval_set_cap = need;
+    }
+    memset(ctx->hval_set, 0, ctx->hval_set_cap * sizeof(*ctx->hval_set));
+}
+
+static void hcell_tab_insert(speed_ctx_t *ctx, size_t idx)
+{
+    size_t mask = ctx->hcell_tab_cap - 1;
+    for (size_t i = ctx->hcells[idx].hash & mask;; i = (i + 1) & mask)
+        if (!ctx->hcell_tab[i]) {
+            ctx->hcell_tab[i] = (uint32_t)idx + 1;
+            return;
+        }
+}
+
+static speed_hcell_t *hcell_get(speed_ctx_t *ctx, int64_t epoch, uint32_t view, int64_t bucket, uint32_t metric,
+                                const char *key, size_t key_len)
+{
+    uint64_t h = mix(lam_hll_hash(key, key_len) ^ mix((uint64_t)epoch * 31 + view) ^ mix((uint64_t)bucket) ^
+                     ((uint64_t)metric << 56));
+    size_t mask = ctx->hcell_tab_cap - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        uint32_t o = ctx->hcell_tab[i];
+        if (!o)
+            break;
+        speed_hcell_t *c = &ctx->hcells[o - 1];
+        if (c->hash == h && c->epoch == epoch && c->view == view && c->bucket == bucket && c->metric == metric &&
+            c->key_len == key_len && !memcmp(ctx->hbytes.data + c->key_off, key, key_len))
+            return c;
+    }
+    if (ctx->nhcells == ctx->hcells_cap) {
+        ctx->hcells_cap = ctx->hcells_cap ? 2 * ctx->hcells_cap : 256;
+        ctx->hcells = lam_realloc(ctx->hcells, ctx->hcells_cap * sizeof(*ctx->hcells));
+    }
+    size_t idx = ctx->nhcells++;
+    ctx->hcells[idx] = (speed_hcell_t){epoch, bucket, view, metric, ctx->hbytes.len, key_len, h, 0, 0};
+    lam_buf_append(&ctx->hbytes, key, key_len);
+    if (2 * ctx->nhcells > ctx->hcell_tab_cap) {
+        ctx->hcell_tab_cap *= 2;
+        ctx->hcell_tab = lam_realloc(ctx->hcell_tab, ctx->hcell_tab_cap * sizeof(*ctx->hcell_tab));
+        memset(ctx->hcell_tab, 0, ctx->hcell_tab_cap * sizeof(*ctx->hcell_tab));
+        for (size_t i = 0; i < ctx->nhcells; i++)
+            hcell_tab_insert(ctx, i);
+    } else {
+        hcell_tab_insert(ctx, idx);
+    }
+    return &ctx->hcells[idx];
+}
+
+/* 1 when (cell, value) is new in this batch. 64-bit hashes: a collision (odds ~1e-10 per batch) would
+ * only leave one value out of a PFADD, far below HLL's own error. */
+static int hval_new(speed_ctx_t *ctx, uint64_t h)
+{
+    if (!h)
+        h = 1;
+    size_t mask = ctx->hval_set_cap - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        if (!ctx->hval_set[i]) {
+            ctx->hval_set[i] = h;
+            return 1;
+        }
+        if (ctx->hval_set[i] == h)
+            return 0;
+    }
+}
+
+/*
+ * The values an event adds to the distinct metrics of its cells, for PFADD. The cell comes from the
+ * engine (lam_agg_event_cell), the value is exactly what lam_agg_add_event feeds its HLL.
+ */
+static void collect_distinct(speed_ctx_t *ctx, int64_t epoch, const lam_event_t *ev)
+{
+    size_t nv = lam_views_count(ctx->views);
+    for (size_t vi = 0; vi < nv; vi++) {
+        if (!ctx->has_distinct[vi])
+            continue;
+        const lam_view_t *v = lam_views_get(ctx->views, vi);
+        int64_t bucket;
+        lam_buf_clear(&ctx->kbuf);
+        if (!lam_agg_event_cell(v, ev, &bucket, &ctx->kbuf))
+            continue;
+        for (size_t mi = 0; mi < v->nmetrics; mi++) {
+            if (v->metrics[mi].kind != LAM_METRIC_DISTINCT)
+                continue;
+            const lam_field_t *f = lam_view_field(ev, &v->metrics[mi].field);
+            if (!f || f->type == LAM_VAL_NULL)
+                continue;
+            speed_hcell_t *c = hcell_get(ctx, epoch, (uint32_t)vi, bucket, (uint32_t)mi, ctx->kbuf.data, ctx->kbuf.len);
+            if (!hval_new(ctx, mix(lam_hll_hash(f->val, f->val_len) ^ c->hash)))
+                continue;
+            if (ctx->nhvals == ctx->hvals_cap) {
+                ctx->hvals_cap = ctx->hvals_cap ? 2 * ctx->hvals_cap : 1024;
+                ctx->hvals = lam_realloc(ctx->hvals, ctx->hvals_cap * sizeof(*ctx->hvals));
+            }
+            ctx->hvals[ctx->nhvals] = (speed_hval_t){ctx->hbytes.len, f->val_len, c->head};
+            c->head = ++ctx->nhvals;
+            c->n++;
+            lam_buf_append(&ctx->hbytes, f->val, f->val_len);
+        }
+    }
+}
+
+typedef struct batch_counts {
+    uint64_t events, poison, dups, old, markers;
+} batch_counts_t;
+
+/* Per-partition working state of the batch being built. */
+typedef struct part_work {
+    int64_t epoch;
+    int64_t next;
+    int touched;
+} part_work_t;
+
+/*
+ * Classify the batch, look up dedup keys, aggregate, and lay out the script arguments.
+ * Returns 0, or -1 when Redis failed (connection dropped).
+ */
+static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
+{
+    memset(cnt, 0, sizeof(*cnt));
+    aggs_reset(ctx);
+    lam_buf_clear(&ctx->xkeys);
+    ctx->nxkeys = 0;
+    lam_buf_clear(&ctx->ids);
+    lam_buf_clear(&ctx->args);
+    ctx->nargs = 0;
+    for (int p = 0; p < ctx->nparts; p++)
+        pw[p] = (part_work_t){ctx->parts[p].epoch, ctx->parts[p].stored, 0};
+    size_t need = 16;
+    while (need < 2 * ctx->nrecs)
+        need *= 2;
+    if (need > ctx->idset_cap) {
+        lam_free(ctx->idset);
+        ctx->idset = lam_malloc(need * sizeof(*ctx->idset));
+        ctx->idset_cap = need;
+    }
+    memset(ctx->idset, 0, ctx->idset_cap * sizeof(*ctx->idset));
+
+    /* Pass 1: markers and epochs, skip old epochs, find ids, drop repeats within the batch. */
+    size_t nlookup = 0;
+    for (size_t i = 0; i < ctx->nrecs; i++) {
+        speed_rec_t *r = &ctx->recs[i];
+        rd_kafka_message_t *m = r->msg;
+        int p = m->partition;
+        r->id_len = 0;
+        if (p >= ctx->nparts || !ctx->parts[p].assigned) {
+            r->kind = SPEED_REC_STALE;
+            continue;
+        }
+        pw[p].touched = 1;
+        pw[p].next = m->offset + 1;
+        rd_kafka_headers_t *h;
+        const void *hv;
+        size_t hlen;
+        if (rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            rd_kafka_header_get_last(h, LAM_CUT_HEADER, &hv, &hlen) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            int64_t k;
+            if (!hv || parse_run(hv, hlen, &k) < 0) {
+                r->kind = SPEED_REC_POISON;
+                log_poison(ctx, m, "bad lam-cut header");
+                continue;
+            }
+            r->kind = SPEED_REC_MARKER;
+            pw[p].epoch = k;
+            continue;
+        }
+        r->epoch = pw[p].epoch;
+        if (r->epoch < ctx->current_run) {
+            r->kind = SPEED_REC_OLD;
+            continue;
+        }
+        r->kind = SPEED_REC_EVENT;
+        if (!m->payload)
+            continue; /* poison, found in pass 2 */
+        int f = extract_id(ctx, m->payload, m->len, &r->id_off, &r->id_len);
+        if (f <= 0) {
+            r->id_len = 0;
+            continue; /* no id (pass 2 decides whether it is an event at all) */
+        }
+        if (seen_in_batch(ctx, (uint32_t)i)) {
+            r->kind = SPEED_REC_DUP;
+            continue;
+        }
+        nlookup++;
+    }
+
+    /* Dedup: where was each id first counted? */
+    if (nlookup) {
+        const char **ids = lam_malloc(nlookup * sizeof(*ids));
+        size_t *lens = lam_malloc(nlookup * sizeof(*lens));
+        uint32_t *which = lam_malloc(nlookup * sizeof(*which));
+        size_t n = 0;
+        for (size_t i = 0; i < ctx->nrecs; i++) {
+            speed_rec_t *r = &ctx->recs[i];
+            if (r->kind != SPEED_REC_EVENT || !r->id_len)
+                continue;
+            ids[n] = ctx->ids.data + r->id_off;
+            lens[n] = r->id_len;
+            which[n++] = (uint32_t)i;
+        }
+        redisReply *top, **el;
+        int rc = speed_redis_dedup_lookup(ctx, n, ids, lens, &top, &el);
+        if (rc == 0) {
+            char here[48];
+            for (size_t k = 0; k < n; k++) {
+                if (el[k]->type != REDIS_REPLY_STRING)
+                    continue; /* first time: count it */
+                speed_rec_t *r = &ctx->recs[which[k]];
+                int hl = snprintf(here, sizeof(here), "%d:%" PRId64, (int)r->msg->partition, (int64_t)r->msg->offset);
+                if ((size_t)hl == el[k]->len && !memcmp(here, el[k]->str, (size_t)hl))
+                    continue; /* our own batch, replayed after a crash: count it */
+                r->kind = SPEED_REC_DUP;
+            }
+            freeReplyObject(top);
+        }
+        lam_free(ids);
+        lam_free(lens);
+        lam_free(which);
+        if (rc < 0)
+            return -1;
+    }
+
+    /* Pass 2: parse and apply through the shared view engine, one agg per epoch. */
+    int64_t mono = lam_now_mono_ms();
+    size_t ndistinct = 0;
+    for (size_t v = 0; v < lam_views_count(ctx->views); v++) {
+        const lam_view_t *view = lam_views_get(ctx->views, v);
+        for (size_t mi = 0; mi < view->nmetrics; mi++)
+            ndistinct += view->metrics[mi].kind == LAM_METRIC_DISTINCT;
+    }
+    distinct_reset(ctx, ctx->nrecs * ndistinct);
+    int64_t now = lam_time_now_ms();
+    char err[256];
+    for (size_t i = 0; i < ctx->nrecs; i++) {
+        speed_rec_t *r = &ctx->recs[i];
+        rd_kafka_message_t *m = r->msg;
+        switch (r->kind) {
+        case SPEED_REC_MARKER:
+            cnt->markers++;
+            continue;
+        case SPEED_REC_POISON:
+            cnt->poison++;
+            continue;
+        case SPEED_REC_OLD:
+            cnt->old++;
+            continue;
+        case SPEED_REC_DUP:
+            cnt->dups++;
+            continue;
+        case SPEED_REC_STALE:
+            continue;
+        default:
+            break;
+        }
+        const char *why = NULL;
+        if (!m->payload || m->len == 0) {
+            why = "empty record";
+        } else if (lam_event_parse(&ctx->ev, m->payload, m->len, now, -1, err, sizeof(err)) < 0) {
+            why = err;
+        } else if (!ctx->ev.ts_given) {
+            why = "not canonical: no ts";
+        } else if ((ctx->ev.id.type == LAM_VAL_STRING) != (r->id_len > 0) ||
+                   (r->id_len && (ctx->ev.id.val_len != r->id_len ||
+                                  memcmp(ctx->ev.id.val, ctx->ids.data + r->id_off, r->id_len)))) {
+            why = "not canonical: id";
+        }
+        if (why) {
+            r->kind = SPEED_REC_POISON;
+            cnt->poison++;
+            log_poison(ctx, m, why);
+            continue;
+        }
+        lam_agg_add_event(epoch_agg(ctx, r->epoch), &ctx->ev);
+        collect_distinct(ctx, r->epoch, &ctx->ev);
+        cnt->events++;
+    }
+
+    /* Script arguments (layout in speed_script.c). */
+    arg_str(ctx, ctx->offsets_key);
+    arg_str(ctx, ctx->epochs_key);
+    arg_str(ctx, LAM_STORE_EPOCHS_KEY);
+    arg_str(ctx, ctx->tmp_key);
+    arg_i64(ctx, ctx->cfg.key_ttl_ms / 1000);
+    arg_i64(ctx, ctx->cfg.dedup_window_ms / 1000 > 0 ? ctx->cfg.dedup_window_ms / 1000 : 1);
+    arg_str(ctx, LAM_STORE_CURRENT_KEY);
+    arg_i64(ctx, ctx->current_run);
+    arg_str(ctx, LAM_STORE_TAIL_KEY);
+    arg_str(ctx, SPEED_TAIL_MAXLEN);
+    size_t slot = arg_placeholder(ctx);
+    size_t np = 0;
+    for (int p = 0; p < ctx->nparts; p++) {
+        if (!pw[p].touched)
+            continue;
+        arg_i64(ctx, p);
+        if (ctx->parts[p].stored == SPEED_NO_OFFSET)
+            arg_add(ctx, "", 0);
+        else
+            arg_i64(ctx, ctx->parts[p].stored);
+        arg_i64(ctx, pw[p].next);
+        arg_i64(ctx, pw[p].epoch);
+        np++;
+    }
+    arg_patch(ctx, slot, np);
+
+    slot = arg_placeholder(ctx);
+    size_t ne = 0;
+    for (size_t a = 0; a < ctx->naggs; a++)
+        if (ctx->aggs[a].used && lam_agg_size(ctx->aggs[a].agg)) {
+            arg_i64(ctx, ctx->aggs[a].epoch);
+            ne++;
+        }
+    arg_patch(ctx, slot, ne);
+
+    slot = arg_placeholder(ctx);
+    size_t nops = 0;
+    lam_buf_t *hk = &ctx->kbuf, *xk = &ctx->kbuf2, *fb = &ctx->fbuf;
+    lam_buf_t hllk = LAM_BUF_INIT;
+    char num[24];
+    for (size_t a = 0; a < ctx->naggs; a++) {
+        if (!ctx->aggs[a].used)
+            continue;
+        int64_t epoch = ctx->aggs[a].epoch;
+        size_t it = 0;
+        lam_cell_t *c;
+        while ((c = lam_agg_next(ctx->aggs[a].agg, &it))) {
+            const lam_view_t *v = lam_views_get(ctx->views, lam_cell_view(c));
+            int64_t bucket = lam_cell_ts(c);
+            size_t glen;
+            const char *gkey = lam_cell_key(c, &glen);
+            lam_store_rt_hash_key(hk, epoch, v->name, bucket);
+            lam_store_rt_idx_key(xk, epoch, v->name);
+            expire_key(ctx, hk->data, hk->len, mono);
+            expire_key(ctx, xk->data, xk->len, mono);
+            int nl;
+            if (!xcache_fresh(ctx, hk->data, hk->len, 0x5a414444ULL, mono)) { /* bucket not indexed lately */
+                nl = snprintf(num, sizeof(num), "%" PRId64, bucket);
+                arg_add(ctx, "z", 1);
+                arg_add(ctx, xk->data, xk->len);
+                arg_add(ctx, num, (size_t)nl);
+                arg_add(ctx, "", 0);
+                nops++;
+            }
+            lam_store_rt_field(fb, 0, gkey, glen);
+            nl = snprintf(num, sizeof(num), "%" PRId64, lam_cell_count(c));
+            arg_add(ctx, "c", 1);
+            arg_add(ctx, hk->data, hk->len);
+            arg_add(ctx, fb->data, fb->len);
+            arg_add(ctx, num, (size_t)nl);
+            nops++;
+            for (size_t mi = 0; mi < v->nmetrics; mi++) {
+                lam_metric_kind_t kind = v->metrics[mi].kind;
+                if (kind == LAM_METRIC_COUNT)
+                    continue; /* field 0 holds the count */
+                if (kind == LAM_METRIC_DISTINCT)
+                    continue; /* PFADD section below */
+                int64_t micro = 0;
+                lam_cell_status_t st = kind == LAM_METRIC_SUM   ? lam_cell_sum(c, mi, &micro)
+                                       : kind == LAM_METRIC_MIN ? lam_cell_min(c, mi, &micro)
+                                                                : lam_cell_max(c, mi, &micro);
+                if (st == LAM_CELL_EMPTY)
+                    continue;
+                lam_store_rt_field(fb, 1 + mi, gkey, glen);
+                const char *op = st == LAM_CELL_OVERFLOW ? "o"
+                                 : kind == LAM_METRIC_SUM ? "c"
+                                 : kind == LAM_METRIC_MIN ? "n"
+                                                          : "x";
+                nl = snprintf(num, sizeof(num), "%" PRId64, micro);
+                arg_add(ctx, op, 1);
+                arg_add(ctx, hk->data, hk->len);
+                arg_add(ctx, fb->data, fb->len);
+                arg_add(ctx, num, (size_t)nl);
+                nops++;
+            }
+        }
+    }
+    arg_patch(ctx, slot, nops);
+
+    /* Distinct metrics: PFADD of the batch's distinct values per HLL key. */
+    arg_i64(ctx, (int64_t)ctx->nhcells);
+    for (size_t hc = 0; hc < ctx->nhcells; hc++) {
+        const speed_hcell_t *c = &ctx->hcells[hc];
+        const char *vname = lam_views_get(ctx->views, c->view)->name;
+        lam_store_rt_hll_key(&hllk, c->epoch, vname, c->bucket, c->metric, ctx->hbytes.data + c->key_off,
+                             c->key_len);
+        lam_store_rt_hidx_key(xk, c->epoch, vname, c->bucket);
+        arg_add(ctx, hllk.data, hllk.len);
+        if (xcache_fresh(ctx, hllk.data, hllk.len, 0x53414444ULL, mono))
+            arg_add(ctx, "", 0); /* already a member of its hidx set */
+        else
+            arg_add(ctx, xk->data, xk->len);
+        expire_key(ctx, hllk.data, hllk.len, mono);
+        expire_key(ctx, xk->data, xk->len, mono);
+        arg_i64(ctx, (int64_t)c->n);
+        for (size_t vi = c->head; vi; vi = ctx->hvals[vi - 1].next)
+            arg_add(ctx, ctx->hbytes.data + ctx->hvals[vi - 1].off, ctx->hvals[vi - 1].len);
+    }
+    lam_buf_free(&hllk);
+
+    /* EXPIRE of the real-time keys not renewed within the hour. */
+    arg_i64(ctx, (int64_t)ctx->nxkeys);
+    for (size_t i = 0; i < ctx->nxkeys; i++)
+        arg_add(ctx, ctx->xkeys.data + ctx->xkey_off[2 * i], ctx->xkey_off[2 * i + 1]);
+
+    /* Dedup keys of every counted event with an id: where it was first counted. */
+    slot = arg_placeholder(ctx);
+    size_t nd = 0;
+    for (size_t i = 0; i < ctx->nrecs; i++) {
+        speed_rec_t *r = &ctx->recs[i];
+        if (r->kind != SPEED_REC_EVENT || !r->id_len)
+            continue;
+        lam_store_dedup_key(hk, ctx->ids.data + r->id_off, r->id_len);
+        arg_add(ctx, hk->data, hk->len);
+        int nl = snprintf(num, sizeof(num), "%d:%" PRId64, (int)r->msg->partition, (int64_t)r->msg->offset);
+        arg_add(ctx, num, (size_t)nl);
+        nd++;
+    }
+    arg_patch(ctx, slot, nd);
+
+    /* The last few counted events, in order, for the live tail (records are canonical JSON). */
+    slot = arg_placeholder(ctx);
+    size_t first = ctx->nrecs, nt = 0;
+    while (first > 0 && nt < SPEED_TAIL_PER_BATCH)
+        if (ctx->recs[--first].kind == SPEED_REC_EVENT)
+            nt++;
+    for (size_t i = first; i < ctx->nrecs; i++)
+        if (ctx->recs[i].kind == SPEED_REC_EVENT)
+            arg_add(ctx, ctx->recs[i].msg->payload, ctx->recs[i].msg->len);
+    arg_patch(ctx, slot, nt);
+    return 0;
+}
+
+int speed_batch_flush(speed_ctx_t *ctx)
+{
+    if (ctx->nrecs == 0)
+        return 0;
+    int64_t t0 = lam_now_mono_ms();
+    part_work_t *pw = lam_malloc((size_t)(ctx->nparts ? ctx->nparts : 1) * sizeof(*pw));
+    batch_counts_t cnt;
+    int rc = -1;
+    for (int attempt = 0; attempt < 5; attempt++) {
+        if (!ctx->redis || ctx->need_resync)
+            break;
+        if (lam_now_mono_ms() - ctx->current_read_ms >= 1000 && speed_redis_read_current(ctx) < 0)
+            break;
+        if (batch_build(ctx, &cnt, pw) < 0)
+            break;
+        int w = speed_redis_write_batch(ctx);
+        if (w == 0) {
+            rc = 0;
+            break;
+        }
+        xcache_clear(ctx); /* the keys queued in this attempt were not refreshed */
+        if (w == 1) { /* a run was published meanwhile: filter again with the new run */
+            if (speed_redis_read_current(ctx) < 0)
+                break;
+            continue;
+        }
+        /* offsets moved, or the outcome is unknown: the stored offsets decide */
+        ctx->need_resync = 1;
+        break;
+    }
+    if (rc < 0) {
+        xcache_clear(ctx);
+        if (!ctx->need_resync)
+            ctx->need_resync = 1;
+        lam_warn("msg=\"micro-batch not written; will resume from the stored offsets\" records=%zu", ctx->nrecs);
+        speed_batch_drop(ctx);
+        lam_free(pw);
+        return -1;
+    }
+    for (int p = 0; p < ctx->nparts; p++)
+        if (pw[p].touched) {
+            ctx->parts[p].stored = pw[p].next;
+            ctx->parts[p].epoch = pw[p].epoch;
+        }
+    lam_free(pw);
+    int64_t t1 = lam_now_mono_ms();
+    speed_stats_t *s = &ctx->stats;
+    pthread_mutex_lock(&s->lock);
+    s->events += cnt.events;
+    s->poison += cnt.poison;
+    s->duplicates += cnt.dups;
+    s->skipped_old += cnt.old;
+    s->markers += cnt.markers;
+    s->batches++;
+    speed_hist_observe(&s->batch_size, (double)ctx->nrecs);
+    speed_hist_observe(&s->batch_write_s, (double)(t1 - t0) / 1000.0);
+    speed_hist_observe(&s->batch_age_s, (double)(t1 - ctx->batch_start_ms) / 1000.0);
+    pthread_mutex_unlock(&s->lock);
+    lam_debug("msg=\"micro-batch written\" records=%zu events=%" PRIu64 " ms=%" PRId64, ctx->nrecs, cnt.events,
+              t1 - t0);
+    speed_batch_drop(ctx);
+    return 0;
+}
