@@ -60,10 +60,11 @@ B="$LAM_KAFKA_BROKERS"
 # 2. Ingest, 100-event NDJSON requests, acks=all, versus kcat -P producing the same events.
 start_svc ingest "$LAM_INGEST_ADDR" || exit 1
 ingest_pid=$svc_pid
-n="$(n_of 400000)"
+n="$(n_of 2000000)"
 out="$("$BIN/loadgen" --url "http://$LAM_INGEST_ADDR" --rate 0 --count "$n" --batch 100 --connections 32 \
         --quiet --seed 7 --out "$tmp/events.ndjson")"
 lam_rate="$(sed -n 's/.* rate=\([0-9]*\)\/s.*/\1/p' <<<"$out" | tail -1)"
+acked="$(sed -n 's/.* acknowledged=\([0-9]*\) .*/\1/p' <<<"$out" | tail -1)"
 # kcat needs its topic to exist (lam creates topics itself; auto-creation is off): a second ingest makes it.
 LAM_KAFKA_TOPIC=bench-kcat LAM_INGEST_ADDR="127.0.0.1:$(lam_free_port)" "$BIN/ingest" >/dev/null 2>&1 &
 mk=$!; sleep 3; kill "$mk" 2>/dev/null; wait "$mk" 2>/dev/null
@@ -88,8 +89,57 @@ rps1="$(awk '/Requests\/sec/ {printf "%d", $2}' <<<"$w1")"; p99a="$(awk '$1=="99
 rps2="$(awk '/Requests\/sec/ {printf "%d", $2}' <<<"$w2")"
 row "ingest, single-event requests (req/s, p99)" "$rps1, p99 $p99a" "wrk /healthz: $rps2" "$(ratio "$rps1" "$rps2")" \
     "≥ 30k: $(verdict "${rps1:-0} >= 30000")"
-row "ingest RSS after load (MB)" "$(( $(rss_kb "$ingest_pid") / 1024 )) (peak $(( $(hwm_kb "$ingest_pid") / 1024 )))" "—" "" \
-    "≤ 30: $(verdict "$(hwm_kb "$ingest_pid") <= 30*1024")"
+
+# 4. Speed layer catching up the backlog the ingest run left in the topic, versus kcat -C reading it.
+metric() { curl -fs "http://$1/metrics" | awk -v m="$2" '$1 == m {print $2; exit}'; }
+t0=$(date +%s.%N)
+start_svc speed_layer "$LAM_SPEED_ADDR" || exit 1
+speed_pid=$svc_pid
+deadline=$((SECONDS + 900))
+while :; do
+  done_n="$(metric "$LAM_SPEED_ADDR" lam_speed_events_total)"
+  [ "${done_n%.*}" -ge "$acked" ] 2>/dev/null && break
+  [ $SECONDS -lt $deadline ] || { echo "bench: speed layer did not catch up in 900 s (at ${done_n:-0})" >&2; break; }
+  sleep 0.2
+done
+t1=$(date +%s.%N)
+speed_rate="$(python3 -c "print(int(${done_n%.*} / ($t1 - $t0)))")"
+t0=$(date +%s.%N)
+kc_n="$(kcat -C -b "$B" -t events -o beginning -e -q 2>/dev/null | wc -l)"
+t1=$(date +%s.%N)
+kc_rate="$(python3 -c "print(int($kc_n / ($t1 - $t0)))")"
+row "speed layer catch-up, ${acked} backlog (events/s)" "$speed_rate" "kcat -C: $kc_rate" "$(ratio "$speed_rate" "$kc_rate")" \
+    "≥ 300k and ≥ 0.5x: $(verdict "$speed_rate >= 300000 and $speed_rate >= 0.5 * $kc_rate")"
+
+# 5. Serving: a typical merged query (24 hourly buckets, top 10) versus /healthz on the same server.
+start_svc serving "$LAM_SERVING_ADDR" || exit 1
+serving_pid=$svc_pid
+q="/v1/views/page_views_by_url?granularity=hour&top=10"
+curl -fs -o /dev/null "http://$LAM_SERVING_ADDR$q" || echo "bench: the typical query failed" >&2
+w1="$(wrk -t2 -c32 -d"${secs}s" --latency "http://$LAM_SERVING_ADDR$q" 2>&1)"
+w2="$(wrk -t2 -c32 -d"${secs}s" --latency "http://$LAM_SERVING_ADDR/healthz" 2>&1)"
+rps1="$(awk '/Requests\/sec/ {printf "%d", $2}' <<<"$w1")"; p50="$(awk '$1=="50%" {print $2}' <<<"$w1")"
+p99="$(awk '$1=="99%" {print $2}' <<<"$w1")"; rps2="$(awk '/Requests\/sec/ {printf "%d", $2}' <<<"$w2")"
+p99ms="$(python3 -c "v='$p99'; print(float(v[:-2]) if v.endswith('ms') else float(v[:-2])/1000 if v.endswith('us') else float(v[:-1])*1000 if v.endswith('s') else 1e9)")"
+row "serving, merged query (req/s, p50/p99)" "$rps1, $p50 / $p99" "wrk /healthz: $rps2" "$(ratio "$rps1" "$rps2")" \
+    "≥ 10k, p99 ≤ 10 ms, ≥ 0.5x: $(verdict "${rps1:-0} >= 10000 and $p99ms <= 10 and ${rps1:-0} >= 0.5 * ${rps2:-1}")"
+
+# The same query with serving's short-lived answer cache off (LAM_SERVING_RESULT_MS=0): every
+# request merges PostgreSQL and Redis data.
+LAM_SERVING_ADDR2="127.0.0.1:$(lam_free_port)"
+LAM_SERVING_RESULT_MS=0 LAM_SERVING_ADDR="$LAM_SERVING_ADDR2" start_svc serving "$LAM_SERVING_ADDR2" || exit 1
+w3="$(wrk -t2 -c32 -d"${secs}s" --latency "http://$LAM_SERVING_ADDR2$q" 2>&1)"
+kill "$svc_pid" 2>/dev/null
+rps3="$(awk '/Requests\/sec/ {printf "%d", $2}' <<<"$w3")"; p99c="$(awk '$1=="99%" {print $2}' <<<"$w3")"
+row "serving, same query, answer cache off" "$rps3, p99 $p99c" "wrk /healthz: $rps2" "$(ratio "$rps3" "$rps2")" \
+    "(every request merges PostgreSQL + Redis)"
+
+# 6. Memory of each service after the load above.
+for s in ingest:$ingest_pid:30 speed_layer:$speed_pid:50 serving:$serving_pid:50; do
+  IFS=: read -r name pid goal <<<"$s"
+  row "$name RSS after load (MB)" "$(( $(rss_kb "$pid") / 1024 )) (peak $(( $(hwm_kb "$pid") / 1024 )))" "—" "" \
+      "≤ $goal: $(verdict "$(hwm_kb "$pid") <= $goal*1024")"
+done
 
 elapsed=$((SECONDS - t_start))
 {

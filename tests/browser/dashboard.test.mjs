@@ -67,7 +67,6 @@ describe('default dashboard', () => {
     const ids = Object.keys(states);
     assert.ok(ids.length >= 10, `expected the default dashboard's panels, got ${ids.join(', ')}`);
     for (const [id, s] of Object.entries(states)) {
-      if (REAL && s.type === 'tail' && s.state === 'unavailable') continue;
       assert.equal(s.state, 'ready', `panel ${id} (${s.type}) is ${s.state}: ${s.msg}`);
     }
     // charts drew something, tiles hold numbers, tables hold rows
@@ -214,7 +213,8 @@ describe('default dashboard', () => {
     await page.waitForSelector('.panel-pipeline [data-role=progress][data-status=succeeded]', { timeout: 30000 * SLOW });
     assert.equal(await page.getAttribute('.panel-pipeline [data-role=progress]', 'aria-valuenow'), '100');
     const polls = requests.slice(before).filter((r) => /^\/v1\/batch\/runs\/\d+$/.test(r.path));
-    assert.ok(polls.length >= 2, `the run was polled (${polls.length} times)`);
+    // the mock's runs take several polls; a real run over a small dataset may finish before the second
+    assert.ok(polls.length >= (REAL ? 1 : 2), `the run was polled (${polls.length} times)`);
     assert.equal(await btn.isEnabled(), true, 'the button is usable again');
     await waitPanelsSettled(page);
     await shot(page, 'batch-done.png');
