@@ -1,0 +1,692 @@
+/* batch_run.c - run k: cut markers, wait for the archiver, recompute every view from the master dataset, publish. */
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <inttypes.h>
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/select.h>
+#include <time.h>
+
+#include "batch.h"
+#include "lam_agg.h"
+#include "lam_event.h"
+#include "lam_hll.h"
+#include "lam_kafka.h"
+#include "lam_log.h"
+#include "lam_mem.h"
+#include "lam_pg.h"
+#include "lam_redis.h"
+#include "lam_service.h"
+#include "lam_store.h"
+
+/* ---- schedule ---- */
+
+int batch_schedule_parse(const char *s, batch_schedule_t *out, char *errstr, size_t errstr_size)
+{
+    memset(out, 0, sizeof(*out));
+    int hh, mm, n = 0;
+    if (!strcmp(s, "off")) {
+        out->kind = BATCH_SCHED_OFF;
+        return 0;
+    }
+    if (sscanf(s, "daily@%2d:%2d%n", &hh, &mm, &n) == 2 && s[n] == '\0' && hh >= 0 && hh < 24 && mm >= 0 &&
+        mm < 60 && strlen(s) == 11) {
+        out->kind = BATCH_SCHED_DAILY;
+        out->minute_of_day = hh * 60 + mm;
+        return 0;
+    }
+    long long v;
+    char unit[4] = "";
+    if (sscanf(s, "every %lld%3s%n", &v, unit, &n) == 2 && s[n] == '\0' && v > 0) {
+        int64_t mult = !strcmp(unit, "s") ? 1000 : !strcmp(unit, "m") ? 60000 : !strcmp(unit, "h") ? 3600000 : 0;
+        if (mult && v <= INT64_MAX / mult / 2) {
+            out->kind = BATCH_SCHED_EVERY;
+            out->every_ms = v * mult;
+            return 0;
+        }
+    }
+    snprintf(errstr, errstr_size, "LAM_BATCH_SCHEDULE: expected daily@HH:MM (UTC), \"every N\" with s|m|h, or off: \"%s\"",
+             s);
+    return -1;
+}
+
+int64_t batch_schedule_next(const batch_schedule_t *s, int64_t now_ms)
+{
+    switch (s->kind) {
+    case BATCH_SCHED_DAILY: {
+        int64_t day = now_ms / 86400000 * 86400000;
+        int64_t t = day + (int64_t)s->minute_of_day * 60000;
+        return t > now_ms ? t : t + 86400000;
+    }
+    case BATCH_SCHED_EVERY:
+        return now_ms + s->every_ms;
+    default:
+        return INT64_MAX;
+    }
+}
+
+/* ---- exact id set (per partition: Kafka keys by id, so equal ids share a partition) ---- */
+
+typedef struct idslot {
+    uint64_t hash; /* 0 = empty */
+    uint64_t off;  /* arena offset of u16 length + id bytes */
+} idslot_t;
+
+typedef struct idset {
+    idslot_t *slots; /* hash and offset side by side: one cache miss per probe */
+    size_t mask, n;
+    lam_buf_t arena;
+} idset_t;
+
+static void idset_reset(idset_t *s)
+{
+    if (s->slots)
+        memset(s->slots, 0, (s->mask + 1) * sizeof(*s->slots));
+    s->n = 0;
+    lam_buf_clear(&s->arena);
+}
+
+static void idset_free(idset_t *s)
+{
+    lam_free(s->slots);
+    lam_buf_free(&s->arena);
+}
+
+static void idset_grow(idset_t *s)
+{
+    size_t ncap = s->slots ? (s->mask + 1) * 2 : 1 << 16;
+    idslot_t *ns = lam_calloc(ncap, sizeof(*ns));
+    for (size_t i = 0; s->slots && i <= s->mask; i++) {
+        if (!s->slots[i].hash)
+            continue;
+        size_t j = s->slots[i].hash & (ncap - 1);
+        while (ns[j].hash)
+            j = (j + 1) & (ncap - 1);
+        ns[j] = s->slots[i];
+    }
+    lam_free(s->slots);
+    s->slots = ns;
+    s->mask = ncap - 1;
+}
+
+/* 1 when id was new (and is now in the set), 0 when it was there already (exact byte compare). */
+static int idset_add(idset_t *s, const char *id, size_t len)
+{
+    if (!s->slots || (s->n + 1) * 10 > (s->mask + 1) * 7)
+        idset_grow(s);
+    uint64_t h = lam_hll_hash(id, len) | 1;
+    size_t j = h & s->mask;
+    while (s->slots[j].hash) {
+        if (s->slots[j].hash == h) {
+            const unsigned char *e = (const unsigned char *)s->arena.data + s->slots[j].off;
+            size_t elen = (size_t)e[0] | ((size_t)e[1] << 8);
+            if (elen == len && !memcmp(e + 2, id, len))
+                return 0;
+        }
+        j = (j + 1) & s->mask;
+    }
+    s->slots[j].hash = h;
+    s->slots[j].off = s->arena.len;
+    unsigned char l2[2] = {(unsigned char)(len & 0xff), (unsigned char)(len >> 8)};
+    lam_buf_append(&s->arena, l2, 2);
+    lam_buf_append(&s->arena, id, len);
+    s->n++;
+    return 1;
+}
+
+/* ---- recompute workers ---- */
+
+typedef struct run_job {
+    const batch_config_t *cfg;
+    const batch_manifest_t *man;
+    const int64_t *cut;  /* marker offset per partition */
+    const int64_t *est;  /* records per partition below the cut (estimate from the manifest) */
+    int32_t *parts;      /* partitions of this worker */
+    size_t nparts;
+    lam_agg_t *agg;
+    atomic_llong records, skipped, dups;
+    atomic_int *cancel;
+    int failed;
+    char err[512];
+    pthread_t th;
+} run_job_t;
+
+/*
+ * The id of a canonical record without parsing it: canonical events start with {"id":"...".
+ * 1 with the id bytes when found and free of escapes, else 0 (the caller parses).
+ */
+static int fast_id(const char *data, size_t len, const char **id, size_t *idlen)
+{
+    static const char pre[] = "{\"id\":\"";
+    if (len < sizeof(pre) || memcmp(data, pre, sizeof(pre) - 1))
+        return 0;
+    const char *start = data + sizeof(pre) - 1, *end = data + len;
+    for (const char *q = start; q < end; q++) {
+        if (*q == '\\')
+            return 0;
+        if (*q == '"') {
+            *id = start;
+            *idlen = (size_t)(q - start);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Scan partition p below its cut. With npasses > 1 only ids whose hash falls in slice `pass` are
+ * aggregated (all copies of an id share a slice, so first-occurrence-wins stays exact) and the id
+ * set holds one slice at a time; events without an id belong to pass 0. Returns 0 or -1 (j->err).
+ */
+static int scan_partition(run_job_t *j, int32_t p, int pass, int npasses, idset_t *ids, lam_event_t *ev)
+{
+    int64_t cut = j->cut[p];
+    batch_seg_reader_t r;
+    char path[4096], err[256];
+    for (size_t si = 0; si < j->man->nsegs; si++) {
+        const batch_segment_t *s = &j->man->segs[si];
+        if (s->partition != p || s->first < 0 || s->first >= cut)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", j->cfg->data_dir, s->name);
+        if (batch_seg_open(&r, path, err, sizeof(err)) < 0) {
+            snprintf(j->err, sizeof(j->err), "segment %s: %s", s->name, err);
+            return -1;
+        }
+        batch_block_t b;
+        int rc = 0, done = 0;
+        while (!done && (rc = batch_seg_next_block(&r, &b, 0, err, sizeof(err))) == 1) {
+            if (b.first >= cut) {
+                done = 1;
+                break;
+            }
+            /* Re-read the block with its payload (the header pass above only peeked). */
+            r.pos -= BATCH_BLK_HDR + b.comp_len;
+            if (batch_seg_next_block(&r, &b, 1, err, sizeof(err)) != 1) {
+                rc = -1;
+                break;
+            }
+            size_t pos = 0;
+            batch_rec_t rec;
+            int rr;
+            int64_t n = 0, skipped = 0, dups = 0;
+            while ((rr = batch_rec_next(&r.raw, &pos, &rec)) == 1) {
+                if (rec.offset >= cut) {
+                    done = 1;
+                    break;
+                }
+                if (rec.kind != BATCH_REC_EVENT)
+                    continue;
+                if (pass == 0)
+                    n++;
+                const char *id;
+                size_t idlen;
+                int parsed = 0;
+                if (npasses > 1) {
+                    if (!fast_id(rec.data, rec.len, &id, &idlen)) {
+                        if (lam_event_parse(ev, rec.data, rec.len, 0, -1, err, sizeof(err)) < 0) {
+                            skipped += pass == 0;
+                            continue;
+                        }
+                        parsed = 1;
+                        if (ev->id.type == LAM_VAL_ABSENT) {
+                            id = NULL;
+                            idlen = 0;
+                        } else {
+                            id = ev->id.val;
+                            idlen = ev->id.val_len;
+                        }
+                    }
+                    int slice = id ? (int)(lam_hll_hash(id, idlen) % (uint64_t)npasses) : 0;
+                    if (slice != pass)
+                        continue;
+                }
+                if (!parsed && lam_event_parse(ev, rec.data, rec.len, 0, -1, err, sizeof(err)) < 0) {
+                    skipped++;
+                    continue;
+                }
+                if (ev->id.type != LAM_VAL_ABSENT && !idset_add(ids, ev->id.val, ev->id.val_len)) {
+                    dups++;
+                    continue;
+                }
+                lam_agg_add_event(j->agg, ev);
+            }
+            atomic_fetch_add(&j->records, n);
+            atomic_fetch_add(&j->skipped, skipped);
+            atomic_fetch_add(&j->dups, dups);
+            if (rr < 0) {
+                snprintf(err, sizeof(err), "malformed record in block at byte %" PRId64, r.pos);
+                rc = -1;
+                break;
+            }
+            if (atomic_load(j->cancel)) {
+                snprintf(err, sizeof(err), "cancelled");
+                rc = -1;
+                break;
+            }
+        }
+        batch_seg_close(&r);
+        if (rc < 0 && !done) {
+            snprintf(j->err, sizeof(j->err), "segment %s: %s", s->name, err);
+            return -1;
+        }
+        if (done)
+            break;
+    }
+    return 0;
+}
+
+static void *run_worker(void *arg)
+{
+    run_job_t *j = arg;
+    lam_event_t ev;
+    lam_event_init(&ev);
+    idset_t ids = {0};
+    for (size_t pi = 0; pi < j->nparts && !j->failed; pi++) {
+        int32_t p = j->parts[pi];
+        /* Enough passes that one slice of the partition's ids fits LAM_BATCH_DEDUP_IDS. */
+        int64_t est = j->est[p], cap = j->cfg->dedup_ids;
+        int npasses = est > cap ? (int)((est + cap - 1) / cap) : 1;
+        for (int pass = 0; pass < npasses && !j->failed; pass++) {
+            idset_reset(&ids);
+            if (scan_partition(j, p, pass, npasses, &ids, &ev) < 0)
+                j->failed = 1;
+        }
+    }
+    idset_free(&ids);
+    lam_event_free(&ev);
+    return NULL;
+}
+
+/* ---- cut markers ---- */
+
+static void marker_dr(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    int64_t *slot = m->_private;
+    if (slot)
+        *slot = m->err ? -2 : m->offset;
+}
+
+static rd_kafka_t *producer(batch_ctx_t *ctx, char *errstr, size_t errstr_size)
+{
+    if (ctx->producer)
+        return ctx->producer;
+    rd_kafka_conf_t *conf = lam_kafka_conf_new(ctx->cfg.common.kafka_brokers, errstr, errstr_size);
+    if (!conf)
+        return NULL;
+    rd_kafka_conf_set_dr_msg_cb(conf, marker_dr);
+    ctx->producer = lam_kafka_producer_new(conf, errstr, errstr_size);
+    return ctx->producer;
+}
+
+/* Produce marker k into every partition; fills offsets[0..nparts). */
+static int produce_markers(batch_ctx_t *ctx, int64_t run, int64_t **offsets, int *nparts, char *errstr,
+                           size_t errstr_size)
+{
+    rd_kafka_t *rk = producer(ctx, errstr, errstr_size);
+    if (!rk)
+        return -1;
+    int n = lam_kafka_partition_count(rk, ctx->cfg.common.kafka_topic, 10000, errstr, errstr_size);
+    if (n <= 0)
+        return -1;
+    int64_t *offs = lam_malloc((size_t)n * sizeof(*offs));
+    char num[32];
+    int len = snprintf(num, sizeof(num), "%" PRId64, run);
+    for (int p = 0; p < n; p++) {
+        offs[p] = -1;
+        rd_kafka_headers_t *h = rd_kafka_headers_new(1);
+        rd_kafka_header_add(h, LAM_CUT_HEADER, -1, num, len);
+        rd_kafka_resp_err_t err = rd_kafka_producev(
+            rk, RD_KAFKA_V_TOPIC(ctx->cfg.common.kafka_topic), RD_KAFKA_V_PARTITION(p), RD_KAFKA_V_VALUE(NULL, 0),
+            RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(&offs[p]), RD_KAFKA_V_END);
+        if (err) {
+            rd_kafka_headers_destroy(h);
+            snprintf(errstr, errstr_size, "produce marker to partition %d: %s", p, rd_kafka_err2str(err));
+            rd_kafka_flush(rk, 10000);
+            lam_free(offs);
+            return -1;
+        }
+    }
+    rd_kafka_flush(rk, 30000);
+    for (int p = 0; p < n; p++)
+        if (offs[p] < 0) {
+            snprintf(errstr, errstr_size, "marker not acknowledged by partition %d", p);
+            lam_free(offs);
+            return -1;
+        }
+    *offsets = offs;
+    *nparts = n;
+    return 0;
+}
+
+/* ---- one run ---- */
+
+static int fail_run(batch_ctx_t *ctx, int64_t run, const char *reason)
+{
+    char err[512];
+    lam_error("msg=\"run failed\" run=%" PRId64 " reason=\"%s\"", run, reason);
+    atomic_fetch_add(&ctx->runs_failed, 1);
+    if (ctx->pg && batch_pg_fail(ctx->pg, run, reason, err, sizeof(err)) < 0)
+        lam_error("msg=\"cannot mark run failed\" run=%" PRId64 " error=\"%s\"", run, err);
+    return -1;
+}
+
+static int redis_publish(batch_ctx_t *ctx, int64_t run)
+{
+    char err[512], num[32];
+    redisContext *r = lam_redis_connect(ctx->cfg.common.redis_url, 2000, err, sizeof(err));
+    if (!r) {
+        lam_warn("msg=\"cannot publish current run to Redis; will retry\" run=%" PRId64 " error=\"%s\"", run, err);
+        return -1;
+    }
+    int len = snprintf(num, sizeof(num), "%" PRId64, run);
+    redisReply *rep = redisCommand(r, "SET %s %b", LAM_STORE_CURRENT_KEY, num, (size_t)len);
+    int ok = rep && rep->type == REDIS_REPLY_STATUS;
+    if (!ok)
+        lam_warn("msg=\"cannot SET %s; will retry\" run=%" PRId64, LAM_STORE_CURRENT_KEY, run);
+    if (rep)
+        freeReplyObject(rep);
+    redisFree(r);
+    return ok ? 0 : -1;
+}
+
+int batch_run_execute(batch_ctx_t *ctx, int64_t run)
+{
+    char err[512];
+    int64_t t0 = lam_now_mono_ms();
+    atomic_store(&ctx->running_run, run);
+    lam_info("msg=\"run started\" run=%" PRId64, run);
+
+    int64_t *dr_offs = NULL;
+    int nparts = 0;
+    if (produce_markers(ctx, run, &dr_offs, &nparts, err, sizeof(err)) < 0) {
+        atomic_store(&ctx->running_run, 0);
+        return fail_run(ctx, run, err);
+    }
+    lam_buf_t cut = LAM_BUF_INIT;
+    lam_buf_append_char(&cut, '{');
+    for (int p = 0; p < nparts; p++)
+        lam_buf_printf(&cut, "%s\"%d\":%" PRId64, p ? "," : "", p, dr_offs[p]);
+    lam_buf_append_char(&cut, '}');
+    int rc = batch_pg_set_cut(ctx->pg, run, cut.data, err, sizeof(err));
+    lam_buf_free(&cut);
+    if (rc < 0) {
+        lam_free(dr_offs);
+        atomic_store(&ctx->running_run, 0);
+        return fail_run(ctx, run, err);
+    }
+
+    /* Wait until every marker is durable in the master dataset. */
+    batch_manifest_t man;
+    batch_manifest_init(&man);
+    int64_t deadline = lam_now_mono_ms() + ctx->cfg.cut_timeout_ms;
+    int64_t *cutoffs = lam_malloc((size_t)nparts * sizeof(*cutoffs));
+    for (;;) {
+        batch_manifest_free(&man);
+        batch_archive_snapshot(ctx->archive, &man);
+        int have = 0;
+        for (int p = 0; p < nparts; p++)
+            have += (cutoffs[p] = batch_manifest_cut(&man, run, p)) >= 0;
+        if (have == nparts)
+            break;
+        if (lam_now_mono_ms() > deadline || lam_service_stopping()) {
+            snprintf(err, sizeof(err), "archiver holds marker %" PRId64 " in %d of %d partitions after %" PRId64 " ms",
+                     run, have, nparts, ctx->cfg.cut_timeout_ms);
+            batch_manifest_free(&man);
+            lam_free(cutoffs);
+            lam_free(dr_offs);
+            atomic_store(&ctx->running_run, 0);
+            return fail_run(ctx, run, err);
+        }
+        lam_service_sleep_ms(20);
+    }
+    for (size_t i = 0; i < man.ncuts; i++)
+        if (man.cuts[i].run > run) {
+            /* Epochs are marker numbers: a newer marker already in the log means lam_runs was reset. */
+            snprintf(err, sizeof(err), "the master dataset already holds marker %" PRId64 " > run %" PRId64
+                     " (was lam_runs reset?)", man.cuts[i].run, run);
+            batch_manifest_free(&man);
+            lam_free(cutoffs);
+            lam_free(dr_offs);
+            atomic_store(&ctx->running_run, 0);
+            return fail_run(ctx, run, err);
+        }
+    for (int p = 0; p < nparts; p++)
+        if (cutoffs[p] != dr_offs[p])
+            lam_warn("msg=\"marker offset differs from delivery report\" partition=%d archived=%" PRId64
+                     " reported=%" PRId64,
+                     p, cutoffs[p], dr_offs[p]);
+    lam_free(dr_offs);
+
+    /* Split partitions over the workers, largest first, each to the least loaded worker. */
+    int nthreads = (int)ctx->cfg.threads;
+    if (nthreads > nparts)
+        nthreads = nparts;
+    int64_t total = 0, *est = lam_calloc((size_t)nparts, sizeof(*est));
+    for (size_t i = 0; i < man.nsegs; i++) {
+        const batch_segment_t *s = &man.segs[i];
+        if (s->partition < nparts && s->first >= 0 && s->first < cutoffs[s->partition]) {
+            int64_t c = s->last < cutoffs[s->partition] ? s->count : s->count - (s->last - cutoffs[s->partition]);
+            if (c < 0)
+                c = 0;
+            est[s->partition] += c;
+            total += c;
+        }
+    }
+    run_job_t *jobs = lam_calloc((size_t)nthreads, sizeof(*jobs));
+    int64_t *load = lam_calloc((size_t)nthreads, sizeof(*load));
+    atomic_int cancel = 0;
+    for (int t = 0; t < nthreads; t++) {
+        jobs[t].cfg = &ctx->cfg;
+        jobs[t].man = &man;
+        jobs[t].cut = cutoffs;
+        jobs[t].est = est;
+        jobs[t].parts = lam_malloc((size_t)nparts * sizeof(int32_t));
+        jobs[t].agg = lam_agg_new(ctx->views);
+        jobs[t].cancel = &cancel;
+    }
+    int *done = lam_calloc((size_t)nparts, sizeof(int));
+    for (int k = 0; k < nparts; k++) {
+        int best = -1;
+        for (int p = 0; p < nparts; p++)
+            if (!done[p] && (best < 0 || est[p] > est[best]))
+                best = p;
+        done[best] = 1;
+        int t = 0;
+        for (int u = 1; u < nthreads; u++)
+            if (load[u] < load[t])
+                t = u;
+        jobs[t].parts[jobs[t].nparts++] = best;
+        load[t] += est[best] + 1;
+    }
+    lam_free(done);
+    lam_free(load);
+    batch_pg_progress(ctx->pg, run, 0, total, 0, err, sizeof(err));
+
+    int64_t t_scan = lam_now_mono_ms();
+    for (int t = 0; t < nthreads; t++)
+        pthread_create(&jobs[t].th, NULL, run_worker, &jobs[t]);
+    int finished = 0;
+    int *joined = lam_calloc((size_t)nthreads, sizeof(int));
+    int64_t records = 0, skipped = 0, dups = 0;
+    while (!finished) {
+        for (int i = 0; i < 25 && !finished; i++) {
+            lam_service_sleep_ms(20);
+            if (lam_service_stopping())
+                atomic_store(&cancel, 1);
+            finished = 1;
+            for (int t = 0; t < nthreads; t++) {
+                if (!joined[t] && pthread_tryjoin_np(jobs[t].th, NULL) == 0)
+                    joined[t] = 1;
+                if (!joined[t])
+                    finished = 0;
+            }
+        }
+        records = skipped = dups = 0;
+        for (int t = 0; t < nthreads; t++) {
+            records += atomic_load(&jobs[t].records);
+            skipped += atomic_load(&jobs[t].skipped);
+            dups += atomic_load(&jobs[t].dups);
+        }
+        if (!finished && batch_pg_progress(ctx->pg, run, records, total > records ? total : records, skipped, err,
+                                           sizeof(err)) < 0)
+            lam_warn("msg=\"cannot write progress\" run=%" PRId64 " error=\"%s\"", run, err);
+    }
+    lam_free(joined);
+    int64_t scan_ms = lam_now_mono_ms() - t_scan;
+    const char *why = NULL;
+    for (int t = 0; t < nthreads; t++)
+        if (jobs[t].failed && !why)
+            why = jobs[t].err;
+    if (!why && atomic_load(&cancel))
+        why = "batch_layer stopped during the run";
+    for (int t = 1; t < nthreads && !why; t++)
+        lam_agg_merge(jobs[0].agg, jobs[t].agg);
+    int result = 0;
+    if (why) {
+        result = fail_run(ctx, run, why);
+    } else {
+        lam_info("msg=\"recomputed\" run=%" PRId64 " records=%" PRId64 " skipped=%" PRId64 " duplicates=%" PRId64
+                 " cells=%zu scan_ms=%" PRId64 " events_per_s=%.0f",
+                 run, records, skipped, dups, lam_agg_size(jobs[0].agg), scan_ms,
+                 scan_ms ? records * 1000.0 / (double)scan_ms : 0.0);
+        int64_t t_pub = lam_now_mono_ms();
+        if (batch_pg_publish(ctx->pg, run, jobs[0].agg, records, skipped, err, sizeof(err)) < 0) {
+            result = fail_run(ctx, run, err);
+        } else {
+            lam_info("msg=\"published\" run=%" PRId64 " view_rows=%zu load_publish_ms=%" PRId64, run,
+                     lam_agg_size(jobs[0].agg), lam_now_mono_ms() - t_pub);
+            atomic_store(&ctx->current_run, run);
+            atomic_fetch_add(&ctx->runs_succeeded, 1);
+            atomic_store(&ctx->last_run_ms, lam_now_mono_ms() - t0);
+            atomic_store(&ctx->last_run_records, records);
+            ctx->redis_pending = redis_publish(ctx, run) < 0;
+            if (batch_pg_cleanup(ctx->pg, run, err, sizeof(err)) < 0)
+                lam_warn("msg=\"cannot delete old view rows\" run=%" PRId64 " error=\"%s\"", run, err);
+        }
+    }
+    for (int t = 0; t < nthreads; t++) {
+        lam_agg_free(jobs[t].agg);
+        lam_free(jobs[t].parts);
+    }
+    lam_free(jobs);
+    lam_free(est);
+    lam_free(cutoffs);
+    batch_manifest_free(&man);
+    atomic_store(&ctx->running_run, 0);
+    return result;
+}
+
+/* ---- the service loop ---- */
+
+static void pg_drop(batch_ctx_t *ctx)
+{
+    if (ctx->pg)
+        PQfinish(ctx->pg);
+    ctx->pg = NULL;
+    ctx->pg_locked = 0;
+    atomic_store(&ctx->pg_ok, 0);
+}
+
+/* Connect, migrate, LISTEN and take the run lock. 0 ready, -1 retry later. */
+static int pg_ready(batch_ctx_t *ctx)
+{
+    char err[512];
+    if (ctx->pg && PQstatus(ctx->pg) != CONNECTION_OK) {
+        lam_warn("msg=\"lost PostgreSQL\"");
+        pg_drop(ctx);
+    }
+    if (!ctx->pg) {
+        ctx->pg = lam_pg_connect_wait(ctx->cfg.common.pg_url);
+        if (!ctx->pg)
+            return -1;
+        if (lam_store_pg_migrate(ctx->pg, err, sizeof(err)) < 0 ||
+            lam_pg_exec(ctx->pg, "LISTEN " LAM_STORE_NOTIFY_RUNS, 0, NULL, err, sizeof(err)) < 0) {
+            lam_error("msg=\"postgresql set-up failed\" error=\"%s\"", err);
+            pg_drop(ctx);
+            return -1;
+        }
+        int64_t pub = lam_store_pg_published_run(ctx->pg, err, sizeof(err));
+        if (pub > 0) {
+            atomic_store(&ctx->current_run, pub);
+            ctx->redis_pending = 1; /* a crash may have come between the publish and the Redis SET */
+        }
+    }
+    atomic_store(&ctx->pg_ok, 1);
+    if (!ctx->pg_locked) {
+        int got = batch_pg_lock(ctx->pg, err, sizeof(err));
+        if (got < 0) {
+            lam_error("msg=\"cannot take the run lock\" error=\"%s\"", err);
+            pg_drop(ctx);
+            return -1;
+        }
+        if (!got) {
+            static int64_t last_log;
+            if (lam_now_mono_ms() - last_log > 30000) {
+                lam_warn("msg=\"another batch_layer holds the run lock; not executing runs\"");
+                last_log = lam_now_mono_ms();
+            }
+            return -1;
+        }
+        ctx->pg_locked = 1;
+        int n = batch_pg_fail_stale(ctx->pg, -1, err, sizeof(err));
+        if (n > 0)
+            lam_warn("msg=\"marked runs of a dead batch_layer failed\" runs=%d", n);
+    }
+    return 0;
+}
+
+static void wait_notify(batch_ctx_t *ctx, int ms)
+{
+    int fd = PQsocket(ctx->pg);
+    if (fd >= 0) {
+        fd_set rs;
+        FD_ZERO(&rs);
+        FD_SET(fd, &rs);
+        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+        select(fd + 1, &rs, NULL, NULL, &tv);
+    } else {
+        lam_service_sleep_ms(ms);
+    }
+    PQconsumeInput(ctx->pg);
+    PGnotify *n;
+    while ((n = PQnotifies(ctx->pg)))
+        PQfreemem(n);
+}
+
+void batch_run_loop(batch_ctx_t *ctx, const batch_schedule_t *sched)
+{
+    char err[512];
+    int64_t due = batch_schedule_next(sched, lam_now_ms());
+    while (!lam_service_stopping()) {
+        if (pg_ready(ctx) < 0) {
+            lam_service_sleep_ms(1000);
+            continue;
+        }
+        if (ctx->redis_pending && atomic_load(&ctx->current_run) > 0)
+            ctx->redis_pending = redis_publish(ctx, atomic_load(&ctx->current_run)) < 0;
+        if (lam_now_ms() >= due) {
+            int64_t k;
+            if (batch_pg_request_run(ctx->pg, &k, err, sizeof(err)) < 0)
+                lam_error("msg=\"scheduled run request failed\" error=\"%s\"", err);
+            else
+                lam_info("msg=\"scheduled run requested\" run=%" PRId64, k);
+            due = batch_schedule_next(sched, lam_now_ms());
+        }
+        int64_t k;
+        int got = batch_pg_claim(ctx->pg, &k, err, sizeof(err));
+        if (got < 0) {
+            lam_error("msg=\"cannot claim a run\" error=\"%s\"", err);
+            lam_service_sleep_ms(500);
+            continue;
+        }
+        if (got) {
+            batch_run_execute(ctx, k);
+            continue;
+        }
+        wait_notify(ctx, 500);
+    }
+}
