@@ -174,8 +174,12 @@ int main(int argc, char **argv)
         return 1;
     }
     /* Redis first, so the first assignment already knows the stored offsets. */
-    while (!lam_service_stopping() && speed_redis_connect(&ctx) < 0)
-        lam_service_sleep_ms(500);
+    lam_backoff_t start_bo = LAM_BACKOFF_INIT(200, 10000);
+    while (!lam_service_stopping() && speed_redis_connect(&ctx) < 0) {
+        int64_t d = lam_backoff_next(&start_bo);
+        lam_warn("msg=\"waiting for redis before consuming\" retry_in_ms=%" PRId64, d);
+        lam_service_sleep_ms(d);
+    }
     if (ctx.redis)
         speed_redis_read_current(&ctx);
     if (speed_kafka_init(&ctx, err, sizeof(err)) < 0) {
