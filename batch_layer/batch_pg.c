@@ -14,53 +14,14 @@
 #include "lam_store.h"
 
 #define BATCH_RUN_LOCK_KEY "7236006"     /* pg advisory lock held by the live run executor */
-#define BATCH_REQUEST_LOCK_KEY "7236002" /* xact lock serialising run number allocation (as serving) */
 
 static int rollback(PGconn *pg);
 
-/*
- * The coalescing request (serving's POST /v1/batch/runs can send exactly this statement):
- * the pending requested run if there is one, else a new run max(run)+1, NOTIFYing lam_batch_runs.
- * Two concurrent requesters computing the same number collide on the primary key; the loser gets
- * no row and retries, then finds the winner's row as pending.
- */
-static const char request_sql[] =
-    "WITH pending AS (SELECT run FROM lam_runs WHERE status = 'requested' ORDER BY run LIMIT 1),"
-    " ins AS (INSERT INTO lam_runs (run, status)"
-    "  SELECT COALESCE((SELECT max(run) FROM lam_runs), 0) + 1, 'requested'"
-    "  WHERE NOT EXISTS (SELECT 1 FROM pending) ON CONFLICT (run) DO NOTHING RETURNING run)"
-    " SELECT run, pg_notify('" LAM_STORE_NOTIFY_RUNS "', run::text) FROM (SELECT run FROM ins UNION ALL"
-    " SELECT run FROM pending) r";
-
 int batch_pg_request_run(PGconn *pg, int64_t *run, char *errstr, size_t errstr_size)
 {
-    for (int attempt = 0; attempt < 10; attempt++) {
-        /* Serialise with serving's POST /v1/batch/runs, which allocates under the same xact lock. */
-        if (lam_pg_exec(pg, "BEGIN", 0, NULL, errstr, errstr_size) < 0)
-            return -1;
-        if (lam_pg_exec(pg, "SELECT pg_advisory_xact_lock(" BATCH_REQUEST_LOCK_KEY ")", 0, NULL, errstr,
-                        errstr_size) < 0) {
-            rollback(pg);
-            return -1;
-        }
-        PGresult *res = lam_pg_query(pg, request_sql, 0, NULL, errstr, errstr_size);
-        if (!res) {
-            rollback(pg);
-            return -1;
-        }
-        int n = PQntuples(res);
-        if (n > 0)
-            *run = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-        PQclear(res);
-        if (lam_pg_exec(pg, "COMMIT", 0, NULL, errstr, errstr_size) < 0) {
-            rollback(pg);
-            return -1;
-        }
-        if (n > 0)
-            return 0;
-    }
-    snprintf(errstr, errstr_size, "could not record a run request (contention)");
-    return -1;
+    int created;
+    *run = lam_store_pg_request_run(pg, &created, errstr, errstr_size);
+    return *run < 0 ? -1 : 0;
 }
 
 int batch_pg_claim(PGconn *pg, int64_t *run, char *errstr, size_t errstr_size)

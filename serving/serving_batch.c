@@ -13,7 +13,6 @@
 #include "lam_store.h"
 #include "serving.h"
 
-#define RUNS_LOCK_KEY "7236002" /* advisory lock serialising run number allocation */
 
 static const char run_columns[] =
     "SELECT r.run, r.status, (extract(epoch FROM r.requested_at) * 1000)::bigint,"
@@ -99,50 +98,6 @@ static void append_run(lam_buf_t *b, const PGresult *res, int i)
     lam_buf_append_char(b, '}');
 }
 
-/* One transaction: coalesce onto a pending request or allocate max(run)+1 under an advisory lock. */
-static int64_t request_run(PGconn *pg, int *created, char *err, size_t errsz)
-{
-    char e2[256];
-    if (lam_pg_exec(pg, "BEGIN", 0, NULL, err, errsz) < 0)
-        return -1;
-    int64_t run = -1;
-    PGresult *res = NULL;
-    if (lam_pg_exec(pg, "SELECT pg_advisory_xact_lock(" RUNS_LOCK_KEY ")", 0, NULL, err, errsz) < 0)
-        goto fail;
-    res = lam_pg_query(pg, "SELECT run FROM lam_runs WHERE status = 'requested' ORDER BY run LIMIT 1", 0,
-                       NULL, err, errsz);
-    if (!res)
-        goto fail;
-    if (PQntuples(res)) {
-        run = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-        *created = 0;
-    } else {
-        PQclear(res);
-        res = lam_pg_query(pg,
-                           "INSERT INTO lam_runs (run, status) SELECT COALESCE(max(run), 0) + 1, 'requested'"
-                           " FROM lam_runs RETURNING run",
-                           0, NULL, err, errsz);
-        if (!res)
-            goto fail;
-        run = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-        char rs[24];
-        snprintf(rs, sizeof(rs), "%lld", (long long)run);
-        const char *params[1] = {rs};
-        if (lam_pg_exec(pg, "SELECT pg_notify('" LAM_STORE_NOTIFY_RUNS "', $1)", 1, params, err, errsz) < 0)
-            goto fail;
-        *created = 1;
-    }
-    PQclear(res);
-    res = NULL;
-    if (lam_pg_exec(pg, "COMMIT", 0, NULL, err, errsz) < 0)
-        goto fail;
-    return run;
-fail:
-    PQclear(res);
-    lam_pg_exec(pg, "ROLLBACK", 0, NULL, e2, sizeof(e2));
-    return -1;
-}
-
 static void handle_post(serving_ctx_t *ctx, lam_http_req_t *req)
 {
     if (authorized_or_reply(ctx, req) < 0)
@@ -155,7 +110,7 @@ static void handle_post(serving_ctx_t *ctx, lam_http_req_t *req)
         if (!pg)
             break;
         int64_t t0 = serving_now_us();
-        run = request_run(pg, &created, err, sizeof(err));
+        run = lam_store_pg_request_run(pg, &created, err, sizeof(err));
         serving_observe_backend(ctx, SB_PG, t0, run >= 0);
     }
     if (run < 0) {

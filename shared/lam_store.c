@@ -132,3 +132,38 @@ int64_t lam_store_pg_published_run(PGconn *pg, char *errstr, size_t errstr_size)
     PQclear(res);
     return run;
 }
+
+int64_t lam_store_pg_request_run(PGconn *pg, int *created, char *errstr, size_t errstr_size)
+{
+    char e2[256];
+    int64_t run = -1;
+    PGresult *res = NULL;
+    if (lam_pg_exec(pg, "BEGIN", 0, NULL, errstr, errstr_size) < 0)
+        return -1;
+    if (lam_pg_exec(pg, "SELECT pg_advisory_xact_lock(7236002)", 0, NULL, errstr, errstr_size) < 0)
+        goto fail;
+    res = lam_pg_query(pg, "SELECT run FROM lam_runs WHERE status = 'requested' ORDER BY run LIMIT 1", 0, NULL,
+                       errstr, errstr_size);
+    if (!res)
+        goto fail;
+    *created = PQntuples(res) == 0;
+    if (*created) {
+        PQclear(res);
+        res = lam_pg_query(pg,
+                           "INSERT INTO lam_runs (run, status) SELECT COALESCE(max(run), 0) + 1, 'requested'"
+                           " FROM lam_runs RETURNING run, pg_notify('" LAM_STORE_NOTIFY_RUNS "', run::text)",
+                           0, NULL, errstr, errstr_size);
+        if (!res)
+            goto fail;
+    }
+    run = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    res = NULL;
+    if (lam_pg_exec(pg, "COMMIT", 0, NULL, errstr, errstr_size) < 0)
+        goto fail;
+    return run;
+fail:
+    PQclear(res);
+    lam_pg_exec(pg, "ROLLBACK", 0, NULL, e2, sizeof(e2));
+    return -1;
+}

@@ -31,6 +31,14 @@ int lam_store_rt_field_parse(const char *f, size_t len, size_t *m, const char **
 
 /** Create lam's tables when missing (idempotent, safe to run concurrently). 0 or -1 with errstr. */
 int lam_store_pg_migrate(PGconn *pg, char *errstr, size_t errstr_size);
+/**
+ * Request a batch run: in one transaction, serialised by an advisory lock, return the pending
+ * 'requested' run if there is one (*created = 0), else insert run max(run)+1 as 'requested' and
+ * NOTIFY LAM_STORE_NOTIFY_RUNS (*created = 1). Used by serving's POST /v1/batch/runs, the batch
+ * layer's schedule and `batch_layer run`, so requests coalesce whoever makes them.
+ * Returns the run number, or -1 with errstr (the transaction is rolled back).
+ */
+int64_t lam_store_pg_request_run(PGconn *pg, int *created, char *errstr, size_t errstr_size);
 /** The published run k (0 when none yet) or -1 with errstr. */
 int64_t lam_store_pg_published_run(PGconn *pg, char *errstr, size_t errstr_size);
 
