@@ -1,4 +1,4 @@
-/* serving_redis.c - real-time views from Redis: pipelined MULTI reads of epochs >= k, merged as cell blobs. */
+/* serving_redis.c - real-time views from Redis: pipelined MULTI reads of epochs >= k, merged through the engine (lam_agg_merge_rt, lam_agg_merge_hll_redis). */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,51 +103,6 @@ static int64_t reply_int(const redisReply *r, int64_t def)
     return def;
 }
 
-/* ---- blobs: a Redis value as a lam_cell_serialize() state (count + one metric slot) ---- */
-
-#define BLOB_VERSION 1
-#define BLOB_F_HAS 1
-
-static void put_le(lam_buf_t *b, uint64_t v, int n)
-{
-    char x[8];
-    for (int i = 0; i < n; i++)
-        x[i] = (char)(v >> (8 * i));
-    lam_buf_append(b, x, (size_t)n);
-}
-
-/*
- * A cell state holding count and, when mi is a valid metric index, that one metric (value, or the
- * Redis HLL string for distinct). Merging such partial states is exact: every metric is a monoid
- * and the other slots are empty.
- */
-static void blob_build(lam_buf_t *b, const lam_view_t *v, int64_t count, size_t mi, int64_t value, const char *hll,
-                       size_t hll_len)
-{
-    lam_buf_clear(b);
-    lam_buf_append_char(b, BLOB_VERSION);
-    lam_buf_append_char(b, (char)v->nmetrics);
-    put_le(b, (uint64_t)count, 8);
-    for (size_t i = 0; i < v->nmetrics; i++) {
-        lam_buf_append_char(b, (char)v->metrics[i].kind);
-        switch (v->metrics[i].kind) {
-        case LAM_METRIC_COUNT:
-            break;
-        case LAM_METRIC_DISTINCT:
-            if (i == mi && hll_len) {
-                put_le(b, hll_len, 4);
-                lam_buf_append(b, hll, hll_len);
-            } else {
-                put_le(b, 0, 4);
-            }
-            break;
-        default:
-            lam_buf_append_char(b, i == mi ? BLOB_F_HAS : 0);
-            put_le(b, i == mi ? (uint64_t)value : 0, 8);
-        }
-    }
-}
-
 /* ---- the read ---- */
 
 typedef struct rt_bucket {
@@ -158,8 +113,7 @@ static pthread_mutex_t guess_lock = PTHREAD_MUTEX_INITIALIZER;
 static int64_t guess_epochs[MAX_EPOCHS];
 static size_t nguess;
 
-static void merge_fields(serving_query_t *q, const redisReply *h, int64_t bucket, lam_buf_t *blob, char *warn,
-                         size_t warnsz)
+static void merge_fields(serving_query_t *q, const redisReply *h, int64_t bucket)
 {
     if (h->type != REDIS_REPLY_ARRAY)
         return;
@@ -168,24 +122,17 @@ static void merge_fields(serving_query_t *q, const redisReply *h, int64_t bucket
         const redisReply *f = h->element[i], *val = h->element[i + 1];
         size_t m, klen;
         const char *key;
-        if (f->type != REDIS_REPLY_STRING ||
-            lam_store_rt_field_parse(f->str, f->len, &m, &key, &klen) < 0)
+        if (f->type != REDIS_REPLY_STRING || lam_store_rt_field_parse(f->str, f->len, &m, &key, &klen) < 0)
             continue;
         if (m > q->view->nmetrics || !serving_query_key_match(q, key, klen))
             continue;
-        int64_t x = reply_int(val, INT64_MIN);
+        /* a sum that left the int64 range is the string "overflow" (shared/STORAGE.md) */
+        int overflow = val->type == REDIS_REPLY_STRING && val->len == 8 && !memcmp(val->str, "overflow", 8);
+        int64_t x = overflow ? 0 : reply_int(val, INT64_MIN);
         if (x == INT64_MIN)
             continue;
-        if (m == 0) {
-            blob_build(blob, q->view, x, SIZE_MAX, 0, NULL, 0);
-        } else {
-            lam_metric_kind_t k = q->view->metrics[m - 1].kind;
-            if (k == LAM_METRIC_COUNT || k == LAM_METRIC_DISTINCT)
-                continue;
-            blob_build(blob, q->view, 0, m - 1, x, NULL, 0);
-        }
-        if (lam_agg_merge_blob(q->out, q->vi, ts, key, klen, blob->data, blob->len, warn, warnsz) == 0 && m == 0 &&
-            x > 0)
+        if (lam_agg_merge_rt(q->out, q->vi, ts, key, klen, m, overflow ? LAM_CELL_OVERFLOW : LAM_CELL_VALUE, x) == 0 &&
+            m == 0 && x > 0)
             serving_srcmap_mark(&q->src, ts, 2);
     }
 }
@@ -202,7 +149,7 @@ int serving_redis_merge(serving_ctx_t *ctx, serving_query_t *q, int64_t run, int
         return -1;
     int64_t t0 = serving_now_us();
     pipe_t p = {.rc = rc, .err = err, .errsz = errsz};
-    lam_buf_t k1 = LAM_BUF_INIT, blob = LAM_BUF_INIT;
+    lam_buf_t k1 = LAM_BUF_INIT;
     char runs[24], lo[24], hi[24];
     snprintf(runs, sizeof(runs), "%lld", (long long)(run < 0 ? 0 : run));
     snprintf(lo, sizeof(lo), "%lld", (long long)q->lo);
@@ -310,7 +257,7 @@ int serving_redis_merge(serving_ctx_t *ctx, serving_query_t *q, int64_t run, int
     size_t per = has_distinct ? 2 : 1;
     char warn[128];
     for (size_t i = 0; i < nbk; i++)
-        merge_fields(q, r2->element[i * per], bk[i].bucket, &blob, warn, sizeof(warn));
+        merge_fields(q, r2->element[i * per], bk[i].bucket);
     if (!has_distinct) {
         *current = reply_int(r2->element[nbk], 0);
         rcode = *current > run && run >= 0 ? 1 : 0;
@@ -375,9 +322,8 @@ int serving_redis_merge(serving_ctx_t *ctx, serving_query_t *q, int64_t run, int
         const redisReply *v = r3->element[i];
         if (v->type != REDIS_REPLY_STRING || !v->len)
             continue;
-        blob_build(&blob, q->view, 0, hr[i].metric, 0, v->str, v->len);
-        lam_agg_merge_blob(q->out, q->vi, lam_time_floor(bk[hr[i].b].bucket, q->gran), hr[i].key, hr[i].klen,
-                           blob.data, blob.len, warn, sizeof(warn));
+        lam_agg_merge_hll_redis(q->out, q->vi, lam_time_floor(bk[hr[i].b].bucket, q->gran), hr[i].key,
+                                hr[i].klen, hr[i].metric, v->str, v->len, warn, sizeof(warn));
     }
     lam_free(hr);
     *current = reply_int(r3->element[nh], 0);
@@ -399,6 +345,5 @@ out:
         freeReplyObject(r3);
     lam_free(bk);
     lam_buf_free(&k1);
-    lam_buf_free(&blob);
     return rcode;
 }

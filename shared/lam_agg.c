@@ -481,45 +481,92 @@ void lam_cell_append_metric_json(const lam_view_t *v, const lam_cell_t *c, size_
     }
 }
 
+/* dst ⊕= src for one metric slot of kind k. */
+static void slot_merge(lam_metric_kind_t k, cell_metric_t *d, const cell_metric_t *s)
+{
+    switch (k) {
+    case LAM_METRIC_COUNT:
+        break;
+    case LAM_METRIC_DISTINCT:
+        if (!s->u.hll)
+            break;
+        if (!d->u.hll)
+            d->u.hll = lam_hll_dup(s->u.hll);
+        else
+            lam_hll_merge(d->u.hll, s->u.hll);
+        break;
+    case LAM_METRIC_SUM:
+        if ((d->flags | s->flags) & F_OVERFLOW) {
+            d->flags |= F_OVERFLOW | F_HAS;
+            d->u.v = 0;
+        } else if (s->flags & F_HAS) {
+            if (__builtin_add_overflow(d->u.v, s->u.v, &d->u.v)) {
+                d->flags |= F_OVERFLOW;
+                d->u.v = 0;
+            }
+            d->flags |= F_HAS;
+        }
+        break;
+    case LAM_METRIC_MIN:
+    case LAM_METRIC_MAX:
+        if ((s->flags & F_HAS) &&
+            (!(d->flags & F_HAS) || (k == LAM_METRIC_MIN ? s->u.v < d->u.v : s->u.v > d->u.v)))
+            d->u.v = s->u.v;
+        d->flags |= s->flags & F_HAS;
+        break;
+    }
+}
+
 void lam_cell_merge(const lam_view_t *v, lam_cell_t *dst, const lam_cell_t *src)
 {
     dst->count += src->count;
-    for (size_t i = 0; i < v->nmetrics && i < dst->nmetrics; i++) {
-        cell_metric_t *d = &dst->m[i];
-        const cell_metric_t *s = &src->m[i];
-        switch (v->metrics[i].kind) {
-        case LAM_METRIC_COUNT:
-            break;
-        case LAM_METRIC_DISTINCT:
-            if (!s->u.hll)
-                break;
-            if (!d->u.hll)
-                d->u.hll = lam_hll_dup(s->u.hll);
-            else
-                lam_hll_merge(d->u.hll, s->u.hll);
-            break;
-        case LAM_METRIC_SUM:
-            if ((d->flags | s->flags) & F_OVERFLOW) {
-                d->flags |= F_OVERFLOW | F_HAS;
-                d->u.v = 0;
-            } else if (s->flags & F_HAS) {
-                if (__builtin_add_overflow(d->u.v, s->u.v, &d->u.v)) {
-                    d->flags |= F_OVERFLOW;
-                    d->u.v = 0;
-                }
-                d->flags |= F_HAS;
-            }
-            break;
-        case LAM_METRIC_MIN:
-        case LAM_METRIC_MAX:
-            if ((s->flags & F_HAS) &&
-                (!(d->flags & F_HAS) ||
-                 (v->metrics[i].kind == LAM_METRIC_MIN ? s->u.v < d->u.v : s->u.v > d->u.v)))
-                d->u.v = s->u.v;
-            d->flags |= s->flags & F_HAS;
-            break;
-        }
+    for (size_t i = 0; i < v->nmetrics && i < dst->nmetrics; i++)
+        slot_merge(v->metrics[i].kind, &dst->m[i], &src->m[i]);
+}
+
+int lam_agg_merge_rt(lam_agg_t *a, size_t view, int64_t ts, const char *key, size_t key_len, size_t m,
+                     lam_cell_status_t st, int64_t micro)
+{
+    const lam_view_t *v = lam_views_get(a->views, view);
+    if (!v || m > v->nmetrics)
+        return -1;
+    if (m == 0) {
+        lam_agg_get(a, view, ts, key, key_len)->count += micro;
+        return 0;
     }
+    lam_metric_kind_t k = v->metrics[m - 1].kind;
+    if (k == LAM_METRIC_COUNT || k == LAM_METRIC_DISTINCT || st == LAM_CELL_EMPTY)
+        return -1;
+    cell_metric_t one = {.u.v = st == LAM_CELL_OVERFLOW ? 0 : micro,
+                         .flags = st == LAM_CELL_OVERFLOW ? (F_HAS | F_OVERFLOW) : F_HAS};
+    if (st == LAM_CELL_OVERFLOW && k != LAM_METRIC_SUM)
+        return -1;
+    slot_merge(k, &lam_agg_get(a, view, ts, key, key_len)->m[m - 1], &one);
+    return 0;
+}
+
+int lam_agg_merge_hll_redis(lam_agg_t *a, size_t view, int64_t ts, const char *key, size_t key_len, size_t metric,
+                            const void *blob, size_t len, char *errstr, size_t errstr_size)
+{
+    const lam_view_t *v = lam_views_get(a->views, view);
+    if (!v || metric >= v->nmetrics || v->metrics[metric].kind != LAM_METRIC_DISTINCT) {
+        snprintf(errstr, errstr_size, "metric %zu of view %zu is not a distinct metric", metric, view);
+        return -1;
+    }
+    /* Check the blob before touching the cell, so a corrupt value leaves the agg unchanged. */
+    lam_hll_t *h = lam_hll_new();
+    if (lam_hll_merge_redis_blob(h, blob, len, errstr, errstr_size) < 0) {
+        lam_hll_free(h);
+        return -1;
+    }
+    cell_metric_t *cm = &lam_agg_get(a, view, ts, key, key_len)->m[metric];
+    if (!cm->u.hll) {
+        cm->u.hll = h;
+        return 0;
+    }
+    lam_hll_merge(cm->u.hll, h);
+    lam_hll_free(h);
+    return 0;
 }
 
 int lam_cell_equal(const lam_view_t *v, const lam_cell_t *a, const lam_cell_t *b)

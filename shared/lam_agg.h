@@ -79,6 +79,22 @@ int lam_agg_rollup(lam_agg_t *dst, const lam_agg_t *src, size_t view, lam_gran_t
 int lam_agg_merge_blob(lam_agg_t *agg, size_t view, int64_t ts, const char *key, size_t key_len,
                        const void *blob, size_t len, char *errstr, size_t errstr_size);
 
+/**
+ * Merge one value of the speed layer's Redis layout (shared/STORAGE.md) into cell (view, ts, key):
+ * m = 0 adds micro to the count; m = 1+i merges metric i (sum, min or max) as a partial state
+ * holding micro (st = LAM_CELL_VALUE) or an overflowed sum (st = LAM_CELL_OVERFLOW).
+ * Returns 0, or -1 (agg unchanged) when m does not name a count, sum, min or max slot.
+ */
+int lam_agg_merge_rt(lam_agg_t *agg, size_t view, int64_t ts, const char *key, size_t key_len, size_t m,
+                     lam_cell_status_t st, int64_t micro);
+/**
+ * Merge a Redis HyperLogLog string (dense or sparse) into distinct metric `metric` of cell
+ * (view, ts, key). Returns 0, or -1 with a message (agg unchanged) when the blob is corrupt or
+ * the metric is not distinct.
+ */
+int lam_agg_merge_hll_redis(lam_agg_t *agg, size_t view, int64_t ts, const char *key, size_t key_len,
+                            size_t metric, const void *blob, size_t len, char *errstr, size_t errstr_size);
+
 /* ---- cells ---- */
 size_t lam_cell_view(const lam_cell_t *c);
 int64_t lam_cell_ts(const lam_cell_t *c);

@@ -384,6 +384,85 @@ static void test_merge_property(void **state)
     lam_views_free(vs);
 }
 
+/*
+ * Rebuild every cell of an agg from the values the speed layer keeps in Redis (count, each
+ * sum/min/max, each HLL as a Redis string) with lam_agg_merge_rt / lam_agg_merge_hll_redis:
+ * the result must equal the original cell by cell, in two halves merged (partial states).
+ */
+static void test_merge_rt_rebuilds_cells(void **state)
+{
+    (void)state;
+    lam_views_t *vs = views();
+    lam_agg_t *a = lam_agg_new(vs), *r = lam_agg_new(vs);
+    lam_event_t ev;
+    lam_event_init(&ev);
+    lam_buf_t b = LAM_BUF_INIT, hll = LAM_BUF_INIT;
+    char err[256];
+    for (int i = 0; i < 3000; i++) {
+        rand_event(&b);
+        if (lam_event_parse(&ev, b.data, b.len, 0, -1, err, sizeof(err)))
+            fail_msg("%s: %s", b.data, err);
+        lam_agg_add_event(a, &ev);
+    }
+    size_t it = 0, ncells = 0;
+    for (lam_cell_t *c; (c = lam_agg_next(a, &it));) {
+        size_t vi = lam_cell_view(c), klen;
+        const lam_view_t *v = lam_views_get(vs, vi);
+        const char *key = lam_cell_key(c, &klen);
+        int64_t ts = lam_cell_ts(c);
+        /* the count in two parts, as two epochs would hold it */
+        assert_int_equal(lam_agg_merge_rt(r, vi, ts, key, klen, 0, LAM_CELL_VALUE, lam_cell_count(c) / 2), 0);
+        assert_int_equal(lam_agg_merge_rt(r, vi, ts, key, klen, 0, LAM_CELL_VALUE, lam_cell_count(c) - lam_cell_count(c) / 2), 0);
+        for (size_t m = 0; m < v->nmetrics; m++) {
+            int64_t micro;
+            lam_cell_status_t st;
+            switch (v->metrics[m].kind) {
+            case LAM_METRIC_SUM: st = lam_cell_sum(c, m, &micro); break;
+            case LAM_METRIC_MIN: st = lam_cell_min(c, m, &micro); break;
+            case LAM_METRIC_MAX: st = lam_cell_max(c, m, &micro); break;
+            case LAM_METRIC_DISTINCT:
+                if (lam_cell_hll(c, m)) {
+                    lam_buf_clear(&hll);
+                    lam_hll_to_redis(lam_cell_hll(c, m), &hll);
+                    assert_int_equal(lam_agg_merge_hll_redis(r, vi, ts, key, klen, m, hll.data, hll.len, err, sizeof(err)), 0);
+                }
+                continue;
+            default:
+                /* a count metric has no slot of its own */
+                assert_int_equal(lam_agg_merge_rt(r, vi, ts, key, klen, m + 1, LAM_CELL_VALUE, 1), -1);
+                continue;
+            }
+            if (st != LAM_CELL_EMPTY)
+                assert_int_equal(lam_agg_merge_rt(r, vi, ts, key, klen, m + 1, st, micro), 0);
+        }
+        assert_non_null(lam_agg_find(r, vi, ts, key, klen));
+        if (!lam_cell_equal(v, c, lam_agg_find(r, vi, ts, key, klen)))
+            fail_msg("cell %zu of view %s differs after the rebuild", ncells, v->name);
+        ncells++;
+    }
+    assert_true(ncells > 50);
+    assert_int_equal(lam_agg_size(r), ncells);
+    /* an overflowed sum stays overflowed; bad indexes and corrupt HLLs change nothing */
+    const char k1[] = "[\"x\",null]";
+    assert_int_equal(lam_agg_merge_rt(r, 0, 0, k1, sizeof(k1) - 1, 2, LAM_CELL_VALUE, 5), 0);
+    assert_int_equal(lam_agg_merge_rt(r, 0, 0, k1, sizeof(k1) - 1, 2, LAM_CELL_OVERFLOW, 0), 0);
+    assert_int_equal(lam_agg_merge_rt(r, 0, 0, k1, sizeof(k1) - 1, 2, LAM_CELL_VALUE, 7), 0);
+    int64_t m;
+    assert_int_equal(lam_cell_sum(lam_agg_find(r, 0, 0, k1, sizeof(k1) - 1), 1, &m), LAM_CELL_OVERFLOW);
+    size_t before = lam_agg_size(r);
+    assert_int_equal(lam_agg_merge_rt(r, 0, 1, k1, sizeof(k1) - 1, 99, LAM_CELL_VALUE, 1), -1);
+    assert_int_equal(lam_agg_merge_rt(r, 0, 1, k1, sizeof(k1) - 1, 3, LAM_CELL_OVERFLOW, 1), -1); /* min */
+    assert_int_equal(lam_agg_merge_hll_redis(r, 0, 1, k1, sizeof(k1) - 1, 4, "HYLLjunk", 8, err, sizeof(err)), -1);
+    assert_int_equal(lam_agg_merge_hll_redis(r, 0, 1, k1, sizeof(k1) - 1, 1, hll.data, hll.len, err, sizeof(err)), -1);
+    assert_int_equal(lam_agg_size(r), before);
+    lam_buf_free(&b);
+    lam_buf_free(&hll);
+    lam_event_free(&ev);
+    lam_agg_free(a);
+    lam_agg_free(r);
+    lam_views_free(vs);
+}
+
 static void test_blob_errors(void **state)
 {
     (void)state;
@@ -504,6 +583,7 @@ int main(void)
         cmocka_unit_test(test_micro),          cmocka_unit_test(test_group_key),
         cmocka_unit_test(test_apply),          cmocka_unit_test(test_overflow),
         cmocka_unit_test(test_merge_property), cmocka_unit_test(test_blob_errors),
+        cmocka_unit_test(test_merge_rt_rebuilds_cells),
         cmocka_unit_test(test_rollup),         cmocka_unit_test(test_memory_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
