@@ -20,30 +20,11 @@ static const char run_columns[] =
     " r.records, r.records_total, r.cut::text, (extract(epoch FROM r.cut_at) * 1000)::bigint, r.view_rows,"
     " r.skipped, r.error, r.run = (SELECT run FROM lam_published) FROM lam_runs r";
 
-static int is_loopback(lam_http_req_t *req)
-{
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    if (!ci || !ci->client_addr)
-        return 0;
-    const struct sockaddr *sa = ci->client_addr;
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
-    }
-    if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr))
-            return 1;
-        return IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) && in6->sin6_addr.s6_addr[12] == 127;
-    }
-    return 0;
-}
-
 static int authorized_or_reply(serving_ctx_t *ctx, lam_http_req_t *req)
 {
     const char *token = ctx->cfg.admin_token;
     if (!token) {
-        if (is_loopback(req))
+        if (lam_http_client_is_loopback(req))
             return 0;
         return serving_error(req, 403, NULL, "batch control is limited to loopback clients (LAM_ADMIN_TOKEN unset)");
     }

@@ -40,22 +40,13 @@ void serving_observe_backend(serving_ctx_t *ctx, serving_backend_t b, int64_t st
         atomic_fetch_add(&ctx->metrics.backend_errors[b], 1);
 }
 
-/* The status of the reply is kept in req->user for the per-route counters. */
-static void remember(lam_http_req_t *req, unsigned status)
-{
-    if (!req->user)
-        req->user = (void *)(uintptr_t)status;
-}
-
 int serving_reply(lam_http_req_t *req, unsigned status, const char *ctype, const void *body, size_t len)
 {
-    remember(req, status);
     return lam_http_reply(req, status, ctype, body, len);
 }
 
 int serving_reply_json(lam_http_req_t *req, unsigned status, const lam_buf_t *json)
 {
-    remember(req, status);
     return lam_http_reply_json(req, status, json);
 }
 
@@ -66,7 +57,6 @@ int serving_error(lam_http_req_t *req, unsigned status, const char *code, const 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    remember(req, status);
     return lam_http_error(req, status, code, "%s", msg);
 }
 
@@ -168,7 +158,6 @@ static void handle_metrics(serving_ctx_t *ctx, lam_http_req_t *req)
                    hits + misses ? (double)hits / (double)(hits + misses) : 0.0, bytes, entries,
                    atomic_load(&m->query_retries), atomic_load(&m->query_races_failed),
                    (long long)atomic_load(&ctx->published_run), atomic_load(&m->result_hits));
-    remember(req, 200);
     lam_http_reply_metrics(req, "lam_serving", &b);
     lam_buf_free(&b);
 }
@@ -180,7 +169,6 @@ static serving_route_t route(serving_ctx_t *ctx, lam_http_req_t *req)
         const char *problem = !atomic_load(&ctx->pg_ok)      ? "cannot reach PostgreSQL"
                               : !atomic_load(&ctx->redis_ok) ? "cannot reach Redis"
                                                              : NULL;
-        remember(req, strcmp(req->method, "GET") && strcmp(req->method, "HEAD") ? 405 : problem ? 503 : 200);
         lam_http_reply_health(req, problem);
         return SR_HEALTHZ;
     }
@@ -245,7 +233,7 @@ void serving_http_handle(lam_http_req_t *req, void *opaque)
     serving_ctx_t *ctx = opaque;
     int64_t t0 = serving_now_us();
     serving_route_t r = route(ctx, req);
-    unsigned status = (unsigned)(uintptr_t)req->user;
+    unsigned status = req->status;
     if (status >= 100 && status < 600)
         atomic_fetch_add(&ctx->metrics.by_route_class[r][status / 100 - 1], 1);
     serving_hist_observe(&ctx->metrics.route_lat[r], serving_now_us() - t0);

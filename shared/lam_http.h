@@ -34,6 +34,7 @@ struct lam_http_req {
     const char *body;        /* NUL-terminated copy of the body (body_len bytes) */
     size_t body_len;
     void *user;              /* free for the handler */
+    unsigned status;         /* status of the reply sent (0 until then), e.g. for per-route metrics */
     /* private */
     struct MHD_Connection *conn;
     lam_http_server_t *srv;
@@ -56,6 +57,8 @@ unsigned lam_http_connections(lam_http_server_t *srv);
 
 /** Request header value (case-insensitive name) or NULL. */
 const char *lam_http_header(lam_http_req_t *req, const char *name);
+/** 1 when the client connected from a loopback address (127.0.0.0/8, ::1, ::ffff:127.x). */
+int lam_http_client_is_loopback(lam_http_req_t *req);
 /** Query argument value or NULL (the first when repeated). */
 const char *lam_http_query(lam_http_req_t *req, const char *name);
 /** Call fn for every query argument, in order; stops when fn returns non-zero (which is returned). */
