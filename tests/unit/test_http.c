@@ -19,6 +19,7 @@
 #include "lam_mem.h"
 
 static lam_http_server_t *g_srv;
+static unsigned g_status_seen;
 static int g_port;
 
 static void *reply_later(void *arg)
@@ -49,6 +50,13 @@ static void handler(lam_http_req_t *req, void *opaque)
         lam_http_reply(req, 200, "text/plain", a ? a : "-", a ? strlen(a) : 1);
     } else if (!strcmp(req->path, "/metrics")) {
         lam_http_reply_metrics(req, "lam_test", NULL);
+    } else if (!strcmp(req->path, "/loopback")) {
+        const char *yes = lam_http_client_is_loopback(req) ? "yes" : "no";
+        lam_http_reply(req, 200, "text/plain", yes, strlen(yes));
+    } else if (!strcmp(req->path, "/status")) {
+        unsigned before = req->status;
+        lam_http_error(req, 409, NULL, "conflict");
+        g_status_seen = before * 1000 + req->status;
     } else if (!strcmp(req->path, "/silent")) {
         /* forgets to answer: the wrapper must answer 500 */
     } else {
@@ -258,6 +266,18 @@ static void test_metrics_count_by_status(void **st)
     free(r);
 }
 
+static void test_loopback_and_status(void **st)
+{
+    (void)st;
+    char *r = get("/loopback");
+    assert_string_equal(body_of(r), "yes"); /* the test connects from 127.0.0.1 */
+    free(r);
+    r = get("/status");
+    assert_int_equal(status_of(r), 409);
+    assert_int_equal(g_status_seen, 409); /* 0 before the reply, 409 after */
+    free(r);
+}
+
 static void test_secret_eq(void **st)
 {
     (void)st;
@@ -275,6 +295,7 @@ int main(void)
         cmocka_unit_test(test_deferred_reply_from_other_thread), cmocka_unit_test(test_query_args),
         cmocka_unit_test(test_header_flood_rejected), cmocka_unit_test(test_slow_client_timed_out),
         cmocka_unit_test(test_metrics_count_by_status), cmocka_unit_test(test_secret_eq),
+        cmocka_unit_test(test_loopback_and_status),
     };
     return cmocka_run_group_tests_name("test_http", tests, setup, teardown);
 }
