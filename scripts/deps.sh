@@ -48,7 +48,7 @@ fi
 
 # Browser-test and dashboard JavaScript dependencies, from the npm lockfiles.
 if [ "${LAM_DEPS_BROWSER:-1}" != 0 ]; then
-  for d in dashboards tests/browser; do
+  for d in dashboards tests/browser bench/duckdb; do
     if [ -f "$d/package-lock.json" ] && { [ ! -d "$d/node_modules" ] || [ "$d/package-lock.json" -nt "$d/node_modules" ]; }; then
       echo "deps: npm ci in $d"
       (cd "$d" && npm ci --silent --no-audit --no-fund >/dev/null && touch node_modules)
