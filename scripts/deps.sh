@@ -51,7 +51,10 @@ if [ "${LAM_DEPS_BROWSER:-1}" != 0 ]; then
   for d in dashboards tests/browser bench/duckdb; do
     if [ -f "$d/package-lock.json" ] && { [ ! -d "$d/node_modules" ] || [ "$d/package-lock.json" -nt "$d/node_modules" ]; }; then
       echo "deps: npm ci in $d"
-      (cd "$d" && npm ci --silent --no-audit --no-fund >/dev/null && touch node_modules)
+      (cd "$d" && npm ci --no-audit --no-fund >"/tmp/lam-npm-ci.$$.log" 2>&1 && touch node_modules) || {
+        tail -5 "/tmp/lam-npm-ci.$$.log" >&2; rm -f "/tmp/lam-npm-ci.$$.log"
+        echo "deps: npm ci failed in $d" >&2; exit 1; }
+      rm -f "/tmp/lam-npm-ci.$$.log"
     fi
   done
 fi
