@@ -84,17 +84,21 @@ down() {
 
 run() {
   up
-  local demo_pid=""
-  trap 'trap - INT TERM EXIT; [ -n "$demo_pid" ] && kill "$demo_pid" 2>/dev/null; echo; down; exit 0' INT TERM EXIT
+  local demo_pid="" tail_pid=""
+  # Ctrl-C: stop everything even if the terminal's pipes are gone (a second Ctrl-C does not cut it
+  # short). Background jobs of a script ignore SIGINT, so the demo traffic and the log follower are
+  # stopped here by pid.
+  trap 'trap "" INT TERM PIPE; trap - EXIT; kill $demo_pid $tail_pid 2>/dev/null; echo >&2; down; exit 0' INT TERM EXIT
   if [ -x "$BIN/loadgen" ]; then
     lam_log "sending demo traffic (loadgen --rate ${LAM_DEMO_RATE:-200}/s); Ctrl-C stops everything"
     "$BIN/loadgen" --url "http://$LAM_INGEST_ADDR" --rate "${LAM_DEMO_RATE:-200}" --backfill-days 2 \
-      >>"$STATE/logs/loadgen.log" 2>&1 &
+      --duration "${LAM_DEMO_SECONDS:-86400}" --progress >>"$STATE/logs/loadgen.log" 2>&1 &
     demo_pid=$!
   fi
   echo "open http://$LAM_SERVING_ADDR/ ; following the logs (Ctrl-C stops everything)"
   tail -n 0 -F "$STATE"/logs/{ingest,speed_layer,batch_layer,serving,loadgen}.log 2>/dev/null &
-  wait $! || true
+  tail_pid=$!
+  wait "$tail_pid" || true
 }
 
 status() {

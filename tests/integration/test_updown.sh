@@ -70,6 +70,27 @@ check "make up (2nd) succeeds" scripts/lam.sh up
 check "every service healthy after the 2nd up" healthy_all
 check "make down (2nd) succeeds" scripts/lam.sh down
 check "no process left after the 2nd down" no_leftovers
+
+# make run: up + demo traffic + logs; Ctrl-C (SIGINT to the whole process group, as a terminal
+# sends it) stops everything.
+# A script's background job starts with SIGINT ignored; a terminal's foreground job does not: start
+# it the way a terminal would (own process group, default SIGINT).
+LAM_INGEST_MAX_BODY="" LAM_DEMO_RATE=500 python3 -c 'import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL); os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])' \
+  scripts/lam.sh run >"$LAM_TEST_TMP/run.out" 2>&1 </dev/null &
+run_pid=$!
+events=0
+for i in $(seq 1 120); do
+  events="$(curl -fs "http://$LAM_SERVING_ADDR/v1/views/events_by_type?granularity=all" |
+            python3 -c 'import json,sys; print(sum(g["count"] for b in json.load(sys.stdin)["buckets"] for g in b["groups"]))' 2>/dev/null)"
+  [ "${events:-0}" -gt 0 ] && break
+  sleep 0.5
+done
+check "make run sends demo traffic that reaches the views ($events events)" test "${events:-0}" -gt 0
+kill -INT -- "-$run_pid"
+for i in $(seq 1 600); do kill -0 "$run_pid" 2>/dev/null || break; sleep 0.1; done
+check "Ctrl-C ends make run" bash -c "! kill -0 $run_pid 2>/dev/null"
+check "Ctrl-C leaves no process behind" no_leftovers
 trap - EXIT
 
 echo "test_updown: $((checks - fails)) passed, $fails failed"
