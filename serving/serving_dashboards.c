@@ -48,20 +48,14 @@ static char *read_dashboard(serving_ctx_t *ctx, const char *id, size_t *len)
         close(fd);
         return NULL;
     }
-    char *buf = lam_malloc((size_t)st.st_size + 1);
-    size_t got = 0;
-    while (got < (size_t)st.st_size) {
-        ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
+    lam_buf_t b = LAM_BUF_INIT;
+    ssize_t got = lam_buf_read_fd(&b, fd, (size_t)st.st_size);
     close(fd);
-    buf[got] = '\0';
-    *len = got;
-    return buf;
+    if (got < 0) {
+        lam_buf_free(&b);
+        return NULL;
+    }
+    return lam_buf_detach(&b, len);
 }
 
 /*

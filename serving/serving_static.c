@@ -178,17 +178,12 @@ void serving_send_static(serving_ctx_t *ctx, lam_http_req_t *req, const char *p)
         serving_error(req, 404, NULL, "not found");
         return;
     }
-    char *buf = lam_malloc((size_t)st.st_size + 1);
-    size_t got = 0;
-    while (got < (size_t)st.st_size) {
-        ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
+    lam_buf_t body = LAM_BUF_INIT;
+    ssize_t got = lam_buf_read_fd(&body, fd, (size_t)st.st_size);
     close(fd);
-    serving_reply(req, 200, ctype, buf, got);
-    lam_free(buf);
+    if (got < 0)
+        serving_error(req, 404, NULL, "not found");
+    else
+        serving_reply(req, 200, ctype, body.data, body.len);
+    lam_buf_free(&body);
 }

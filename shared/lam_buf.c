@@ -2,7 +2,9 @@
 #include "lam_buf.h"
 
 #include <stdio.h>
+#include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "lam_mem.h"
 
@@ -100,4 +102,24 @@ char *lam_buf_detach(lam_buf_t *b, size_t *len)
     b->data = NULL;
     b->len = b->cap = 0;
     return d;
+}
+
+ssize_t lam_buf_read_fd(lam_buf_t *b, int fd, size_t max)
+{
+    size_t got = 0;
+    while (got < max) {
+        size_t want = max - got < 65536 ? max - got : 65536;
+        lam_buf_reserve(b, want);
+        ssize_t r = read(fd, b->data + b->len, want);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            break;
+        b->len += (size_t)r;
+        b->data[b->len] = '\0';
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
 }

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 typedef struct lam_buf {
     char *data;  /* owned; NUL-terminated after every operation (not counted in len) */
@@ -23,6 +24,11 @@ void lam_buf_append_char(lam_buf_t *b, char c);
 void lam_buf_printf(lam_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void lam_buf_vprintf(lam_buf_t *b, const char *fmt, va_list ap);
 void lam_buf_append_i64(lam_buf_t *b, int64_t v);
+/**
+ * Append what fd holds until end of file, at most max bytes (retrying EINTR). Returns the number
+ * of bytes appended, or -1 with errno set on a read error (what was read stays appended).
+ */
+ssize_t lam_buf_read_fd(lam_buf_t *b, int fd, size_t max);
 /** Reset length to 0, keep the allocation. */
 void lam_buf_clear(lam_buf_t *b);
 /** Release the allocation; the buffer may be reused afterwards. Accepts NULL. */
