@@ -73,6 +73,20 @@ typedef struct speed_hcell {
     size_t head, n; /* head = hval index + 1 (0 = none) */
 } speed_hcell_t;
 
+/** The deltas of one real-time hash key in the batch (a list of speed_op_t). */
+typedef struct speed_ogroup {
+    size_t key_off, key_len; /* in obytes */
+    uint64_t hash;
+    size_t head, tail;       /* op index + 1 (0 = none) */
+    size_t nc, nm;           /* HINCRBY ops, other ops */
+    int seen;
+} speed_ogroup_t;
+
+typedef struct speed_op {
+    size_t off, flen, vlen, next; /* field then value in obytes; next = op index + 1 */
+    char op;                      /* c HINCRBY, o overflow, n min, x max */
+} speed_op_t;
+
 typedef struct speed_hval {
     size_t off, len, next; /* bytes in hbytes; next = hval index + 1 */
 } speed_hval_t;
@@ -145,6 +159,16 @@ typedef struct speed_ctx {
     lam_buf_t hbytes;   /* group keys and values */
     unsigned char *has_distinct; /* per view */
 
+    /* hash-key groups of the batch's count/sum/min/max deltas */
+    speed_ogroup_t *ogroups;
+    size_t nogroups, ogroups_cap;
+    uint32_t *ogtab; /* open addressing: group index + 1 */
+    size_t ogtab_cap;
+    speed_op_t *ops;
+    size_t nops, ops_cap;
+    lam_buf_t obytes, zargs; /* keys, fields, values; ZADD args (u32 length + bytes) */
+    lam_buf_t resp, resp2;   /* RESP-formatted commands */
+
     /* keys whose EXPIRE / hidx membership was written recently (skip repeating it every batch) */
     uint64_t *xcache;
     int64_t *xcache_ms;
@@ -180,11 +204,15 @@ int speed_redis_read_current(speed_ctx_t *ctx);
 /** Delete the real-time keys of every epoch < ctx->current_run. 0 or -1. */
 int speed_redis_cleanup_epochs(speed_ctx_t *ctx);
 /**
- * MGET lam:dedup:{id} of n ids (pointers/lengths); replies[i] receives the reply element
- * (owned by *top, which the caller frees with freeReplyObject). 0 or -1.
+ * Dedup lookup of n ids in the slot hashes lo..hi (lam:dedup:@{slot}): found[i] = 1 when id i was
+ * first counted somewhere else than the record recs[which[i]] ("partition:offset"), else 0 (absent,
+ * or a replay of our own batch). 0 or -1 (connection dropped).
  */
-int speed_redis_dedup_lookup(speed_ctx_t *ctx, size_t n, const char **ids, const size_t *lens,
-                             redisReply **top, redisReply ***elems);
+int speed_redis_dedup_lookup(speed_ctx_t *ctx, int64_t lo, int64_t hi, size_t n, const char **ids,
+                             const size_t *lens, const uint32_t *which, uint8_t *found);
+/** Dedup slot length in seconds (window / 6, at least 1) and the slot hash key lam:dedup:@{slot}. */
+int64_t dedup_slot_seconds(const speed_ctx_t *ctx);
+void speed_dedup_slot_key(lam_buf_t *out, int64_t slot);
 /**
  * Run the micro-batch script with ctx->args. Returns 0 written, 1 refused because
  * lam:batch:current moved (refresh and rebuild), 2 refused because the stored offsets are not
@@ -193,6 +221,10 @@ int speed_redis_dedup_lookup(speed_ctx_t *ctx, size_t n, const char **ids, const
 int speed_redis_write_batch(speed_ctx_t *ctx);
 /** HINCRBY/HSET the stats summary. 0 or -1. */
 int speed_redis_push_stats(speed_ctx_t *ctx);
+
+/** RESP formatting: `*argc`, then one bulk string per argument. */
+void speed_resp_begin(lam_buf_t *b, size_t argc);
+void speed_resp_arg(lam_buf_t *b, const void *data, size_t len);
 
 /* speed_script.c */
 extern const char speed_script_lua[];

@@ -66,6 +66,26 @@ void speed_apply_free(speed_ctx_t *ctx)
     lam_free(ctx->xcache_ms);
     lam_buf_free(&ctx->xkeys);
     lam_free(ctx->xkey_off);
+    lam_free(ctx->ogroups);
+    lam_free(ctx->ogtab);
+    lam_free(ctx->ops);
+    lam_buf_free(&ctx->obytes);
+    lam_buf_free(&ctx->zargs);
+    lam_buf_free(&ctx->resp);
+    lam_buf_free(&ctx->resp2);
+}
+
+int64_t dedup_slot_seconds(const speed_ctx_t *ctx)
+{
+    int64_t w = ctx->cfg.dedup_window_ms / 1000;
+    return w / 6 > 0 ? w / 6 : 1;
+}
+
+void speed_dedup_slot_key(lam_buf_t *out, int64_t slot)
+{
+    char s[32];
+    int n = snprintf(s, sizeof(s), "@%" PRId64, slot);
+    lam_store_dedup_key(out, s, (size_t)n);
 }
 
 /* ---- keys refreshed recently (EXPIRE, hidx membership) ---- */
@@ -127,6 +147,138 @@ static void expire_key(speed_ctx_t *ctx, const char *key, size_t len, int64_t no
     lam_buf_append(&ctx->xkeys, key, len);
 }
 
+/* ---- count/sum/min/max deltas grouped per hash key ---- */
+
+static void ops_reset(speed_ctx_t *ctx)
+{
+    ctx->nogroups = 0;
+    ctx->nops = 0;
+    lam_buf_clear(&ctx->obytes);
+    if (!ctx->ogtab) {
+        ctx->ogtab_cap = 1024;
+        ctx->ogtab = lam_malloc(ctx->ogtab_cap * sizeof(*ctx->ogtab));
+    }
+    memset(ctx->ogtab, 0, ctx->ogtab_cap * sizeof(*ctx->ogtab));
+}
+
+static void ogtab_insert(speed_ctx_t *ctx, size_t idx)
+{
+    size_t mask = ctx->ogtab_cap - 1;
+    for (size_t i = ctx->ogroups[idx].hash & mask;; i = (i + 1) & mask)
+        if (!ctx->ogtab[i]) {
+            ctx->ogtab[i] = (uint32_t)idx + 1;
+            return;
+        }
+}
+
+/* The group of hash key `key` (created empty when new). */
+static uint32_t ops_group(speed_ctx_t *ctx, const char *key, size_t len)
+{
+    uint64_t h = lam_hll_hash(key, len);
+    size_t mask = ctx->ogtab_cap - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        uint32_t o = ctx->ogtab[i];
+        if (!o)
+            break;
+        speed_ogroup_t *g = &ctx->ogroups[o - 1];
+        if (g->hash == h && g->key_len == len && !memcmp(ctx->obytes.data + g->key_off, key, len))
+            return o - 1;
+    }
+    if (ctx->nogroups == ctx->ogroups_cap) {
+        ctx->ogroups_cap = ctx->ogroups_cap ? 2 * ctx->ogroups_cap : 256;
+        ctx->ogroups = lam_realloc(ctx->ogroups, ctx->ogroups_cap * sizeof(*ctx->ogroups));
+    }
+    size_t idx = ctx->nogroups++;
+    ctx->ogroups[idx] = (speed_ogroup_t){ctx->obytes.len, len, h, 0, 0, 0, 0, 0};
+    lam_buf_append(&ctx->obytes, key, len);
+    if (2 * ctx->nogroups > ctx->ogtab_cap) {
+        ctx->ogtab_cap *= 2;
+        ctx->ogtab = lam_realloc(ctx->ogtab, ctx->ogtab_cap * sizeof(*ctx->ogtab));
+        memset(ctx->ogtab, 0, ctx->ogtab_cap * sizeof(*ctx->ogtab));
+        for (size_t i = 0; i < ctx->nogroups; i++)
+            ogtab_insert(ctx, i);
+    } else {
+        ogtab_insert(ctx, idx);
+    }
+    return (uint32_t)idx;
+}
+
+static void ops_add(speed_ctx_t *ctx, uint32_t gi, char op, const char *f, size_t flen, const char *v, size_t vlen)
+{
+    if (ctx->nops == ctx->ops_cap) {
+        ctx->ops_cap = ctx->ops_cap ? 2 * ctx->ops_cap : 1024;
+        ctx->ops = lam_realloc(ctx->ops, ctx->ops_cap * sizeof(*ctx->ops));
+    }
+    ctx->ops[ctx->nops] = (speed_op_t){ctx->obytes.len, flen, vlen, 0, op};
+    lam_buf_append(&ctx->obytes, f, flen);
+    lam_buf_append(&ctx->obytes, v, vlen);
+    speed_ogroup_t *g = &ctx->ogroups[gi];
+    if (g->tail)
+        ctx->ops[g->tail - 1].next = ctx->nops + 1;
+    else
+        g->head = ctx->nops + 1;
+    g->tail = ++ctx->nops;
+    if (op == 'c')
+        g->nc++;
+    else
+        g->nm++;
+}
+
+#define SPEED_MAX_NM 1000 /* min/max fields per HMGET (Lua unpack's stack limit is ~8000) */
+
+static void arg_add(speed_ctx_t *ctx, const void *data, size_t len);
+static void arg_i64(speed_ctx_t *ctx, int64_t v);
+
+/* nk, then per hash key: key, nc, nm, nc x (field, delta), nm x (op, field, value). */
+static void ops_emit(speed_ctx_t *ctx)
+{
+    size_t nk = 0;
+    for (size_t gi = 0; gi < ctx->nogroups; gi++) {
+        const speed_ogroup_t *g = &ctx->ogroups[gi];
+        nk += 1 + (g->nm > SPEED_MAX_NM ? (g->nm - 1) / SPEED_MAX_NM : 0);
+    }
+    arg_i64(ctx, (int64_t)nk);
+    for (size_t gi = 0; gi < ctx->nogroups; gi++) {
+        const speed_ogroup_t *g = &ctx->ogroups[gi];
+        const char *key = ctx->obytes.data + g->key_off;
+        size_t nc = g->nc, left = g->nm;
+        size_t mi = g->head; /* next min/max op to emit */
+        int first = 1;
+        while (first || left) {
+            size_t nm = left > SPEED_MAX_NM ? SPEED_MAX_NM : left;
+            arg_add(ctx, key, g->key_len);
+            arg_i64(ctx, first ? (int64_t)nc : 0);
+            arg_i64(ctx, (int64_t)nm);
+            if (first)
+                for (size_t o = g->head; o; o = ctx->ops[o - 1].next) {
+                    const speed_op_t *op = &ctx->ops[o - 1];
+                    if (op->op != 'c')
+                        continue;
+                    arg_add(ctx, ctx->obytes.data + op->off, op->flen);
+                    arg_add(ctx, ctx->obytes.data + op->off + op->flen, op->vlen);
+                }
+            for (size_t k = 0; k < nm; mi = ctx->ops[mi - 1].next) {
+                const speed_op_t *op = &ctx->ops[mi - 1];
+                if (op->op == 'c')
+                    continue;
+                arg_add(ctx, &op->op, 1);
+                arg_add(ctx, ctx->obytes.data + op->off, op->flen);
+                arg_add(ctx, ctx->obytes.data + op->off + op->flen, op->vlen);
+                k++;
+            }
+            left -= nm;
+            first = 0;
+        }
+    }
+}
+
+static void zarg(speed_ctx_t *ctx, const char *s, size_t len)
+{
+    uint32_t l = (uint32_t)len;
+    lam_buf_append(&ctx->zargs, &l, 4);
+    lam_buf_append(&ctx->zargs, s, len);
+}
+
 /* ---- script arguments: bytes in ctx->args, (offset, length) pairs in ctx->arg_off ---- */
 
 static void arg_add(speed_ctx_t *ctx, const void *data, size_t len)
@@ -146,11 +298,32 @@ static void arg_str(speed_ctx_t *ctx, const char *s)
     arg_add(ctx, s, strlen(s));
 }
 
+/* Decimal of v ending at end (no snprintf: this runs a few times per event). */
+static char *i64_dec(char *end, int64_t v)
+{
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        *--end = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--end = '-';
+    return end;
+}
+
 static void arg_i64(speed_ctx_t *ctx, int64_t v)
 {
-    char b[24];
-    int n = snprintf(b, sizeof(b), "%" PRId64, v);
-    arg_add(ctx, b, (size_t)n);
+    char b[24], *e = b + sizeof(b), *p = i64_dec(e, v);
+    arg_add(ctx, p, (size_t)(e - p));
+}
+
+/* "partition:offset" */
+static void arg_pos(speed_ctx_t *ctx, int partition, int64_t offset)
+{
+    char b[48], *e = b + sizeof(b), *p = i64_dec(e, offset);
+    *--p = ':';
+    p = i64_dec(p, partition);
+    arg_add(ctx, p, (size_t)(e - p));
 }
 
 /* A count whose value is only known later: fixed width, patched by arg_patch (Lua tonumber reads it). */
@@ -512,11 +685,14 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
         nlookup++;
     }
 
-    /* Dedup: where was each id first counted? */
+    /* Dedup: where was each id first counted? (slot hashes, see README "Dedup") */
+    int64_t slot_s = dedup_slot_seconds(ctx);
+    int64_t cur_slot = lam_time_now_ms() / 1000 / slot_s;
     if (nlookup) {
         const char **ids = lam_malloc(nlookup * sizeof(*ids));
         size_t *lens = lam_malloc(nlookup * sizeof(*lens));
         uint32_t *which = lam_malloc(nlookup * sizeof(*which));
+        uint8_t *found = lam_malloc(nlookup);
         size_t n = 0;
         for (size_t i = 0; i < ctx->nrecs; i++) {
             speed_rec_t *r = &ctx->recs[i];
@@ -526,24 +702,17 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
             lens[n] = r->id_len;
             which[n++] = (uint32_t)i;
         }
-        redisReply *top, **el;
-        int rc = speed_redis_dedup_lookup(ctx, n, ids, lens, &top, &el);
-        if (rc == 0) {
-            char here[48];
-            for (size_t k = 0; k < n; k++) {
-                if (el[k]->type != REDIS_REPLY_STRING)
-                    continue; /* first time: count it */
-                speed_rec_t *r = &ctx->recs[which[k]];
-                int hl = snprintf(here, sizeof(here), "%d:%" PRId64, (int)r->msg->partition, (int64_t)r->msg->offset);
-                if ((size_t)hl == el[k]->len && !memcmp(here, el[k]->str, (size_t)hl))
-                    continue; /* our own batch, replayed after a crash: count it */
-                r->kind = SPEED_REC_DUP;
-            }
-            freeReplyObject(top);
-        }
+        /* the slots that may hold an id written within the window (+1 each side for clock skew) */
+        int64_t lo = cur_slot - (ctx->cfg.dedup_window_ms / 1000 + slot_s - 1) / slot_s - 1;
+        int rc = speed_redis_dedup_lookup(ctx, lo, cur_slot + 1, n, ids, lens, which, found);
+        if (rc == 0)
+            for (size_t k = 0; k < n; k++)
+                if (found[k])
+                    ctx->recs[which[k]].kind = SPEED_REC_DUP;
         lam_free(ids);
         lam_free(lens);
         lam_free(which);
+        lam_free(found);
         if (rc < 0)
             return -1;
     }
@@ -607,9 +776,11 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
     arg_str(ctx, ctx->offsets_key);
     arg_str(ctx, ctx->epochs_key);
     arg_str(ctx, LAM_STORE_EPOCHS_KEY);
-    arg_str(ctx, ctx->tmp_key);
+    speed_dedup_slot_key(&ctx->kbuf, cur_slot);
+    arg_add(ctx, ctx->kbuf.data, ctx->kbuf.len);
     arg_i64(ctx, ctx->cfg.key_ttl_ms / 1000);
-    arg_i64(ctx, ctx->cfg.dedup_window_ms / 1000 > 0 ? ctx->cfg.dedup_window_ms / 1000 : 1);
+    /* kept until the window has passed after the slot's end (+ one slot for clock skew) */
+    arg_i64(ctx, (cur_slot + 2) * slot_s + ctx->cfg.dedup_window_ms / 1000);
     arg_str(ctx, LAM_STORE_CURRENT_KEY);
     arg_i64(ctx, ctx->current_run);
     arg_str(ctx, LAM_STORE_TAIL_KEY);
@@ -639,42 +810,49 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
         }
     arg_patch(ctx, slot, ne);
 
-    slot = arg_placeholder(ctx);
-    size_t nops = 0;
+    /* Count/sum/min/max deltas grouped per hash key (see speed_script.c), then bucket index ZADDs. */
+    ops_reset(ctx);
     lam_buf_t *hk = &ctx->kbuf, *xk = &ctx->kbuf2, *fb = &ctx->fbuf;
     lam_buf_t hllk = LAM_BUF_INIT;
     char num[24];
+    lam_buf_clear(&ctx->zargs);
+    size_t nz = 0;
     for (size_t a = 0; a < ctx->naggs; a++) {
         if (!ctx->aggs[a].used)
             continue;
         int64_t epoch = ctx->aggs[a].epoch;
         size_t it = 0;
         lam_cell_t *c;
+        /* cells of one (view, bucket) share their hash key: build it once per run of equal cells */
+        size_t last_view = (size_t)-1;
+        int64_t last_bucket = INT64_MIN;
+        uint32_t g = 0;
         while ((c = lam_agg_next(ctx->aggs[a].agg, &it))) {
             const lam_view_t *v = lam_views_get(ctx->views, lam_cell_view(c));
             int64_t bucket = lam_cell_ts(c);
             size_t glen;
             const char *gkey = lam_cell_key(c, &glen);
-            lam_store_rt_hash_key(hk, epoch, v->name, bucket);
-            lam_store_rt_idx_key(xk, epoch, v->name);
-            expire_key(ctx, hk->data, hk->len, mono);
-            expire_key(ctx, xk->data, xk->len, mono);
-            int nl;
-            if (!xcache_fresh(ctx, hk->data, hk->len, 0x5a414444ULL, mono)) { /* bucket not indexed lately */
-                nl = snprintf(num, sizeof(num), "%" PRId64, bucket);
-                arg_add(ctx, "z", 1);
-                arg_add(ctx, xk->data, xk->len);
-                arg_add(ctx, num, (size_t)nl);
-                arg_add(ctx, "", 0);
-                nops++;
+            if (lam_cell_view(c) != last_view || bucket != last_bucket) {
+                last_view = lam_cell_view(c);
+                last_bucket = bucket;
+                lam_store_rt_hash_key(hk, epoch, v->name, bucket);
+                g = ops_group(ctx, hk->data, hk->len);
+                if (!ctx->ogroups[g].seen) {
+                    ctx->ogroups[g].seen = 1;
+                    lam_store_rt_idx_key(xk, epoch, v->name);
+                    expire_key(ctx, hk->data, hk->len, mono);
+                    expire_key(ctx, xk->data, xk->len, mono);
+                    if (!xcache_fresh(ctx, hk->data, hk->len, 0x5a414444ULL, mono)) { /* bucket not indexed lately */
+                        int nl = snprintf(num, sizeof(num), "%" PRId64, bucket);
+                        zarg(ctx, xk->data, xk->len);
+                        zarg(ctx, num, (size_t)nl);
+                        nz++;
+                    }
+                }
             }
             lam_store_rt_field(fb, 0, gkey, glen);
-            nl = snprintf(num, sizeof(num), "%" PRId64, lam_cell_count(c));
-            arg_add(ctx, "c", 1);
-            arg_add(ctx, hk->data, hk->len);
-            arg_add(ctx, fb->data, fb->len);
-            arg_add(ctx, num, (size_t)nl);
-            nops++;
+            char *dp = i64_dec(num + sizeof(num), lam_cell_count(c));
+            ops_add(ctx, g, 'c', fb->data, fb->len, dp, (size_t)(num + sizeof(num) - dp));
             for (size_t mi = 0; mi < v->nmetrics; mi++) {
                 lam_metric_kind_t kind = v->metrics[mi].kind;
                 if (kind == LAM_METRIC_COUNT)
@@ -688,20 +866,23 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
                 if (st == LAM_CELL_EMPTY)
                     continue;
                 lam_store_rt_field(fb, 1 + mi, gkey, glen);
-                const char *op = st == LAM_CELL_OVERFLOW ? "o"
-                                 : kind == LAM_METRIC_SUM ? "c"
-                                 : kind == LAM_METRIC_MIN ? "n"
-                                                          : "x";
-                nl = snprintf(num, sizeof(num), "%" PRId64, micro);
-                arg_add(ctx, op, 1);
-                arg_add(ctx, hk->data, hk->len);
-                arg_add(ctx, fb->data, fb->len);
-                arg_add(ctx, num, (size_t)nl);
-                nops++;
+                char op = st == LAM_CELL_OVERFLOW ? 'o'
+                          : kind == LAM_METRIC_SUM ? 'c'
+                          : kind == LAM_METRIC_MIN ? 'n'
+                                                   : 'x';
+                dp = i64_dec(num + sizeof(num), micro);
+                ops_add(ctx, g, op, fb->data, fb->len, dp, (size_t)(num + sizeof(num) - dp));
             }
         }
     }
-    arg_patch(ctx, slot, nops);
+    ops_emit(ctx);
+    arg_i64(ctx, (int64_t)nz);
+    for (size_t off = 0; off < ctx->zargs.len;) {
+        uint32_t l;
+        memcpy(&l, ctx->zargs.data + off, 4);
+        arg_add(ctx, ctx->zargs.data + off + 4, l);
+        off += 4 + l;
+    }
 
     /* Distinct metrics: PFADD of the batch's distinct values per HLL key. */
     arg_i64(ctx, (int64_t)ctx->nhcells);
@@ -729,17 +910,15 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
     for (size_t i = 0; i < ctx->nxkeys; i++)
         arg_add(ctx, ctx->xkeys.data + ctx->xkey_off[2 * i], ctx->xkey_off[2 * i + 1]);
 
-    /* Dedup keys of every counted event with an id: where it was first counted. */
+    /* Dedup: every counted event with an id, where it was first counted, into the current slot hash. */
     slot = arg_placeholder(ctx);
     size_t nd = 0;
     for (size_t i = 0; i < ctx->nrecs; i++) {
         speed_rec_t *r = &ctx->recs[i];
         if (r->kind != SPEED_REC_EVENT || !r->id_len)
             continue;
-        lam_store_dedup_key(hk, ctx->ids.data + r->id_off, r->id_len);
-        arg_add(ctx, hk->data, hk->len);
-        int nl = snprintf(num, sizeof(num), "%d:%" PRId64, (int)r->msg->partition, (int64_t)r->msg->offset);
-        arg_add(ctx, num, (size_t)nl);
+        arg_add(ctx, ctx->ids.data + r->id_off, r->id_len);
+        arg_pos(ctx, (int)r->msg->partition, (int64_t)r->msg->offset);
         nd++;
     }
     arg_patch(ctx, slot, nd);
@@ -765,6 +944,7 @@ int speed_batch_flush(speed_ctx_t *ctx)
     part_work_t *pw = lam_malloc((size_t)(ctx->nparts ? ctx->nparts : 1) * sizeof(*pw));
     batch_counts_t cnt;
     int rc = -1;
+    int64_t t_build = t0;
     for (int attempt = 0; attempt < 5; attempt++) {
         if (!ctx->redis || ctx->need_resync)
             break;
@@ -772,6 +952,7 @@ int speed_batch_flush(speed_ctx_t *ctx)
             break;
         if (batch_build(ctx, &cnt, pw) < 0)
             break;
+        t_build = lam_now_mono_ms();
         int w = speed_redis_write_batch(ctx);
         if (w == 0) {
             rc = 0;
@@ -815,8 +996,8 @@ int speed_batch_flush(speed_ctx_t *ctx)
     speed_hist_observe(&s->batch_write_s, (double)(t1 - t0) / 1000.0);
     speed_hist_observe(&s->batch_age_s, (double)(t1 - ctx->batch_start_ms) / 1000.0);
     pthread_mutex_unlock(&s->lock);
-    lam_debug("msg=\"micro-batch written\" records=%zu events=%" PRIu64 " ms=%" PRId64, ctx->nrecs, cnt.events,
-              t1 - t0);
+    lam_debug("msg=\"micro-batch written\" records=%zu events=%" PRIu64 " ms=%" PRId64 " build_ms=%" PRId64
+              " args=%zu", ctx->nrecs, cnt.events, t1 - t0, t_build - t0, ctx->nargs);
     speed_batch_drop(ctx);
     return 0;
 }
