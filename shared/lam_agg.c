@@ -60,15 +60,6 @@ static char *cell_keyp(const lam_cell_t *c)
     return (char *)&c->m[c->nmetrics];
 }
 
-static uint64_t mix64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return x;
-}
 
 static uint64_t cell_hash(size_t view, int64_t ts, const char *key, size_t len)
 {
@@ -83,7 +74,7 @@ static uint64_t cell_hash(size_t view, int64_t ts, const char *key, size_t len)
     uint64_t k = 0;
     for (size_t s = 0; i + s < len; s++)
         k |= (uint64_t)(uint8_t)key[i + s] << (8 * s);
-    return mix64(h ^ k);
+    return lam_mix64(h ^ k);
 }
 
 lam_agg_t *lam_agg_new(const lam_views_t *views)

@@ -463,15 +463,6 @@ static void log_poison(speed_ctx_t *ctx, const rd_kafka_message_t *m, const char
 
 /* ---- distinct values per HLL cell ---- */
 
-static uint64_t mix(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return x;
-}
 
 static void distinct_reset(speed_ctx_t *ctx, size_t max_values)
 {
@@ -517,7 +508,7 @@ static void hcell_tab_insert(speed_ctx_t *ctx, size_t idx)
 static speed_hcell_t *hcell_get(speed_ctx_t *ctx, int64_t epoch, uint32_t view, int64_t bucket, uint32_t metric,
                                 const char *key, size_t key_len)
 {
-    uint64_t h = mix(lam_hll_hash(key, key_len) ^ mix((uint64_t)epoch * 31 + view) ^ mix((uint64_t)bucket) ^
+    uint64_t h = lam_mix64(lam_hll_hash(key, key_len) ^ lam_mix64((uint64_t)epoch * 31 + view) ^ lam_mix64((uint64_t)bucket) ^
                      ((uint64_t)metric << 56));
     size_t mask = ctx->hcell_tab_cap - 1;
     for (size_t i = h & mask;; i = (i + 1) & mask) {
@@ -587,7 +578,7 @@ static void collect_distinct(speed_ctx_t *ctx, int64_t epoch, const lam_event_t 
             if (!f || f->type == LAM_VAL_NULL)
                 continue;
             speed_hcell_t *c = hcell_get(ctx, epoch, (uint32_t)vi, bucket, (uint32_t)mi, ctx->kbuf.data, ctx->kbuf.len);
-            if (!hval_new(ctx, mix(lam_hll_hash(f->val, f->val_len) ^ c->hash)))
+            if (!hval_new(ctx, lam_mix64(lam_hll_hash(f->val, f->val_len) ^ c->hash)))
                 continue;
             if (ctx->nhvals == ctx->hvals_cap) {
                 ctx->hvals_cap = ctx->hvals_cap ? 2 * ctx->hvals_cap : 1024;
