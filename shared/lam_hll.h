@@ -30,7 +30,6 @@ void lam_hll_clear(lam_hll_t *h);
 
 /** Redis's MurmurHash64A with seed 0xadc83b19. */
 uint64_t lam_hll_hash(const void *data, size_t len);
-/** Add an element (binary safe), exactly like PFADD. Returns 1 if a register changed. */
 /** MurmurHash3's 64-bit finalizer: mixes a value or a combination of hashes for hash tables. */
 static inline uint64_t lam_mix64(uint64_t x)
 {
@@ -42,6 +41,7 @@ static inline uint64_t lam_mix64(uint64_t x)
     return x;
 }
 
+/** Add an element (binary safe), exactly like PFADD. Returns 1 if a register changed. */
 int lam_hll_add(lam_hll_t *h, const void *data, size_t len);
 /** dst = register-wise max(dst, src), like PFMERGE. */
 void lam_hll_merge(lam_hll_t *dst, const lam_hll_t *src);
