@@ -162,6 +162,11 @@ void serving_handle_status(serving_ctx_t *ctx, lam_http_req_t *req)
                 serving_redis_drop(ctx);
                 break;
             }
+        /* An error reply (e.g. -LOADING while Redis replays its AOF after a restart) says nothing
+         * about the stored offsets: report the lag as unknown, never as the whole topic. */
+        for (int i = 0; redis_ok && i < 5; i++)
+            if (rep[i]->type == REDIS_REPLY_ERROR)
+                redis_ok = 0;
         serving_observe_backend(ctx, SB_REDIS, t0, redis_ok);
     }
     lam_buf_free(&k);
