@@ -1,8 +1,12 @@
 /* testlib.c - helpers shared by the cmocka tests. */
 #include "testlib.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "lam_mem.h"
 
@@ -53,4 +57,18 @@ unsigned long long lam_test_rand(void)
     x ^= x >> 7;
     x ^= x << 17;
     return g_state = x;
+}
+
+int lam_test_free_port(void)
+{
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof(a)) || getsockname(s, (struct sockaddr *)&a, &len)) {
+        if (s >= 0)
+            close(s);
+        return -1;
+    }
+    close(s);
+    return ntohs(a.sin_port);
 }

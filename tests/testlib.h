@@ -6,6 +6,8 @@
 
 /** Read a whole file into a NUL-terminated buffer (caller frees with lam_free); NULL on error. */
 char *lam_test_read_file(const char *path, size_t *len);
+/** A TCP port on 127.0.0.1 that was free a moment ago (for servers a test starts); -1 on error. */
+int lam_test_free_port(void);
 /** Environment variable or a default. */
 const char *lam_test_env(const char *name, const char *def);
 /** Deterministic xorshift PRNG for property tests; seed from LAM_TEST_SEED when set. */

@@ -53,17 +53,6 @@ static void expect_msg(const char *key, const char *value)
 
 /* ---- processes ---- */
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bind(fd, (struct sockaddr *)&a, sizeof(a));
-    socklen_t l = sizeof(a);
-    getsockname(fd, (struct sockaddr *)&a, &l);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 static pid_t spawn_ingest(const char *name, int port, const char *const *env)
 {
     char bin[1024], log[1024], addr[64];
@@ -266,8 +255,8 @@ static int setup(void **st)
     snprintf(g_topic, sizeof(g_topic), "itest-ingest-%d-%lld", (int)getpid(), (long long)lam_now_ms());
     const char *addr = lam_test_env("LAM_INGEST_ADDR", "");
     const char *colon = strrchr(addr, ':');
-    g_port = colon ? atoi(colon + 1) : free_port();
-    g_port_b = free_port();
+    g_port = colon ? atoi(colon + 1) : lam_test_free_port();
+    g_port_b = lam_test_free_port();
     g_pid = spawn_ingest("main", g_port, NULL);
     static const char *const env_b[] = {"LAM_INGEST_KEYS",    "k-one, k-two", "LAM_INGEST_CONN_TIMEOUT", "1s",
                                         "LAM_INGEST_MAX_CONNECTIONS", "4", NULL};

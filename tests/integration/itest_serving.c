@@ -46,17 +46,6 @@ static pid_t srv_a = -1, srv_b = -1;
 static int port_a, port_b;
 static char dash_dir[512];
 
-static int free_port(void)
-{
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bind(s, (struct sockaddr *)&a, sizeof(a));
-    socklen_t l = sizeof(a);
-    getsockname(s, (struct sockaddr *)&a, &l);
-    close(s);
-    return ntohs(a.sin_port);
-}
-
 /* ---------------------------------------------------------------- a tiny HTTP client */
 
 typedef struct resp {
@@ -703,8 +692,8 @@ static int setup(void **state)
     fclose(f);
     snprintf(p, sizeof(p), "%s/leak", dash_dir);
     symlink("/etc/passwd", p);
-    port_a = free_port();
-    port_b = free_port();
+    port_a = lam_test_free_port();
+    port_b = lam_test_free_port();
     srv_a = start_serving(port_a, NULL, NULL, NULL);
     srv_b = start_serving(port_b, "s3cret-token", dash_dir, "https://ok.example");
     return 0;

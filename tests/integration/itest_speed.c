@@ -55,18 +55,6 @@ static void redis_url_db(const char *base, char *out, size_t n)
     snprintf(out, n, "%.*s/%d", (int)len, base, DB);
 }
 
-static int free_port(void)
-{
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bind(s, (struct sockaddr *)&a, sizeof(a));
-    socklen_t l = sizeof(a);
-    getsockname(s, (struct sockaddr *)&a, &l);
-    int port = ntohs(a.sin_port);
-    close(s);
-    return port;
-}
-
 static redisContext *rconnect(const char *url)
 {
     char err[512];
@@ -136,7 +124,7 @@ static pid_t spawn_speed(const char *topic, const char *group, const char *redis
                          const char *log, char *addr_out)
 {
     char addr[64];
-    snprintf(addr, sizeof(addr), "127.0.0.1:%d", free_port());
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", lam_test_free_port());
     if (addr_out)
         strcpy(addr_out, addr);
     pid_t pid = fork();
@@ -866,7 +854,7 @@ static void test_redis_restart(void **st)
     char dir[512], port[16], url[128], pidf[600];
     snprintf(dir, sizeof(dir), "%s/itest-speed-redis-%d", lam_test_env("LAM_TEST_TMP", "/tmp"), (int)getpid());
     mkdir(dir, 0755);
-    snprintf(port, sizeof(port), "%d", free_port());
+    snprintf(port, sizeof(port), "%d", lam_test_free_port());
     snprintf(url, sizeof(url), "redis://127.0.0.1:%s", port);
     snprintf(pidf, sizeof(pidf), "%s/redis.log", dir);
     pid_t rpid = 0;

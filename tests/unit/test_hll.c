@@ -162,19 +162,6 @@ static int have_redis_server(void)
     return found;
 }
 
-static int free_port(void)
-{
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    if (bind(s, (struct sockaddr *)&a, sizeof(a)) || getsockname(s, (struct sockaddr *)&a, &len)) {
-        close(s);
-        return -1;
-    }
-    close(s);
-    return ntohs(a.sin_port);
-}
-
 static int redis_setup(void **state)
 {
     (void)state;
@@ -184,7 +171,7 @@ static int redis_setup(void **state)
     if (!mkdtemp(g_redis_dir))
         return -1;
     for (int attempt = 0; attempt < 5 && !g_rc; attempt++) {
-        int port = free_port();
+        int port = lam_test_free_port();
         char ports[16];
         snprintf(ports, sizeof(ports), "%d", port);
         g_redis_pid = fork();

@@ -15,6 +15,8 @@
 
 #include <cmocka.h>
 
+#include "testlib.h"
+
 #include "lam_http.h"
 #include "lam_mem.h"
 
@@ -64,22 +66,11 @@ static void handler(lam_http_req_t *req, void *opaque)
     }
 }
 
-static int free_port(void)
-{
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bind(s, (struct sockaddr *)&a, sizeof(a));
-    socklen_t l = sizeof(a);
-    getsockname(s, (struct sockaddr *)&a, &l);
-    close(s);
-    return ntohs(a.sin_port);
-}
-
 static int setup(void **st)
 {
     (void)st;
     char err[256];
-    g_port = free_port();
+    g_port = lam_test_free_port();
     lam_http_opts_t o = {.host = "127.0.0.1", .port = g_port, .max_body = 1000, .conn_limit = 16,
                          .timeout_s = 1, .threads = 2, .handler = handler};
     g_srv = lam_http_start(&o, err, sizeof(err));
