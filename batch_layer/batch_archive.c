@@ -369,6 +369,16 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
                      ps->next);
         }
         rd_kafka_assign(rk, parts);
+        /* What is on disk is durable: commit it now too, so the archive lag (Kafka's committed offset)
+         * is right after a crash between fsync and commit, even if no new record ever arrives. */
+        rd_kafka_topic_partition_list_t *offs = rd_kafka_topic_partition_list_new(parts->cnt);
+        for (int i = 0; i < parts->cnt; i++)
+            if (parts->elems[i].offset >= 0)
+                rd_kafka_topic_partition_list_add(offs, parts->elems[i].topic, parts->elems[i].partition)->offset =
+                    parts->elems[i].offset;
+        if (offs->cnt)
+            rd_kafka_commit(rk, offs, 1);
+        rd_kafka_topic_partition_list_destroy(offs);
     } else {
         if (flush_all(a, errstr, sizeof(errstr)) < 0)
             lam_error("msg=\"flush on revoke failed\" error=\"%s\"", errstr);
