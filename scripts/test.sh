@@ -31,6 +31,9 @@ if [ "$WHAT" = all ] || [ "$WHAT" = unit ]; then
   if make -s fuzz-corpus; then result fuzz-corpus 0; else result fuzz-corpus 1; fi
 fi
 
+# LAM_TEST_ONLY=regex runs only the integration tests whose name matches (e.g. LAM_TEST_ONLY=itest_speed).
+only() { [ -z "${LAM_TEST_ONLY:-}" ] || [[ "$(basename "$1")" =~ ${LAM_TEST_ONLY} ]]; }
+
 if [ "$WHAT" = all ] || [ "$WHAT" = integration ]; then
   echo "== integration tests (throwaway servers)"
   tmp="$(mktemp -d /tmp/lam-test.XXXXXX)"
@@ -48,11 +51,13 @@ if [ "$WHAT" = all ] || [ "$WHAT" = integration ]; then
   else
     for t in "$BUILD"/tests/itest_*; do
       [ -x "$t" ] || continue
+      only "$t" || continue
       echo "-- $(basename "$t")"
       "$t"; rc=$?; result "$(basename "$t")" "$rc"
     done
     for t in tests/integration/test_*.sh; do
       [ -f "$t" ] || continue
+      only "$t" || continue
       echo "-- $(basename "$t")"
       bash "$t"; rc=$?; result "$(basename "$t")" "$rc"
     done
