@@ -2,6 +2,7 @@
 LAM_KAFKA_VERSION="${LAM_KAFKA_VERSION:-4.1.1}"
 LAM_CACHE="${LAM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/lam}"
 LAM_KAFKA_LIBS="$LAM_CACHE/kafka-$LAM_KAFKA_VERSION/libs"
+LAM_VENV="$LAM_CACHE/venv"
 
 # Defaults from ../shared/DESIGN.md; every LAM_* in the environment wins.
 : "${LAM_KAFKA_BROKERS:=127.0.0.1:9092}"

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PKGS=(gcc make pkg-config clang libclang-rt-14-dev
       librdkafka-dev libhiredis-dev libpq-dev libmicrohttpd-dev libcmocka-dev libzstd-dev libjansson-dev
       redis-server postgresql default-jdk-headless maven kcat curl wrk python3 python3-yaml
-      procps iproute2 docker-compose python3-jsonschema clang-format)
+      procps iproute2 docker-compose python3-jsonschema python3-venv clang-format)
 if [ "${LAM_DEPS_BROWSER:-1}" != 0 ]; then PKGS+=(chromium nodejs npm); fi
 
 missing=()
@@ -44,6 +44,17 @@ if [ ! -f "$LAM_KAFKA_LIBS/kafka_2.13-$LAM_KAFKA_VERSION.jar" ]; then
   mvn -q -B -f scripts/kafka-pom.xml -Dkafka.version="$LAM_KAFKA_VERSION" \
       dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$tmp" >/dev/null
   rm -rf "$LAM_KAFKA_LIBS"; mv "$tmp" "$LAM_KAFKA_LIBS"
+fi
+
+# Python test tools (schemathesis) from PyPI, in a virtualenv beside the Kafka jars.
+if [ ! -f "$LAM_VENV/.stamp" ] || [ scripts/requirements-test.txt -nt "$LAM_VENV/.stamp" ]; then
+  echo "deps: pip install -r scripts/requirements-test.txt into $LAM_VENV"
+  rm -rf "$LAM_VENV"
+  python3 -m venv "$LAM_VENV"
+  "$LAM_VENV/bin/pip" install -q --disable-pip-version-check -r scripts/requirements-test.txt >"/tmp/lam-pip.$$.log" 2>&1 || {
+    tail -5 "/tmp/lam-pip.$$.log" >&2; rm -f "/tmp/lam-pip.$$.log"; echo "deps: pip install failed" >&2; exit 1; }
+  rm -f "/tmp/lam-pip.$$.log"
+  touch "$LAM_VENV/.stamp"
 fi
 
 # Browser-test and dashboard JavaScript dependencies, from the npm lockfiles.

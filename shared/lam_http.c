@@ -392,8 +392,10 @@ void lam_http_metrics(lam_http_server_t *srv, const char *prefix, lam_buf_t *out
 
 int lam_http_reply_health(lam_http_req_t *req, const char *problem)
 {
-    if (strcmp(req->method, "GET") && strcmp(req->method, "HEAD"))
+    if (strcmp(req->method, "GET") && strcmp(req->method, "HEAD")) {
+        lam_http_add_header(req, "Allow", "GET, HEAD"); /* RFC 9110 15.5.6 */
         return lam_http_error(req, 405, NULL, "use GET");
+    }
     if (problem) {
         lam_http_add_header(req, "Retry-After", "1");
         return lam_http_error(req, 503, NULL, "%s", problem);
@@ -404,8 +406,10 @@ int lam_http_reply_health(lam_http_req_t *req, const char *problem)
 
 int lam_http_reply_metrics(lam_http_req_t *req, const char *prefix, const lam_buf_t *extra)
 {
-    if (strcmp(req->method, "GET") && strcmp(req->method, "HEAD"))
+    if (strcmp(req->method, "GET") && strcmp(req->method, "HEAD")) {
+        lam_http_add_header(req, "Allow", "GET, HEAD"); /* RFC 9110 15.5.6 */
         return lam_http_error(req, 405, NULL, "use GET");
+    }
     lam_buf_t b = LAM_BUF_INIT;
     lam_http_metrics(req->srv, prefix, &b);
     if (extra && extra->len)
