@@ -37,7 +37,7 @@ static int authorized_or_reply(serving_ctx_t *ctx, lam_http_req_t *req)
     return 0;
 }
 
-static void append_ms_or_null(lam_buf_t *b, const PGresult *res, int row, int col)
+static void append_int_or_null(lam_buf_t *b, const PGresult *res, int row, int col)
 {
     if (PQgetisnull(res, row, col))
         lam_buf_append_str(b, "null");
@@ -52,23 +52,23 @@ static void append_run(lam_buf_t *b, const PGresult *res, int i)
     lam_buf_append_str(b, ",\"status\":");
     lam_json_append_cstr(b, PQgetvalue(res, i, 1));
     lam_buf_append_str(b, ",\"requested_at\":");
-    append_ms_or_null(b, res, i, 2);
+    append_int_or_null(b, res, i, 2);
     lam_buf_append_str(b, ",\"started_at\":");
-    append_ms_or_null(b, res, i, 3);
+    append_int_or_null(b, res, i, 3);
     lam_buf_append_str(b, ",\"finished_at\":");
-    append_ms_or_null(b, res, i, 4);
+    append_int_or_null(b, res, i, 4);
     lam_buf_append_str(b, ",\"progress\":{\"records\":");
-    append_ms_or_null(b, res, i, 5);
+    append_int_or_null(b, res, i, 5);
     lam_buf_append_str(b, ",\"records_total\":");
-    append_ms_or_null(b, res, i, 6);
+    append_int_or_null(b, res, i, 6);
     lam_buf_append_str(b, "},\"cut\":");
     lam_buf_append_str(b, PQgetisnull(res, i, 7) ? "null" : PQgetvalue(res, i, 7));
     lam_buf_append_str(b, ",\"cut_at\":");
-    append_ms_or_null(b, res, i, 8);
+    append_int_or_null(b, res, i, 8);
     lam_buf_append_str(b, ",\"view_rows\":");
-    append_ms_or_null(b, res, i, 9);
+    append_int_or_null(b, res, i, 9);
     lam_buf_append_str(b, ",\"skipped\":");
-    append_ms_or_null(b, res, i, 10);
+    append_int_or_null(b, res, i, 10);
     lam_buf_append_str(b, ",\"error\":");
     if (PQgetisnull(res, i, 11))
         lam_buf_append_str(b, "null");
