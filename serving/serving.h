@@ -185,6 +185,27 @@ uint8_t serving_srcmap_get(const serving_srcmap_t *m, int64_t ts);
 void serving_handle_view_query(serving_ctx_t *ctx, lam_http_req_t *req, const char *name);
 void serving_handle_views(serving_ctx_t *ctx, lam_http_req_t *req);
 
+/**
+ * The groups of a batch read (one view, one bucket range), sorted by key: per group its totals over
+ * the range per metric (count/sum added up, min/max folded; INT64_MIN = no value; distinct not
+ * folded) and its cells. Built once per cache entry, so ranking and top selection cost the number
+ * of groups, not the number of cells.
+ */
+typedef struct serving_bgroups {
+    size_t n, nmetrics;
+    const char **key;
+    size_t *key_len;
+    int64_t *tot;       /* n * nmetrics */
+    size_t *first;      /* cells of group i: cells[first[i] .. first[i + 1]) */
+    lam_cell_t **cells;
+    size_t bytes;
+} serving_bgroups_t;
+
+serving_bgroups_t *serving_bgroups_build(const lam_view_t *v, const lam_agg_t *agg);
+void serving_bgroups_free(serving_bgroups_t *g);
+/** Index of the group with this key, or (size_t)-1. */
+size_t serving_bgroups_find(const serving_bgroups_t *g, const char *key, size_t len);
+
 /* ---- PostgreSQL reads and the cache (serving_pg.c) ---- */
 
 serving_cache_t *serving_cache_new(size_t max_bytes);
@@ -197,8 +218,8 @@ void serving_cache_stats(serving_cache_t *c, size_t *bytes, size_t *entries);
  */
 int serving_pg_batch_get(serving_ctx_t *ctx, serving_query_t *q, int64_t *run, int64_t *cut_at, char *err,
                          size_t errsz);
-/** The batch cells read (view granularity, unfiltered), NULL when none. Read-only. */
-const lam_agg_t *serving_pg_batch_agg(const serving_query_t *q);
+/** The groups of the batch cells read (view granularity, unfiltered), NULL when none. Read-only. */
+const serving_bgroups_t *serving_pg_batch_groups(const serving_query_t *q);
 /** Merge q->batch into q->out (where filters, top selection, roll-up) and release it. */
 void serving_pg_batch_apply(serving_ctx_t *ctx, serving_query_t *q);
 /** Release q->batch without merging (a retry or an error). */

@@ -64,6 +64,7 @@ typedef struct centry {
     int64_t run, cut_at, lo, hi;
     size_t vi;
     lam_agg_t *agg;
+    serving_bgroups_t *groups; /* agg's cells by group key, with totals */
     size_t bytes;
     int refs;    /* readers plus 1 while in the table */
     int in_table;
@@ -90,6 +91,7 @@ serving_cache_t *serving_cache_new(size_t max_bytes)
 
 static void entry_free(centry_t *e)
 {
+    serving_bgroups_free(e->groups);
     lam_agg_free(e->agg);
     lam_free(e);
 }
@@ -304,13 +306,21 @@ static centry_t *load_rows(serving_ctx_t *ctx, PGconn *pg, const serving_query_t
                      q->view->name, berr);
     }
     PQclear(res);
-    e->bytes = lam_agg_memory(e->agg) + sizeof(*e);
+    e->groups = serving_bgroups_build(q->view, e->agg);
+    e->bytes = lam_agg_memory(e->agg) + e->groups->bytes + sizeof(*e);
     return e;
 }
 
-const lam_agg_t *serving_pg_batch_agg(const serving_query_t *q)
+const serving_bgroups_t *serving_pg_batch_groups(const serving_query_t *q)
 {
-    return q->batch && !q->batch_applied ? ((const centry_t *)q->batch)->agg : NULL;
+    return q->batch && !q->batch_applied ? ((const centry_t *)q->batch)->groups : NULL;
+}
+
+static void apply_cell(serving_query_t *q, const lam_cell_t *c, const char *key, size_t klen)
+{
+    int64_t ts = lam_time_floor(lam_cell_ts(c), q->gran);
+    lam_cell_merge(q->view, lam_agg_get(q->out, q->vi, ts, key, klen), c);
+    serving_srcmap_mark(&q->src, ts, 1);
 }
 
 void serving_pg_batch_release(serving_ctx_t *ctx, serving_query_t *q)
@@ -325,16 +335,23 @@ void serving_pg_batch_apply(serving_ctx_t *ctx, serving_query_t *q)
     const centry_t *e = q->batch;
     if (!e)
         return;
-    size_t it = 0;
-    lam_cell_t *c;
-    while ((c = lam_agg_next(e->agg, &it))) {
-        size_t klen;
-        const char *key = lam_cell_key(c, &klen);
-        if (!serving_query_kept(q, key, klen) || !serving_query_key_match(q, key, klen))
-            continue;
-        int64_t ts = lam_time_floor(lam_cell_ts(c), q->gran);
-        lam_cell_merge(q->view, lam_agg_get(q->out, q->vi, ts, key, klen), c);
-        serving_srcmap_mark(&q->src, ts, 1);
+    const serving_bgroups_t *g = e->groups;
+    if (q->ranked) { /* top: only the kept groups' cells, found by key */
+        for (size_t k = 0; k < q->nkeep; k++) {
+            const char *key = q->keepbuf.data + q->keep_off[k];
+            size_t klen = q->keep_len[k], gi = serving_bgroups_find(g, key, klen);
+            if (gi == (size_t)-1 || !serving_query_key_match(q, key, klen))
+                continue;
+            for (size_t i = g->first[gi]; i < g->first[gi + 1]; i++)
+                apply_cell(q, g->cells[i], key, klen);
+        }
+    } else {
+        for (size_t gi = 0; gi < g->n; gi++) {
+            if (!serving_query_key_match(q, g->key[gi], g->key_len[gi]))
+                continue;
+            for (size_t i = g->first[gi]; i < g->first[gi + 1]; i++)
+                apply_cell(q, g->cells[i], g->key[gi], g->key_len[gi]);
+        }
     }
     q->batch_applied = 1;
     serving_pg_batch_release(ctx, q);

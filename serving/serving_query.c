@@ -378,34 +378,49 @@ void serving_query_rank(serving_query_t *q, int final)
             n++;
         }
     } else {
-        /* count/sum add up, min/max fold: no cell merging needed (batch cells not merged yet) */
-        const lam_agg_t *batch = serving_pg_batch_agg(q);
-        size_t cnt = lam_agg_size(q->out) + (batch ? lam_agg_size(batch) : 0), it = 0;
-        ranked_t *all = lam_malloc((cnt + 1) * sizeof(ranked_t));
+        /* count/sum add up, min/max fold: the speed cells (sorted here) joined with the batch
+         * groups' totals (sorted once per cache entry); no cell merging needed. */
+        const serving_bgroups_t *bg = serving_pg_batch_groups(q);
+        size_t nrt = 0, it = 0, nb = bg ? bg->n : 0;
+        ranked_t *rt = lam_malloc((lam_agg_size(q->out) + 1) * sizeof(ranked_t));
         lam_cell_t *c;
         while ((c = lam_agg_next(q->out, &it))) {
-            all[n].key = lam_cell_key(c, &all[n].key_len);
-            all[n].val = order_value(v, c, (size_t)q->order);
-            n++;
+            rt[nrt].key = lam_cell_key(c, &rt[nrt].key_len);
+            rt[nrt].val = order_value(v, c, (size_t)q->order);
+            nrt++;
         }
-        it = 0;
-        while (batch && (c = lam_agg_next(batch, &it))) {
-            all[n].key = lam_cell_key(c, &all[n].key_len);
-            if (!serving_query_key_match(q, all[n].key, all[n].key_len))
-                continue;
-            all[n].val = order_value(v, c, (size_t)q->order);
-            n++;
-        }
-        qsort(all, n, sizeof(ranked_t), cmp_key);
+        qsort(rt, nrt, sizeof(ranked_t), cmp_key);
         size_t u = 0;
-        for (size_t i = 0; i < n; i++) {
-            if (u && !keycmp(all[u - 1].key, all[u - 1].key_len, all[i].key, all[i].key_len))
-                all[u - 1].val = acc(kind, all[u - 1].val, all[i].val);
+        for (size_t i = 0; i < nrt; i++) {
+            if (u && !keycmp(rt[u - 1].key, rt[u - 1].key_len, rt[i].key, rt[i].key_len))
+                rt[u - 1].val = acc(kind, rt[u - 1].val, rt[i].val);
             else
-                all[u++] = all[i];
+                rt[u++] = rt[i];
         }
-        n = u;
-        r = all;
+        nrt = u;
+        r = lam_malloc((nrt + nb + 1) * sizeof(ranked_t));
+        size_t i = 0, j = 0;
+        while (i < nrt || j < nb) {
+            if (j < nb && !serving_query_key_match(q, bg->key[j], bg->key_len[j])) {
+                j++;
+                continue;
+            }
+            int cmp = i == nrt ? 1 : j == nb ? -1 : keycmp(rt[i].key, rt[i].key_len, bg->key[j], bg->key_len[j]);
+            if (cmp < 0) {
+                r[n++] = rt[i++];
+                continue;
+            }
+            int64_t bv = bg->tot[j * bg->nmetrics + (size_t)q->order];
+            if (cmp > 0)
+                r[n] = (ranked_t){.key = bg->key[j], .key_len = bg->key_len[j], .val = bv};
+            else {
+                r[n] = rt[i++];
+                r[n].val = acc(kind, r[n].val, bv);
+            }
+            n++;
+            j++;
+        }
+        lam_free(rt);
     }
     qsort(r, n, sizeof(ranked_t), cmp_rank);
     size_t keep = n < (size_t)q->top ? n : (size_t)q->top;
@@ -440,6 +455,91 @@ int serving_query_kept(const serving_query_t *q, const char *key, size_t len)
             hi = mid;
     }
     return 0;
+}
+
+typedef struct bcell {
+    lam_cell_t *c;
+    const char *key;
+    size_t key_len;
+} bcell_t;
+
+static int cmp_bcell(const void *x, const void *y)
+{
+    const bcell_t *a = x, *b = y;
+    return keycmp(a->key, a->key_len, b->key, b->key_len);
+}
+
+serving_bgroups_t *serving_bgroups_build(const lam_view_t *v, const lam_agg_t *agg)
+{
+    size_t nc = lam_agg_size(agg), it = 0, k = 0, nm = v->nmetrics;
+    bcell_t *bc = lam_malloc((nc + 1) * sizeof(bcell_t));
+    lam_cell_t *c;
+    while ((c = lam_agg_next(agg, &it)) && k < nc) {
+        bc[k].c = c;
+        bc[k].key = lam_cell_key(c, &bc[k].key_len);
+        k++;
+    }
+    nc = k;
+    qsort(bc, nc, sizeof(bcell_t), cmp_bcell);
+    size_t ng = 0;
+    for (size_t i = 0; i < nc; i++)
+        if (!i || keycmp(bc[i - 1].key, bc[i - 1].key_len, bc[i].key, bc[i].key_len))
+            ng++;
+    serving_bgroups_t *g = lam_calloc(1, sizeof(*g));
+    g->nmetrics = nm;
+    g->key = lam_malloc((ng + 1) * sizeof(*g->key));
+    g->key_len = lam_malloc((ng + 1) * sizeof(*g->key_len));
+    g->tot = lam_malloc((ng * nm + 1) * sizeof(*g->tot));
+    g->first = lam_malloc((ng + 1) * sizeof(*g->first));
+    g->cells = lam_malloc((nc + 1) * sizeof(*g->cells));
+    for (size_t i = 0; i < nc; i++) {
+        if (!i || keycmp(bc[i - 1].key, bc[i - 1].key_len, bc[i].key, bc[i].key_len)) {
+            g->key[g->n] = bc[i].key;
+            g->key_len[g->n] = bc[i].key_len;
+            g->first[g->n] = i;
+            for (size_t m = 0; m < nm; m++)
+                g->tot[g->n * nm + m] = INT64_MIN;
+            g->n++;
+        }
+        int64_t *t = &g->tot[(g->n - 1) * nm];
+        for (size_t m = 0; m < nm; m++)
+            if (v->metrics[m].kind != LAM_METRIC_DISTINCT)
+                t[m] = acc(v->metrics[m].kind, t[m], order_value(v, bc[i].c, m));
+        g->cells[i] = bc[i].c;
+    }
+    g->first[g->n] = nc;
+    g->bytes = sizeof(*g) + (ng + 1) * (sizeof(*g->key) + sizeof(*g->key_len) + sizeof(*g->first)) +
+               (ng * nm + 1) * sizeof(*g->tot) + (nc + 1) * sizeof(*g->cells);
+    lam_free(bc);
+    return g;
+}
+
+void serving_bgroups_free(serving_bgroups_t *g)
+{
+    if (!g)
+        return;
+    lam_free(g->key);
+    lam_free(g->key_len);
+    lam_free(g->tot);
+    lam_free(g->first);
+    lam_free(g->cells);
+    lam_free(g);
+}
+
+size_t serving_bgroups_find(const serving_bgroups_t *g, const char *key, size_t len)
+{
+    size_t lo = 0, hi = g->n;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = keycmp(g->key[mid], g->key_len[mid], key, len);
+        if (!c)
+            return mid;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return (size_t)-1;
 }
 
 static void render_head(const serving_query_t *q, lam_buf_t *out)

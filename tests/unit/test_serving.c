@@ -41,9 +41,14 @@ int serving_pg_batch_get(serving_ctx_t *ctx, serving_query_t *q, int64_t *run, i
     (void)ctx, (void)q, (void)run, (void)cut_at, (void)err, (void)errsz;
     return -1;
 }
-const lam_agg_t *serving_pg_batch_agg(const serving_query_t *q)
+static serving_bgroups_t *stub_groups;
+const serving_bgroups_t *serving_pg_batch_groups(const serving_query_t *q)
 {
-    return q->batch ? stub_batch : NULL;
+    if (!q->batch)
+        return NULL;
+    if (!stub_groups)
+        stub_groups = serving_bgroups_build(q->view, stub_batch);
+    return stub_groups;
 }
 void serving_pg_batch_apply(serving_ctx_t *ctx, serving_query_t *q)
 {
@@ -190,11 +195,77 @@ static void test_top_ranking(void **st)
     serving_query_rank(&d, 0);
     assert_false(d.ranked);
     assert_true(serving_query_kept(&d, "[\"zzz\"]", 7));
+    /* a where filter applies to the batch groups too: without "c", "a" (6) is second */
+    serving_query_t f = {0};
+    f.view = q.view;
+    f.views = vs;
+    f.out = lam_agg_new(vs);
+    put(f.out, 0, "[\"a\",1]", 5);
+    put(f.out, 3600000, "[\"b\",1]", 4);
+    add_filter(&f, 0, "a,b");
+    f.batch = (void *)1;
+    f.top = 2;
+    f.order = 0;
+    serving_query_rank(&f, 0);
+    assert_int_equal(f.nkeep, 2);
+    assert_true(serving_query_kept(&f, "[\"b\",1]", 7));
+    assert_true(serving_query_kept(&f, "[\"a\",1]", 7));
+    assert_false(serving_query_kept(&f, "[\"c\",1]", 7));
     q.batch = NULL;
     d.batch = NULL;
+    f.batch = NULL;
     query_free(&q);
     query_free(&d);
+    query_free(&f);
+    serving_bgroups_free(stub_groups);
+    stub_groups = NULL;
     lam_agg_free(batch);
+    lam_views_free(vs);
+}
+
+/* the batch groups of a cache entry: sorted by key, totals per group, cells per group, lookup */
+static void test_bgroups(void **st)
+{
+    (void)st;
+    lam_views_t *vs = load();
+    const lam_view_t *v = lam_views_get(vs, 0);
+    lam_agg_t *a = lam_agg_new(vs);
+    put(a, 7200000, "[\"b\",1]", 2);
+    put(a, 0, "[\"c\",1]", 7);
+    put(a, 0, "[\"b\",1]", 3);
+    put(a, 3600000, "[\"b\",1]", 4);
+    put(a, 0, "[\"a\",10]", 1);
+    serving_bgroups_t *g = serving_bgroups_build(v, a);
+    assert_int_equal(g->n, 3);
+    assert_int_equal(g->nmetrics, 4);
+    assert_memory_equal(g->key[0], "[\"a\",10]", 8);
+    assert_memory_equal(g->key[1], "[\"b\",1]", 7);
+    assert_memory_equal(g->key[2], "[\"c\",1]", 7);
+    assert_int_equal(g->tot[0 * 4 + 0], 1);
+    assert_int_equal(g->tot[1 * 4 + 0], 9); /* 2 + 3 + 4 over three buckets */
+    assert_int_equal(g->tot[2 * 4 + 0], 7);
+    assert_true(g->tot[1 * 4 + 1] == INT64_MIN); /* no sum value in these cells */
+    assert_int_equal(g->first[1], 1);
+    assert_int_equal(g->first[2], 4);
+    assert_int_equal(g->first[3], 5);
+    for (size_t i = g->first[1]; i < g->first[2]; i++) {
+        size_t len;
+        const char *k = lam_cell_key(g->cells[i], &len);
+        assert_int_equal(len, 7);
+        assert_memory_equal(k, "[\"b\",1]", 7);
+    }
+    assert_int_equal(serving_bgroups_find(g, "[\"c\",1]", 7), 2);
+    assert_int_equal(serving_bgroups_find(g, "[\"a\",10]", 8), 0);
+    assert_true(serving_bgroups_find(g, "[\"a\",1]", 7) == (size_t)-1);
+    assert_true(serving_bgroups_find(g, "[\"d\",1]", 7) == (size_t)-1);
+    serving_bgroups_free(g);
+    lam_agg_t *empty = lam_agg_new(vs);
+    g = serving_bgroups_build(v, empty);
+    assert_int_equal(g->n, 0);
+    assert_true(serving_bgroups_find(g, "x", 1) == (size_t)-1);
+    serving_bgroups_free(g);
+    lam_agg_free(empty);
+    lam_agg_free(a);
     lam_views_free(vs);
 }
 
@@ -234,6 +305,7 @@ int main(void)
         cmocka_unit_test(test_where_filters),
         cmocka_unit_test(test_srcmap),
         cmocka_unit_test(test_top_ranking),
+        cmocka_unit_test(test_bgroups),
         cmocka_unit_test(test_results_cache),
     };
     return cmocka_run_group_tests_name("test_serving", tests, NULL, NULL);
