@@ -306,6 +306,7 @@ static centry_t *load_rows(serving_ctx_t *ctx, PGconn *pg, const serving_query_t
                      q->view->name, berr);
     }
     PQclear(res);
+    lam_agg_cache_counts(e->agg); /* batch-only buckets answer their distinct counts without recounting */
     e->groups = serving_bgroups_build(q->view, e->agg);
     e->bytes = lam_agg_memory(e->agg) + e->groups->bytes + sizeof(*e);
     return e;

@@ -450,6 +450,18 @@ const lam_hll_t *lam_cell_hll(const lam_cell_t *c, size_t m)
     return m < c->nmetrics ? c->m[m].u.hll : NULL;
 }
 
+void lam_agg_cache_counts(lam_agg_t *a)
+{
+    size_t it = 0;
+    lam_cell_t *c;
+    while ((c = lam_agg_next(a, &it))) {
+        const lam_view_t *v = lam_views_get(a->views, c->view);
+        for (size_t m = 0; v && m < v->nmetrics && m < c->nmetrics; m++)
+            if (v->metrics[m].kind == LAM_METRIC_DISTINCT && c->m[m].u.hll)
+                lam_hll_count_cache(c->m[m].u.hll);
+    }
+}
+
 void lam_cell_append_metric_json(const lam_view_t *v, const lam_cell_t *c, size_t m, lam_buf_t *out)
 {
     if (m >= v->nmetrics) {

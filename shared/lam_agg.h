@@ -107,6 +107,8 @@ lam_cell_status_t lam_cell_min(const lam_cell_t *c, size_t m, int64_t *micro);
 lam_cell_status_t lam_cell_max(const lam_cell_t *c, size_t m, int64_t *micro);
 /** HLL of a distinct metric, NULL when no value was added. Owned by the cell. */
 const lam_hll_t *lam_cell_hll(const lam_cell_t *c, size_t m);
+/** Remember every distinct metric's count in its cells (lam_hll_count_cache): for aggs read often, changed never. */
+void lam_agg_cache_counts(lam_agg_t *a);
 /**
  * Append metric m's value as JSON: count and distinct (estimate) as integers, sum/min/max as
  * decimals (19.99), null when empty or overflowed.

@@ -18,6 +18,7 @@ struct lam_hll {
     uint32_t *sp;    /* sparse: sorted entries (register << 8 | value), value > 0 */
     uint32_t n, cap;
     uint8_t *dense;  /* dense: Redis's packed 6-bit registers (+1 pad byte); NULL while sparse */
+    int64_t card;    /* lam_hll_count remembered by lam_hll_count_cache; -1 = not known */
 };
 
 /* Redis's HLL_DENSE_GET_REGISTER / HLL_DENSE_SET_REGISTER (reads one byte past the last). */
@@ -35,6 +36,49 @@ static inline void dense_set(uint8_t *p, unsigned reg, unsigned val)
     p[byte] |= (uint8_t)(val << fb);
     p[byte + 1] &= (uint8_t) ~(HLL_REGISTER_MAX >> fb8);
     p[byte + 1] |= (uint8_t)(val >> fb8);
+}
+
+/* Four registers in three bytes (6 bits each, least significant first): whole-array loops
+ * (merge, count, unpack) work a group at a time instead of a register at a time. */
+static inline void unpack4(const uint8_t *p, uint8_t r[4])
+{
+    unsigned b0 = p[0], b1 = p[1], b2 = p[2];
+    r[0] = (uint8_t)(b0 & HLL_REGISTER_MAX);
+    r[1] = (uint8_t)((b0 >> 6 | b1 << 2) & HLL_REGISTER_MAX);
+    r[2] = (uint8_t)((b1 >> 4 | b2 << 4) & HLL_REGISTER_MAX);
+    r[3] = (uint8_t)(b2 >> 2);
+}
+
+static inline void pack4(uint8_t *p, const uint8_t r[4])
+{
+    p[0] = (uint8_t)(r[0] | r[1] << 6);
+    p[1] = (uint8_t)(r[1] >> 2 | r[2] << 4);
+    p[2] = (uint8_t)(r[2] >> 4 | r[3] << 2);
+}
+
+/* the group at p = register-wise max(group, s) */
+static inline void merge4(uint8_t *p, const uint8_t s[4])
+{
+    uint8_t d[4];
+    unpack4(p, d);
+    if (s[0] > d[0] || s[1] > d[1] || s[2] > d[2] || s[3] > d[3]) {
+        for (int k = 0; k < 4; k++)
+            d[k] = s[k] > d[k] ? s[k] : d[k];
+        pack4(p, d);
+    }
+}
+
+/* dense = register-wise max(dense, regs) */
+static void dense_merge_regs(uint8_t *dense, const uint8_t *regs)
+{
+    for (unsigned g = 0; g < LAM_HLL_REGISTERS / 4; g++)
+        merge4(dense + 3 * g, regs + 4 * g);
+}
+
+static void dense_unpack(const uint8_t *dense, uint8_t *regs)
+{
+    for (unsigned g = 0; g < LAM_HLL_REGISTERS / 4; g++)
+        unpack4(dense + 3 * g, regs + 4 * g);
 }
 
 uint64_t lam_hll_hash(const void *key, size_t len)
@@ -76,7 +120,9 @@ uint64_t lam_hll_hash(const void *key, size_t len)
 
 lam_hll_t *lam_hll_new(void)
 {
-    return lam_calloc(1, sizeof(lam_hll_t));
+    lam_hll_t *h = lam_calloc(1, sizeof(lam_hll_t));
+    h->card = -1;
+    return h;
 }
 
 void lam_hll_free(lam_hll_t *h)
@@ -93,6 +139,7 @@ void lam_hll_clear(lam_hll_t *h)
     lam_free(h->sp);
     lam_free(h->dense);
     memset(h, 0, sizeof(*h));
+    h->card = -1;
 }
 
 lam_hll_t *lam_hll_dup(const lam_hll_t *h)
@@ -106,6 +153,7 @@ lam_hll_t *lam_hll_dup(const lam_hll_t *h)
         memcpy(d->sp, h->sp, h->n * sizeof(uint32_t));
         d->n = d->cap = h->n;
     }
+    d->card = h->card;
     return d;
 }
 
@@ -122,6 +170,7 @@ static void to_dense(lam_hll_t *h)
 /* register = max(register, val); returns 1 if it changed */
 static int set_max(lam_hll_t *h, unsigned reg, unsigned val)
 {
+    h->card = -1; /* (over-eager when nothing changes: only a cache) */
     if (h->dense) {
         if (dense_get(h->dense, reg) >= val)
             return 0;
@@ -177,6 +226,7 @@ int lam_hll_add(lam_hll_t *h, const void *data, size_t len)
 
 void lam_hll_merge(lam_hll_t *dst, const lam_hll_t *src)
 {
+    dst->card = -1;
     if (!src->dense) {
         for (uint32_t i = 0; i < src->n; i++)
             set_max(dst, src->sp[i] >> 8, src->sp[i] & 0xff);
@@ -184,10 +234,10 @@ void lam_hll_merge(lam_hll_t *dst, const lam_hll_t *src)
     }
     if (!dst->dense)
         to_dense(dst);
-    for (unsigned r = 0; r < LAM_HLL_REGISTERS; r++) {
-        unsigned v = dense_get(src->dense, r);
-        if (v > dense_get(dst->dense, r))
-            dense_set(dst->dense, r, v);
+    for (unsigned g = 0; g < LAM_HLL_REGISTERS / 4; g++) {
+        uint8_t s[4];
+        unpack4(src->dense + 3 * g, s);
+        merge4(dst->dense + 3 * g, s);
     }
 }
 
@@ -211,8 +261,7 @@ unsigned lam_hll_register(const lam_hll_t *h, unsigned i)
 void lam_hll_registers(const lam_hll_t *h, uint8_t out[LAM_HLL_REGISTERS])
 {
     if (h->dense) {
-        for (unsigned r = 0; r < LAM_HLL_REGISTERS; r++)
-            out[r] = (uint8_t)dense_get(h->dense, r);
+        dense_unpack(h->dense, out);
         return;
     }
     memset(out, 0, LAM_HLL_REGISTERS);
@@ -269,10 +318,18 @@ static double hll_tau(double x)
 
 uint64_t lam_hll_count(const lam_hll_t *h)
 {
+    if (h->card >= 0)
+        return (uint64_t)h->card;
     int histo[64] = {0};
     if (h->dense) {
-        for (unsigned r = 0; r < LAM_HLL_REGISTERS; r++)
-            histo[dense_get(h->dense, r)]++;
+        for (unsigned g = 0; g < LAM_HLL_REGISTERS / 4; g++) {
+            uint8_t r[4];
+            unpack4(h->dense + 3 * g, r);
+            histo[r[0]]++;
+            histo[r[1]]++;
+            histo[r[2]]++;
+            histo[r[3]]++;
+        }
     } else {
         histo[0] = LAM_HLL_REGISTERS - (int)h->n;
         for (uint32_t i = 0; i < h->n; i++)
@@ -286,6 +343,13 @@ uint64_t lam_hll_count(const lam_hll_t *h)
     }
     z += m * hll_sigma(histo[0] / m);
     return (uint64_t)llroundl(HLL_ALPHA_INF * m * m / z);
+}
+
+uint64_t lam_hll_count_cache(lam_hll_t *h)
+{
+    uint64_t n = lam_hll_count(h);
+    h->card = (int64_t)n;
+    return n;
 }
 
 static void put_header(uint8_t *hdr, int encoding, uint64_t card)
@@ -373,11 +437,7 @@ int lam_hll_merge_redis_blob(lam_hll_t *dst, const void *blob, size_t len, char 
                 snprintf(errstr, errstr_size, "hll: dense HyperLogLog has wrong length %zu", len);
             return -1;
         }
-        uint8_t tmp[HLL_DENSE_BYTES + 1];
-        memcpy(tmp, b + LAM_HLL_HDR_SIZE, HLL_DENSE_BYTES);
-        tmp[HLL_DENSE_BYTES] = 0;
-        for (unsigned r = 0; r < LAM_HLL_REGISTERS; r++)
-            regs[r] = (uint8_t)dense_get(tmp, r);
+        dense_unpack(b + LAM_HLL_HDR_SIZE, regs);
     } else {
         const uint8_t *p = b + LAM_HLL_HDR_SIZE, *end = b + len;
         unsigned i = 0;
@@ -414,8 +474,13 @@ int lam_hll_merge_redis_blob(lam_hll_t *dst, const void *blob, size_t len, char 
     unsigned nz = 0;
     for (unsigned r = 0; r < LAM_HLL_REGISTERS; r++)
         nz += regs[r] != 0;
+    dst->card = -1;
     if (!dst->dense && dst->n + nz > LAM_HLL_SPARSE_MAX)
         to_dense(dst);
+    if (dst->dense) {
+        dense_merge_regs(dst->dense, regs);
+        return 0;
+    }
     for (unsigned r = 0; r < LAM_HLL_REGISTERS; r++)
         if (regs[r])
             set_max(dst, r, regs[r]);

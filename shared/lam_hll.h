@@ -62,6 +62,12 @@ void lam_hll_to_redis_dense(const lam_hll_t *h, uint8_t out[LAM_HLL_DENSE_SIZE])
 void lam_hll_to_redis(const lam_hll_t *h, lam_buf_t *out);
 /** Cardinality estimate, Redis 7's hllCount (Ertl's improved estimator); equals PFCOUNT. */
 uint64_t lam_hll_count(const lam_hll_t *h);
+/**
+ * lam_hll_count, remembered in h until h changes: later lam_hll_count calls on h (and on
+ * lam_hll_dup copies of it) return it at once. For HLLs read many times and never changed (serving's
+ * cached batch cells); call it before sharing h between threads.
+ */
+uint64_t lam_hll_count_cache(lam_hll_t *h);
 /** Register i (0..16383). */
 unsigned lam_hll_register(const lam_hll_t *h, unsigned i);
 /** All registers, one byte each. */

@@ -308,6 +308,107 @@ static void assert_dense_bytes_equal(const char *key, const lam_hll_t *h)
     freeReplyObject(r);
 }
 
+/* dense merges and counts work four registers at a time: they must equal the register-wise
+ * definition (max of lam_hll_register) at every register, for HLL and Redis-blob sources alike */
+static void test_dense_groupwise(void **state)
+{
+    (void)state;
+    lam_hll_t *a = lam_hll_new(), *b = lam_hll_new(), *c = lam_hll_new();
+    char e[32];
+    for (int i = 0; i < 60000; i++) {
+        int n = snprintf(e, sizeof(e), "a%d", i);
+        lam_hll_add(a, e, (size_t)n);
+        n = snprintf(e, sizeof(e), "b%d", i * 7);
+        lam_hll_add(b, e, (size_t)n);
+    }
+    for (int i = 0; i < 3000; i++) { /* dense too, but with many empty registers */
+        int n = snprintf(e, sizeof(e), "c%d", i);
+        lam_hll_add(c, e, (size_t)n);
+    }
+    assert_false(lam_hll_is_sparse(a));
+    assert_false(lam_hll_is_sparse(b));
+    assert_false(lam_hll_is_sparse(c));
+    static uint8_t want[LAM_HLL_REGISTERS], got[LAM_HLL_REGISTERS];
+    for (unsigned r = 0; r < LAM_HLL_REGISTERS; r++) {
+        unsigned x = lam_hll_register(a, r), y = lam_hll_register(b, r), z = lam_hll_register(c, r);
+        unsigned m = x > y ? x : y;
+        want[r] = (uint8_t)(m > z ? m : z);
+    }
+    lam_hll_t *m1 = lam_hll_dup(c);
+    lam_hll_merge(m1, a);
+    lam_hll_merge(m1, b);
+    lam_hll_t *m2 = lam_hll_dup(c);
+    static uint8_t blob[LAM_HLL_DENSE_SIZE];
+    char err[128];
+    lam_hll_to_redis_dense(a, blob);
+    assert_int_equal(lam_hll_merge_redis_blob(m2, blob, sizeof(blob), err, sizeof(err)), 0);
+    lam_hll_to_redis_dense(b, blob);
+    assert_int_equal(lam_hll_merge_redis_blob(m2, blob, sizeof(blob), err, sizeof(err)), 0);
+    for (unsigned r = 0; r < LAM_HLL_REGISTERS; r++) {
+        assert_int_equal(lam_hll_register(m1, r), want[r]);
+        assert_int_equal(lam_hll_register(m2, r), want[r]);
+    }
+    lam_hll_registers(m1, got);
+    assert_memory_equal(got, want, LAM_HLL_REGISTERS);
+    assert_true(lam_hll_equal(m1, m2));
+    /* 123k distinct elements: the estimate is within 2 % */
+    uint64_t n = lam_hll_count(m1);
+    assert_true(n > 123000 * 98 / 100 && n < 123000 * 102 / 100);
+    lam_hll_free(a);
+    lam_hll_free(b);
+    lam_hll_free(c);
+    lam_hll_free(m1);
+    lam_hll_free(m2);
+}
+
+/* a remembered count is used until the HLL changes, by any route, and travels with copies */
+static void test_count_cache(void **state)
+{
+    (void)state;
+    lam_hll_t *a = lam_hll_new(), *b = lam_hll_new(), *s = lam_hll_new();
+    char e[32];
+    for (int i = 0; i < 5000; i++) {
+        int n = snprintf(e, sizeof(e), "x%d", i);
+        lam_hll_add(a, e, (size_t)n);
+        n = snprintf(e, sizeof(e), "y%d", i);
+        lam_hll_add(b, e, (size_t)n);
+    }
+    for (int i = 0; i < 50; i++) {
+        int n = snprintf(e, sizeof(e), "z%d", i);
+        lam_hll_add(s, e, (size_t)n);
+    }
+    uint64_t c0 = lam_hll_count(a), cs = lam_hll_count(s);
+    assert_int_equal(lam_hll_count_cache(a), c0);
+    assert_int_equal(lam_hll_count_cache(s), cs);
+    lam_hll_t *d = lam_hll_dup(a), *d2 = lam_hll_dup(a), *d3 = lam_hll_dup(s);
+    assert_int_equal(lam_hll_count(d), c0);
+    for (int i = 5000; i < 10000; i++) { /* add */
+        int n = snprintf(e, sizeof(e), "x%d", i);
+        lam_hll_add(a, e, (size_t)n);
+    }
+    assert_true(lam_hll_count(a) > c0 * 3 / 2);
+    lam_hll_merge(d, b); /* merge */
+    assert_true(lam_hll_count(d) > c0 * 3 / 2);
+    static uint8_t blob[LAM_HLL_DENSE_SIZE];
+    char err[128];
+    lam_hll_to_redis_dense(b, blob);
+    assert_int_equal(lam_hll_merge_redis_blob(d2, blob, sizeof(blob), err, sizeof(err)), 0); /* Redis blob */
+    assert_true(lam_hll_count(d2) > c0 * 3 / 2);
+    lam_hll_merge(d3, s); /* nothing new: same count */
+    assert_int_equal(lam_hll_count(d3), cs);
+    lam_hll_add(d3, "new one", 7); /* sparse add */
+    lam_hll_add(d3, "and another", 11);
+    assert_true(lam_hll_count(d3) > cs);
+    lam_hll_clear(s);
+    assert_int_equal(lam_hll_count(s), 0);
+    lam_hll_free(a);
+    lam_hll_free(b);
+    lam_hll_free(s);
+    lam_hll_free(d);
+    lam_hll_free(d2);
+    lam_hll_free(d3);
+}
+
 static void test_redis_dense(void **state)
 {
     (void)state;
@@ -408,6 +509,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_local),
         cmocka_unit_test(test_blobs),
+        cmocka_unit_test(test_dense_groupwise),
+        cmocka_unit_test(test_count_cache),
         cmocka_unit_test(test_redis_dense),
         cmocka_unit_test(test_redis_sparse_and_merge),
     };
