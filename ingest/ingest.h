@@ -117,10 +117,12 @@ void ingest_producer_metrics(ingest_ctx_t *ctx, lam_buf_t *out);
 
 /* ---- ingest_events.c: POST /v1/events ---- */
 
-/** A new, empty batch for req. */
+/** A new, empty batch for req (from the pool of finished batches when it has one). */
 ingest_batch_t *ingest_batch_new(ingest_ctx_t *ctx, lam_http_req_t *req);
-/** Free a batch. Accepts NULL. */
+/** Free a batch: back to the pool with its buffers when they are small, else released. Accepts NULL. */
 void ingest_batch_free(ingest_batch_t *b);
+/** Release the pooled batches (at exit, after the last request). */
+void ingest_batch_pool_free(void);
 /** Build and send the reply of a batch whose deliveries are all reported (from the producer). */
 void ingest_batch_reply(ingest_batch_t *b);
 /** Handle POST /v1/events (method, auth and content type already checked). */

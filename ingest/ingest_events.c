@@ -10,19 +10,34 @@
 #include "lam_service.h"
 #include "lam_uuid.h"
 
+/* Finished batches keep their buffers for the next request (allocated on the HTTP threads, freed
+ * on the delivery-report thread, hence one shared list). Bounded in count and buffer size, so the
+ * pool holds at most BATCH_POOL_MAX * ~5 * BATCH_KEEP_BYTES. */
+#define BATCH_POOL_MAX 64
+#define BATCH_KEEP_BYTES ((size_t)64 * 1024)
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static ingest_batch_t *pool[BATCH_POOL_MAX];
+static size_t npool;
+
 ingest_batch_t *ingest_batch_new(ingest_ctx_t *ctx, lam_http_req_t *req)
 {
-    ingest_batch_t *b = lam_calloc(1, sizeof(*b));
+    ingest_batch_t *b = NULL;
+    pthread_mutex_lock(&pool_lock);
+    if (npool)
+        b = pool[--npool];
+    pthread_mutex_unlock(&pool_lock);
+    if (!b) {
+        b = lam_calloc(1, sizeof(*b));
+        pthread_mutex_init(&b->fail_lock, NULL);
+    }
     b->ctx = ctx;
     b->req = req;
-    pthread_mutex_init(&b->fail_lock, NULL);
     return b;
 }
 
-void ingest_batch_free(ingest_batch_t *b)
+static void batch_release(ingest_batch_t *b)
 {
-    if (!b)
-        return;
     lam_buf_free(&b->payload);
     lam_buf_free(&b->keys);
     lam_buf_free(&b->ids);
@@ -31,6 +46,53 @@ void ingest_batch_free(ingest_batch_t *b)
     lam_free(b->slots);
     pthread_mutex_destroy(&b->fail_lock);
     lam_free(b);
+}
+
+static int buf_keepable(const lam_buf_t *buf)
+{
+    return buf->cap <= BATCH_KEEP_BYTES;
+}
+
+void ingest_batch_free(ingest_batch_t *b)
+{
+    if (!b)
+        return;
+    if (!buf_keepable(&b->payload) || !buf_keepable(&b->keys) || !buf_keepable(&b->ids) ||
+        !buf_keepable(&b->ok_reply) || !buf_keepable(&b->errors) ||
+        b->slots_cap * sizeof(*b->slots) > BATCH_KEEP_BYTES) {
+        batch_release(b);
+        return;
+    }
+    /* Back to the state ingest_batch_new() hands out, buffers kept. */
+    lam_buf_clear(&b->payload);
+    lam_buf_clear(&b->keys);
+    lam_buf_clear(&b->ids);
+    lam_buf_clear(&b->ok_reply);
+    lam_buf_clear(&b->errors);
+    b->ctx = NULL;
+    b->req = NULL;
+    b->nslots = b->nevents = b->rejected = b->first_err_index = 0;
+    b->deferred = 0;
+    b->first_err[0] = '\0';
+    atomic_store(&b->pending, 0);
+    b->produce_us = 0;
+    b->fail_reason[0] = '\0';
+    pthread_mutex_lock(&pool_lock);
+    if (npool < BATCH_POOL_MAX) {
+        pool[npool++] = b;
+        b = NULL;
+    }
+    pthread_mutex_unlock(&pool_lock);
+    if (b)
+        batch_release(b);
+}
+
+void ingest_batch_pool_free(void)
+{
+    pthread_mutex_lock(&pool_lock);
+    while (npool)
+        batch_release(pool[--npool]);
+    pthread_mutex_unlock(&pool_lock);
 }
 
 /* The per-request parse state; the event is reused by every request on this thread. */
@@ -333,7 +395,7 @@ void ingest_events_post(ingest_ctx_t *ctx, lam_http_req_t *req, int ndjson)
     lam_buf_append(&b->ok_reply, b->ids.data, b->ids.len);
     lam_buf_append_char(&b->ok_reply, ']');
     append_errors(&b->ok_reply, b);
-    lam_buf_free(&b->ids);
+    lam_buf_clear(&b->ids);
 
     b->deferred = 1;
     atomic_fetch_add(&ctx->inflight, 1);

@@ -27,17 +27,14 @@ static void batch_fail(ingest_batch_t *b, const char *reason)
     pthread_mutex_unlock(&b->fail_lock);
 }
 
-/* Runs on the delivery-report thread: one call per message, definitive thanks to message.timeout.ms. */
-static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+/* One delivery report, on the delivery-report thread: definitive thanks to message.timeout.ms.
+ * Returns the batch when this was its last outstanding report (the caller replies), else NULL. */
+static ingest_batch_t *on_delivery(ingest_ctx_t *ctx, const rd_kafka_message_t *m, int64_t now)
 {
-    (void)rk;
-    ingest_ctx_t *ctx = opaque;
     ingest_slot_t *slot = m->_private;
     ingest_batch_t *b = slot->b;
-    int64_t now = mono_us();
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         slot->status = INGEST_SLOT_OK;
-        atomic_store_explicit(&ctx->last_delivery, now / 1000, memory_order_relaxed);
         int64_t us = now - b->produce_us;
         double s = (double)us / 1e6;
         size_t i = 0;
@@ -51,15 +48,40 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         snprintf(reason, sizeof(reason), "kafka: %s", rd_kafka_err2str(m->err));
         batch_fail(b, reason);
     }
-    if (atomic_fetch_sub(&b->pending, 1) == 1)
-        ingest_batch_reply(b);
+    return atomic_fetch_sub(&b->pending, 1) == 1 ? b : NULL;
 }
 
+#define DR_CHUNK 512 /* delivery reports taken from one event at a time */
+
+/* Delivery reports arrive as events carrying many messages (one per produce response), so one
+ * wake-up of this thread answers every request those messages complete. */
 static void *dr_main(void *arg)
 {
     ingest_ctx_t *ctx = arg;
-    while (!atomic_load(&ctx->dr_stop))
-        rd_kafka_poll(ctx->producer, 100);
+    rd_kafka_queue_t *q = rd_kafka_queue_get_main(ctx->producer);
+    const rd_kafka_message_t *msgs[DR_CHUNK];
+    while (!atomic_load(&ctx->dr_stop)) {
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
+        if (!ev)
+            continue;
+        if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_DR) {
+            int64_t now = mono_us();
+            int any_ok = 0;
+            size_t n;
+            while ((n = rd_kafka_event_message_array(ev, msgs, DR_CHUNK)) > 0) {
+                for (size_t i = 0; i < n; i++) {
+                    any_ok |= msgs[i]->err == RD_KAFKA_RESP_ERR_NO_ERROR;
+                    ingest_batch_t *done = on_delivery(ctx, msgs[i], now);
+                    if (done)
+                        ingest_batch_reply(done);
+                }
+            }
+            if (any_ok)
+                atomic_store_explicit(&ctx->last_delivery, now / 1000, memory_order_relaxed);
+        }
+        rd_kafka_event_destroy(ev);
+    }
+    rd_kafka_queue_destroy(q);
     return NULL;
 }
 
@@ -80,9 +102,13 @@ int ingest_producer_init(ingest_ctx_t *ctx, char *errstr, size_t errstr_size)
     snprintf(v, sizeof(v), "%lld", (long long)ctx->cfg.queue_events);
     if (lam_kafka_conf_set(conf, "queue.buffering.max.messages", v, errstr, errstr_size) < 0)
         goto fail;
+    /* A single-event request waits for linger.ms plus the produce round trip: keep it short. */
     if (lam_kafka_conf_set(conf, "linger.ms", "5", errstr, errstr_size) < 0)
         goto fail;
-    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    /* LAM_KAFKA_X_* overrides the settings above too. */
+    if (lam_kafka_conf_apply_env(conf, errstr, errstr_size) < 0)
+        goto fail;
+    rd_kafka_conf_set_events(conf, RD_KAFKA_EVENT_DR);
     rd_kafka_conf_set_opaque(conf, ctx);
     ctx->producer = lam_kafka_producer_new(conf, errstr, errstr_size);
     if (!ctx->producer)
@@ -229,6 +255,11 @@ void ingest_producer_send(ingest_ctx_t *ctx, ingest_batch_t *b)
 
 void ingest_producer_destroy(ingest_ctx_t *ctx)
 {
+    /* Flush while the delivery-report thread still answers: with delivery reports as events,
+     * rd_kafka_flush() only waits for them to be served. */
+    if (ctx->producer && rd_kafka_flush(ctx->producer, ctx->dr_started ? 10000 : 0) != RD_KAFKA_RESP_ERR_NO_ERROR &&
+        ctx->dr_started)
+        lam_warn("msg=\"producer flush timed out\" queued=%d", rd_kafka_outq_len(ctx->producer));
     if (ctx->dr_started) {
         atomic_store(&ctx->dr_stop, 1);
         pthread_join(ctx->dr_thread, NULL);
@@ -240,8 +271,6 @@ void ingest_producer_destroy(ingest_ctx_t *ctx)
     }
     if (!ctx->producer)
         return;
-    if (rd_kafka_flush(ctx->producer, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        lam_warn("msg=\"producer flush timed out\" queued=%d", rd_kafka_outq_len(ctx->producer));
     rd_kafka_destroy(ctx->producer);
     ctx->producer = NULL;
 }
