@@ -51,6 +51,8 @@ typedef struct ingest_ctx {
     atomic_llong last_delivery; /* monotonic ms of the last successful delivery report */
     atomic_int stopping;        /* SIGTERM seen: answer with Connection: close */
     atomic_int inflight;        /* deferred requests waiting for delivery reports */
+    int own_partitioning;       /* the partitioner is consistent_random: ingest groups events by partition */
+    atomic_int partitions;      /* the topic's partition count at the last probe (0 = unknown) */
     pthread_t dr_thread;
     int dr_started;
     atomic_int dr_stop;

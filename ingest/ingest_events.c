@@ -11,21 +11,24 @@
 #include "lam_uuid.h"
 
 /* Finished batches keep their buffers for the next request (allocated on the HTTP threads, freed
- * on the delivery-report thread, hence one shared list). Bounded in count and buffer size, so the
- * pool holds at most BATCH_POOL_MAX * ~5 * BATCH_KEEP_BYTES. */
-#define BATCH_POOL_MAX 64
-#define BATCH_KEEP_BYTES ((size_t)64 * 1024)
+ * on the delivery-report thread, hence one shared list), up to BATCH_POOL_MAX batches holding at
+ * most BATCH_POOL_BYTES of buffers in all: a bounded cache, whatever the requests were. */
+#define BATCH_POOL_MAX 128
+#define BATCH_POOL_BYTES ((size_t)4 << 20)
 
 static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
 static ingest_batch_t *pool[BATCH_POOL_MAX];
-static size_t npool;
+static size_t pool_bytes[BATCH_POOL_MAX];
+static size_t npool, pool_total;
 
 ingest_batch_t *ingest_batch_new(ingest_ctx_t *ctx, lam_http_req_t *req)
 {
     ingest_batch_t *b = NULL;
     pthread_mutex_lock(&pool_lock);
-    if (npool)
+    if (npool) {
         b = pool[--npool];
+        pool_total -= pool_bytes[npool];
+    }
     pthread_mutex_unlock(&pool_lock);
     if (!b) {
         b = lam_calloc(1, sizeof(*b));
@@ -48,21 +51,12 @@ static void batch_release(ingest_batch_t *b)
     lam_free(b);
 }
 
-static int buf_keepable(const lam_buf_t *buf)
-{
-    return buf->cap <= BATCH_KEEP_BYTES;
-}
-
 void ingest_batch_free(ingest_batch_t *b)
 {
     if (!b)
         return;
-    if (!buf_keepable(&b->payload) || !buf_keepable(&b->keys) || !buf_keepable(&b->ids) ||
-        !buf_keepable(&b->ok_reply) || !buf_keepable(&b->errors) ||
-        b->slots_cap * sizeof(*b->slots) > BATCH_KEEP_BYTES) {
-        batch_release(b);
-        return;
-    }
+    size_t bytes = b->payload.cap + b->keys.cap + b->ids.cap + b->ok_reply.cap + b->errors.cap +
+                   b->slots_cap * sizeof(*b->slots);
     /* Back to the state ingest_batch_new() hands out, buffers kept. */
     lam_buf_clear(&b->payload);
     lam_buf_clear(&b->keys);
@@ -78,8 +72,10 @@ void ingest_batch_free(ingest_batch_t *b)
     b->produce_us = 0;
     b->fail_reason[0] = '\0';
     pthread_mutex_lock(&pool_lock);
-    if (npool < BATCH_POOL_MAX) {
+    if (npool < BATCH_POOL_MAX && pool_total + bytes <= BATCH_POOL_BYTES) {
+        pool_bytes[npool] = bytes;
         pool[npool++] = b;
+        pool_total += bytes;
         b = NULL;
     }
     pthread_mutex_unlock(&pool_lock);
@@ -92,6 +88,7 @@ void ingest_batch_pool_free(void)
     pthread_mutex_lock(&pool_lock);
     while (npool)
         batch_release(pool[--npool]);
+    pool_total = 0;
     pthread_mutex_unlock(&pool_lock);
 }
 
