@@ -51,6 +51,8 @@ typedef struct ingest_ctx {
     atomic_llong last_delivery; /* monotonic ms of the last successful delivery report */
     atomic_int stopping;        /* SIGTERM seen: answer with Connection: close */
     atomic_int inflight;        /* deferred requests waiting for delivery reports */
+    int own_partitioning;       /* the partitioner is consistent_random: ingest groups events by partition */
+    atomic_int partitions;      /* the topic's partition count at the last probe (0 = unknown) */
     pthread_t dr_thread;
     int dr_started;
     atomic_int dr_stop;
@@ -117,10 +119,12 @@ void ingest_producer_metrics(ingest_ctx_t *ctx, lam_buf_t *out);
 
 /* ---- ingest_events.c: POST /v1/events ---- */
 
-/** A new, empty batch for req. */
+/** A new, empty batch for req (from the pool of finished batches when it has one). */
 ingest_batch_t *ingest_batch_new(ingest_ctx_t *ctx, lam_http_req_t *req);
-/** Free a batch. Accepts NULL. */
+/** Free a batch: back to the pool with its buffers when they are small, else released. Accepts NULL. */
 void ingest_batch_free(ingest_batch_t *b);
+/** Release the pooled batches (at exit, after the last request). */
+void ingest_batch_pool_free(void);
 /** Build and send the reply of a batch whose deliveries are all reported (from the producer). */
 void ingest_batch_reply(ingest_batch_t *b);
 /** Handle POST /v1/events (method, auth and content type already checked). */

@@ -10,19 +10,37 @@
 #include "lam_service.h"
 #include "lam_uuid.h"
 
+/* Finished batches keep their buffers for the next request (allocated on the HTTP threads, freed
+ * on the delivery-report thread, hence one shared list), up to BATCH_POOL_MAX batches holding at
+ * most BATCH_POOL_BYTES of buffers in all: a bounded cache, whatever the requests were. */
+#define BATCH_POOL_MAX 128
+#define BATCH_POOL_BYTES ((size_t)4 << 20)
+
+static pthread_mutex_t pool_lock = PTHREAD_MUTEX_INITIALIZER;
+static ingest_batch_t *pool[BATCH_POOL_MAX];
+static size_t pool_bytes[BATCH_POOL_MAX];
+static size_t npool, pool_total;
+
 ingest_batch_t *ingest_batch_new(ingest_ctx_t *ctx, lam_http_req_t *req)
 {
-    ingest_batch_t *b = lam_calloc(1, sizeof(*b));
+    ingest_batch_t *b = NULL;
+    pthread_mutex_lock(&pool_lock);
+    if (npool) {
+        b = pool[--npool];
+        pool_total -= pool_bytes[npool];
+    }
+    pthread_mutex_unlock(&pool_lock);
+    if (!b) {
+        b = lam_calloc(1, sizeof(*b));
+        pthread_mutex_init(&b->fail_lock, NULL);
+    }
     b->ctx = ctx;
     b->req = req;
-    pthread_mutex_init(&b->fail_lock, NULL);
     return b;
 }
 
-void ingest_batch_free(ingest_batch_t *b)
+static void batch_release(ingest_batch_t *b)
 {
-    if (!b)
-        return;
     lam_buf_free(&b->payload);
     lam_buf_free(&b->keys);
     lam_buf_free(&b->ids);
@@ -31,6 +49,47 @@ void ingest_batch_free(ingest_batch_t *b)
     lam_free(b->slots);
     pthread_mutex_destroy(&b->fail_lock);
     lam_free(b);
+}
+
+void ingest_batch_free(ingest_batch_t *b)
+{
+    if (!b)
+        return;
+    size_t bytes = b->payload.cap + b->keys.cap + b->ids.cap + b->ok_reply.cap + b->errors.cap +
+                   b->slots_cap * sizeof(*b->slots);
+    /* Back to the state ingest_batch_new() hands out, buffers kept. */
+    lam_buf_clear(&b->payload);
+    lam_buf_clear(&b->keys);
+    lam_buf_clear(&b->ids);
+    lam_buf_clear(&b->ok_reply);
+    lam_buf_clear(&b->errors);
+    b->ctx = NULL;
+    b->req = NULL;
+    b->nslots = b->nevents = b->rejected = b->first_err_index = 0;
+    b->deferred = 0;
+    b->first_err[0] = '\0';
+    atomic_store(&b->pending, 0);
+    b->produce_us = 0;
+    b->fail_reason[0] = '\0';
+    pthread_mutex_lock(&pool_lock);
+    if (npool < BATCH_POOL_MAX && pool_total + bytes <= BATCH_POOL_BYTES) {
+        pool_bytes[npool] = bytes;
+        pool[npool++] = b;
+        pool_total += bytes;
+        b = NULL;
+    }
+    pthread_mutex_unlock(&pool_lock);
+    if (b)
+        batch_release(b);
+}
+
+void ingest_batch_pool_free(void)
+{
+    pthread_mutex_lock(&pool_lock);
+    while (npool)
+        batch_release(pool[--npool]);
+    pool_total = 0;
+    pthread_mutex_unlock(&pool_lock);
 }
 
 /* The per-request parse state; the event is reused by every request on this thread. */
@@ -333,7 +392,7 @@ void ingest_events_post(ingest_ctx_t *ctx, lam_http_req_t *req, int ndjson)
     lam_buf_append(&b->ok_reply, b->ids.data, b->ids.len);
     lam_buf_append_char(&b->ok_reply, ']');
     append_errors(&b->ok_reply, b);
-    lam_buf_free(&b->ids);
+    lam_buf_clear(&b->ids);
 
     b->deferred = 1;
     atomic_fetch_add(&ctx->inflight, 1);

@@ -22,6 +22,7 @@ static const unsigned metric_statuses[] = {200, 202, 204, 304, 400, 401, 403, 40
 #define N_STATUS (sizeof(metric_statuses) / sizeof(metric_statuses[0]))
 static const double latency_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                         0.1,    0.25,  0.5,    1,     2.5,  10};
+#define HTTP_BODY_PRESIZE_MAX ((size_t)1 << 20)
 #define N_LAT (sizeof(latency_bounds) / sizeof(latency_bounds[0]))
 
 struct lam_http_server {
@@ -221,9 +222,14 @@ static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const c
         req->start_us = now_us();
         *con_cls = req;
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl && strtoull(cl, NULL, 10) > srv->opts.max_body) {
+        unsigned long long clen = cl ? strtoull(cl, NULL, 10) : 0;
+        if (clen > srv->opts.max_body) {
             req->state = ST_TOO_LARGE;
             lam_http_error(req, 413, NULL, "body exceeds %zu bytes", srv->opts.max_body);
+        } else if (clen) {
+            /* One allocation for the body instead of doubling through it; capped so that a
+             * Content-Length the client never sends cannot reserve much memory. */
+            lam_buf_reserve(&req->buf, clen < HTTP_BODY_PRESIZE_MAX ? (size_t)clen : HTTP_BODY_PRESIZE_MAX);
         }
         return MHD_YES;
     }
@@ -304,7 +310,8 @@ lam_http_server_t *lam_http_start(const lam_http_opts_t *opts, char *errstr, siz
     memset(&ss, 0, sizeof(ss));
     struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
     struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | (opts->use_poll ? MHD_USE_POLL : MHD_USE_EPOLL) |
+                     MHD_ALLOW_SUSPEND_RESUME;
     if (inet_pton(AF_INET, opts->host, &sin->sin_addr) == 1) {
         sin->sin_family = AF_INET;
         sin->sin_port = htons((uint16_t)opts->port);
@@ -325,7 +332,8 @@ lam_http_server_t *lam_http_start(const lam_http_opts_t *opts, char *errstr, siz
                               MHD_OPTION_CONNECTION_LIMIT, opts->conn_limit ? opts->conn_limit : 1024u,
                               MHD_OPTION_CONNECTION_TIMEOUT, opts->timeout_s ? opts->timeout_s : 30u,
                               MHD_OPTION_THREAD_POOL_SIZE, opts->threads ? opts->threads : 1u,
-                              MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)64 * 1024, MHD_OPTION_NOTIFY_COMPLETED,
+                              MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                              opts->conn_memory ? opts->conn_memory : (size_t)64 * 1024, MHD_OPTION_NOTIFY_COMPLETED,
                               completed_cb, srv, MHD_OPTION_NOTIFY_CONNECTION, conn_cb, srv,
                               MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_END);
     if (!srv->d) {

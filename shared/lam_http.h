@@ -24,6 +24,11 @@ typedef struct lam_http_opts {
     unsigned conn_limit;     /* concurrent connections (0 = 1024) */
     unsigned timeout_s;      /* idle/slow connection timeout (0 = 30 s) */
     unsigned threads;        /* polling threads (0 = 1) */
+    size_t conn_memory;      /* per-connection memory for the request line, headers and reads (0 = 64 KiB);
+                              * libmicrohttpd answers 431 to headers that do not fit, and clears it
+                              * between keep-alive requests, so smaller is cheaper per request */
+    int use_poll;            /* poll(2) instead of epoll: cheaper when most requests are deferred, as
+                              * each suspend/resume costs two epoll_ctl calls (ingest) */
     lam_http_handler_fn handler;
     void *opaque;
 } lam_http_opts_t;

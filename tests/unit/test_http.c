@@ -232,6 +232,64 @@ static void test_header_flood_rejected(void **st)
     free(r);
 }
 
+/* A GET /healthz whose headers take about header_bytes. */
+static char *get_with_headers(size_t header_bytes)
+{
+    lam_buf_t b = LAM_BUF_INIT;
+    lam_buf_append_str(&b, "GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    for (int i = 0; b.len < header_bytes; i++)
+        lam_buf_printf(&b, "X-Pad-%d: %040d\r\n", i, i);
+    lam_buf_append_str(&b, "Connection: close\r\n\r\n");
+    char *r = roundtrip(b.data, b.len);
+    lam_buf_free(&b);
+    return r;
+}
+
+/* conn_memory bounds the headers (431 beyond), use_poll serves deferred replies, and a body
+ * larger than the connection memory arrives whole. */
+static void test_conn_memory_and_poll(void **st)
+{
+    (void)st;
+    /* the default 64 KiB server takes 24 KB of headers */
+    char *r = get_with_headers(24000);
+    assert_int_equal(status_of(r), 200);
+    free(r);
+
+    int default_port = g_port;
+    char err[256];
+    g_port = lam_test_free_port();
+    lam_http_opts_t o = {.host = "127.0.0.1", .port = g_port, .max_body = 200000, .conn_limit = 16,
+                         .timeout_s = 1, .threads = 2, .handler = handler, .conn_memory = 16 * 1024,
+                         .use_poll = 1};
+    lam_http_server_t *small = lam_http_start(&o, err, sizeof(err));
+    assert_non_null(small);
+    r = get_with_headers(24000);
+    assert_int_equal(status_of(r), 431);
+    free(r);
+    r = get_with_headers(4000);
+    assert_int_equal(status_of(r), 200);
+    free(r);
+    for (int i = 0; i < 10; i++) {
+        r = get("/defer");
+        assert_int_equal(status_of(r), 200);
+        assert_string_equal(body_of(r), "later");
+        free(r);
+    }
+    lam_buf_t b = LAM_BUF_INIT, body = LAM_BUF_INIT;
+    for (int i = 0; body.len < 150000; i++)
+        lam_buf_printf(&body, "%d,", i);
+    lam_buf_printf(&b, "POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n", body.len);
+    lam_buf_append(&b, body.data, body.len);
+    r = roundtrip(b.data, b.len);
+    assert_int_equal(status_of(r), 200);
+    assert_string_equal(body_of(r), body.data);
+    free(r);
+    lam_buf_free(&b);
+    lam_buf_free(&body);
+    lam_http_stop(small);
+    g_port = default_port;
+}
+
 static void test_slow_client_timed_out(void **st)
 {
     (void)st;
@@ -286,7 +344,7 @@ int main(void)
         cmocka_unit_test(test_deferred_reply_from_other_thread), cmocka_unit_test(test_query_args),
         cmocka_unit_test(test_header_flood_rejected), cmocka_unit_test(test_slow_client_timed_out),
         cmocka_unit_test(test_metrics_count_by_status), cmocka_unit_test(test_secret_eq),
-        cmocka_unit_test(test_loopback_and_status),
+        cmocka_unit_test(test_loopback_and_status), cmocka_unit_test(test_conn_memory_and_poll),
     };
     return cmocka_run_group_tests_name("test_http", tests, setup, teardown);
 }

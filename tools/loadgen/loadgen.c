@@ -14,6 +14,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -161,6 +162,22 @@ static int send_all(int fd, const char *p, size_t n)
     return 0;
 }
 
+static int send_head_body(int fd, const char *head, size_t hl, const char *body, size_t bl)
+{
+    struct iovec iov[2] = {{(void *)head, hl}, {(void *)body, bl}};
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 2};
+    ssize_t w;
+    do
+        w = sendmsg(fd, &mh, MSG_NOSIGNAL);
+    while (w < 0 && errno == EINTR);
+    if (w < 0)
+        return -1;
+    size_t sent = (size_t)w;
+    if (sent < hl)
+        return send_all(fd, head + sent, hl - sent) < 0 ? -1 : send_all(fd, body, bl);
+    return send_all(fd, body + (sent - hl), bl - (sent - hl));
+}
+
 static int fill(conn_t *c)
 {
     if (c->rlen + 4096 > c->rcap) {
@@ -197,7 +214,8 @@ static int http_post(conn_t *c, const char *ctype, const lam_buf_t *body, http_r
                       "POST %s HTTP/1.1\r\nHost: %s:%s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s%s\r\n",
                       opt.path, opt.host, opt.port, ctype, body->len, opt.key ? "Authorization: Bearer " : "",
                       opt.key ? opt.key : "", opt.key ? "\r\n" : "");
-    if (send_all(c->fd, head, (size_t)hl) < 0 || send_all(c->fd, body->data, body->len) < 0) {
+    /* Head and body in one segment when they fit in one write: half the syscalls per request. */
+    if (send_head_body(c->fd, head, (size_t)hl, body->data, body->len) < 0) {
         conn_close(c);
         return -1;
     }
@@ -297,6 +315,15 @@ static int mark_indexes(const char *body, size_t len, const char *field, uint8_t
     return found ? 0 : -1;
 }
 
+/* 1 when the body's last member is an empty "errors" array (ingest's 200 without rejections). */
+static int errors_empty(const char *body, size_t len)
+{
+    static const char tail[] = "\"errors\":[]}";
+    while (len && (body[len - 1] == '\n' || body[len - 1] == ' ' || body[len - 1] == '\r'))
+        len--;
+    return len >= sizeof(tail) - 1 && !memcmp(body + len - (sizeof(tail) - 1), tail, sizeof(tail) - 1);
+}
+
 /* ---- workers ---- */
 
 typedef struct worker {
@@ -307,6 +334,7 @@ typedef struct worker {
     lam_buf_t events;   /* the batch's events, back to back */
     size_t *off, *len;  /* per event */
     uint8_t *state;
+    uint8_t *st;        /* per attempt: the answer for each event sent */
     size_t *map;        /* body position -> event */
     size_t cap;
     lam_buf_t body;
@@ -380,10 +408,12 @@ static void send_batch(worker_t *w, size_t n)
         if (opt.verbose && r.status != 200)
             fprintf(stderr, "loadgen: HTTP %d (attempt %d): %.*s\n", r.status, attempt,
                     (int)(r.body_len > 300 ? 300 : r.body_len), r.body);
-        uint8_t *st = lam_malloc(m);
+        uint8_t *st = w->st;
         memset(st, EV_ACKED, m);
         if (r.status == 200) {
-            mark_indexes(r.body, r.body_len, "errors", st, m, EV_REJECTED);
+            /* ingest ends a 200 with "errors":[...]}: only parse the ids when there are errors */
+            if (!errors_empty(r.body, r.body_len))
+                mark_indexes(r.body, r.body_len, "errors", st, m, EV_REJECTED);
         } else if (r.status == 503) {
             mark_indexes(r.body, r.body_len, "errors", st, m, EV_REJECTED);
             if (mark_indexes(r.body, r.body_len, "not_acknowledged", st, m, EV_RETRY) < 0)
@@ -398,17 +428,19 @@ static void send_batch(worker_t *w, size_t n)
                 atomic_fetch_add(&g.failed, (long long)m), memset(st, 0xff, m);
         }
         int retry = 0;
+        long long acked = 0, rejected = 0;
         for (size_t k = 0; k < m; k++) {
             size_t i = w->map[k];
             w->state[i] = st[k];
             if (st[k] == EV_ACKED)
-                atomic_fetch_add(&g.acked, 1);
+                acked++;
             else if (st[k] == EV_REJECTED)
-                atomic_fetch_add(&g.rejected, 1);
+                rejected++;
             else if (st[k] == EV_RETRY)
                 retry = 1;
         }
-        lam_free(st);
+        atomic_fetch_add(&g.acked, acked);
+        atomic_fetch_add(&g.rejected, rejected);
         if (!retry)
             break;
         int64_t wait = r.retry_after > 0 ? r.retry_after * 1000LL : backoff_ms;
@@ -429,6 +461,7 @@ static void ensure_cap(worker_t *w, size_t n)
     w->len = lam_realloc(w->len, n * sizeof(size_t));
     w->map = lam_realloc(w->map, n * sizeof(size_t));
     w->state = lam_realloc(w->state, n);
+    w->st = lam_realloc(w->st, n);
 }
 
 static void *worker_main(void *arg)

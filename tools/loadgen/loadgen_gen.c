@@ -176,9 +176,97 @@ static void remember(lg_gen_t *g, const char *ev, size_t len)
         g->nrecent++;
 }
 
-static void price_text(char *out, size_t sz, int32_t cents)
+/* "u%06u" */
+static void user_text(char out[16], unsigned u)
 {
-    snprintf(out, sz, "%d.%02d", cents / 100, cents % 100);
+    char tmp[12];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    while (n < 6)
+        tmp[n++] = '0';
+    out[0] = 'u';
+    for (int i = 0; i < n; i++)
+        out[1 + i] = tmp[n - 1 - i];
+    out[1 + n] = '\0';
+}
+
+/* Appenders instead of printf: formatting was half of loadgen's CPU, which it shares with ingest. */
+static void put(lam_buf_t *o, const char *s)
+{
+    lam_buf_append_str(o, s);
+}
+
+/* v in decimal, zero-padded to at least width digits. */
+static void put_u(lam_buf_t *o, unsigned long long v, int width)
+{
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[sizeof(tmp) - 1 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n < width && n < (int)sizeof(tmp))
+        tmp[sizeof(tmp) - 1 - n++] = '0';
+    lam_buf_append(o, tmp + sizeof(tmp) - n, (size_t)n);
+}
+
+static void put_i(lam_buf_t *o, long long v)
+{
+    if (v < 0) {
+        lam_buf_append_char(o, '-');
+        put_u(o, 0ULL - (unsigned long long)v, 0);
+    } else {
+        put_u(o, (unsigned long long)v, 0);
+    }
+}
+
+/* The common start of every event: {"id":"<id>","ts":<ts>,"type":"<type>" */
+static void put_head(lam_buf_t *o, const char *id, int64_t ts_ms, const char *type)
+{
+    put(o, "{\"id\":\"");
+    put(o, id);
+    put(o, "\",\"ts\":");
+    put_i(o, ts_ms);
+    put(o, ",\"type\":\"");
+    put(o, type);
+    lam_buf_append_char(o, '"');
+}
+
+static void put_price(lam_buf_t *o, int32_t cents)
+{
+    if (cents < 0) {
+        lam_buf_append_char(o, '-');
+        cents = -cents;
+    }
+    put_u(o, (unsigned)(cents / 100), 0);
+    lam_buf_append_char(o, '.');
+    put_u(o, (unsigned)(cents % 100), 2);
+}
+
+static void put_hex16(lam_buf_t *o, unsigned long long v)
+{
+    static const char hex[] = "0123456789abcdef";
+    char tmp[16];
+    for (int i = 15; i >= 0; i--, v >>= 4)
+        tmp[i] = hex[v & 15];
+    lam_buf_append(o, tmp, sizeof(tmp));
+}
+
+/* ,"item":"sku-NNNNN","price":P,"qty":Q,"user":"U"} */
+static void put_cart(lam_buf_t *o, int item, int32_t cents, int qty, const char *user)
+{
+    put(o, ",\"item\":\"sku-");
+    put_u(o, (unsigned)item, 5); /* an index into the catalogue, never negative */
+    put(o, "\",\"price\":");
+    put_price(o, cents);
+    put(o, ",\"qty\":");
+    put_i(o, qty);
+    put(o, ",\"user\":\"");
+    put(o, user);
+    put(o, "\"}");
 }
 
 int lg_gen_event(lg_gen_t *g, int64_t ts_ms, lam_buf_t *out)
@@ -195,34 +283,36 @@ int lg_gen_event(lg_gen_t *g, int64_t ts_ms, lam_buf_t *out)
     lam_uuid7(id, ts_ms);
     size_t start = out->len;
     char user[16];
-    snprintf(user, sizeof(user), "u%06u", s->user);
+    user_text(user, s->user);
     const char *cc = cc_names[s->cc];
 
     if (s->pages_left <= 0) {
         new_session(g, s);
-        snprintf(user, sizeof(user), "u%06u", s->user);
+        user_text(user, s->user);
         cc = cc_names[s->cc];
         double r = lg_rand01(g);
         if (r < 0.04) {
-            lam_buf_printf(out,
-                           "{\"id\":\"%s\",\"ts\":%lld,\"type\":\"signup\",\"user\":\"%s\",\"plan\":\"%s\","
-                           "\"geo\":{\"cc\":\"%s\"}}",
-                           id, (long long)ts_ms, user, plans[rand_below(g, 10)], cc);
+            put_head(out, id, ts_ms, "signup");
+            put(out, ",\"user\":\"");
+            put(out, user);
+            put(out, "\",\"plan\":\"");
+            put(out, plans[rand_below(g, 10)]);
+            put(out, "\",\"geo\":{\"cc\":\"");
+            put(out, cc);
+            put(out, "\"}}");
             goto done;
         }
         if (r < 0.35) {
-            lam_buf_printf(out, "{\"id\":\"%s\",\"ts\":%lld,\"type\":\"login\",\"user\":\"%s\"}", id,
-                           (long long)ts_ms, user);
+            put_head(out, id, ts_ms, "login");
+            put(out, ",\"user\":\"");
+            put(out, user);
+            put(out, "\"}");
             goto done;
         }
     }
     if (s->cart_item >= 0 && lg_rand01(g) < 0.3) {
-        char price[24];
-        price_text(price, sizeof(price), cat.item_cents[s->cart_item]);
-        lam_buf_printf(out,
-                       "{\"id\":\"%s\",\"ts\":%lld,\"type\":\"purchase\",\"item\":\"sku-%05d\",\"price\":%s,"
-                       "\"qty\":%d,\"user\":\"%s\"}",
-                       id, (long long)ts_ms, s->cart_item, price, s->cart_qty, user);
+        put_head(out, id, ts_ms, "purchase");
+        put_cart(out, s->cart_item, cat.item_cents[s->cart_item], s->cart_qty, user);
         s->cart_item = -1;
         s->pages_left--;
         goto done;
@@ -231,14 +321,10 @@ int lg_gen_event(lg_gen_t *g, int64_t ts_ms, lam_buf_t *out)
         int item = cat.url_item[s->last_url];
         if (lg_rand01(g) < 0.5) /* or something else popular */
             item = (int)zipf_pick(g, cat.item_cdf, cat.items);
-        char price[24];
-        price_text(price, sizeof(price), cat.item_cents[item]);
         s->cart_item = item;
         s->cart_qty = 1 + (int)rand_below(g, 3);
-        lam_buf_printf(out,
-                       "{\"id\":\"%s\",\"ts\":%lld,\"type\":\"add_to_cart\",\"item\":\"sku-%05d\",\"price\":%s,"
-                       "\"qty\":%d,\"user\":\"%s\"}",
-                       id, (long long)ts_ms, item, price, s->cart_qty, user);
+        put_head(out, id, ts_ms, "add_to_cart");
+        put_cart(out, item, cat.item_cents[item], s->cart_qty, user);
         goto done;
     }
     {
@@ -246,12 +332,22 @@ int lg_gen_event(lg_gen_t *g, int64_t ts_ms, lam_buf_t *out)
         const char *ref = s->last_url >= 0 ? cat.url_text[s->last_url] : referrers[rand_below(g, N_REF)];
         /* page latency: log-normal-ish around 120 ms, long tail */
         int lat = (int)(20 + exp(4.6 + 0.7 * (lg_rand01(g) + lg_rand01(g) + lg_rand01(g) - 1.5) * 2));
-        lam_buf_printf(out,
-                       "{\"id\":\"%s\",\"ts\":%lld,\"type\":\"page_view\",\"url\":\"%s\",\"user\":\"%s\","
-                       "\"session\":\"%016llx\",\"referrer\":\"%s\",\"device\":\"%s\",\"geo\":{\"cc\":\"%s\"},"
-                       "\"latency_ms\":%d}",
-                       id, (long long)ts_ms, cat.url_text[url], user, (unsigned long long)s->id, ref,
-                       device_names[s->device], cc, lat);
+        put_head(out, id, ts_ms, "page_view");
+        put(out, ",\"url\":\"");
+        put(out, cat.url_text[url]);
+        put(out, "\",\"user\":\"");
+        put(out, user);
+        put(out, "\",\"session\":\"");
+        put_hex16(out, (unsigned long long)s->id);
+        put(out, "\",\"referrer\":\"");
+        put(out, ref);
+        put(out, "\",\"device\":\"");
+        put(out, device_names[s->device]);
+        put(out, "\",\"geo\":{\"cc\":\"");
+        put(out, cc);
+        put(out, "\"},\"latency_ms\":");
+        put_i(out, lat);
+        lam_buf_append_char(out, '}');
         s->last_url = url;
         s->pages_left--;
     }
