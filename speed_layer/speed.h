@@ -91,6 +91,12 @@ typedef struct speed_hval {
     size_t off, len, next; /* bytes in hbytes; next = hval index + 1 */
 } speed_hval_t;
 
+/** A partition of the batch and the stored offset we believe it has (checked under WATCH before MULTI). */
+typedef struct speed_fence {
+    int partition;
+    int64_t stored; /* SPEED_NO_OFFSET: absent */
+} speed_fence_t;
+
 #define SPEED_HIST_BUCKETS 12
 
 /** A Prometheus histogram (cumulative buckets are computed when rendering). */
@@ -166,8 +172,12 @@ typedef struct speed_ctx {
     size_t ogtab_cap;
     speed_op_t *ops;
     size_t nops, ops_cap;
-    lam_buf_t obytes, zargs; /* keys, fields, values; ZADD args (u32 length + bytes) */
+    lam_buf_t obytes;        /* keys, fields, values */
     lam_buf_t resp, resp2;   /* RESP-formatted commands */
+    lam_buf_t tx;            /* the batch's plain commands inside MULTI/EXEC (RESP), ntx of them */
+    size_t ntx;
+    speed_fence_t *fence;    /* the partitions of the batch and their stored offsets */
+    size_t nfence, fence_cap;
 
     /* keys whose EXPIRE / hidx membership was written recently (skip repeating it every batch) */
     uint64_t *xcache;
@@ -179,7 +189,6 @@ typedef struct speed_ctx {
 
     int64_t current_run; /* lam:batch:current as last read */
     int64_t current_read_ms;
-    char script_sha[41];
     char offsets_key[256], epochs_key[256], stats_key[256], tmp_key[256];
     int64_t last_poison_log_ms;
     uint64_t poison_log_suppressed;
@@ -214,16 +223,19 @@ int speed_redis_dedup_lookup(speed_ctx_t *ctx, int64_t lo, int64_t hi, size_t n,
 int64_t dedup_slot_seconds(const speed_ctx_t *ctx);
 void speed_dedup_slot_key(lam_buf_t *out, int64_t slot);
 /**
- * Run the micro-batch script with ctx->args. Returns 0 written, 1 refused because
- * lam:batch:current moved (refresh and rebuild), 2 refused because the stored offsets are not
- * what we believed (resync), -1 connection/unknown outcome (reconnect and resync).
+ * Write the micro-batch: WATCH the offsets hash and lam:batch:current, check the fences (ctx->fence,
+ * ctx->current_run), then MULTI, EVAL of the script with ctx->args, the commands of ctx->tx, EXEC.
+ * Returns 0 written, 1 refused because lam:batch:current moved or a watched key changed before
+ * EXEC (refresh and rebuild), 2 refused because the stored offsets are not what we believed
+ * (resync), -1 connection/unknown outcome (reconnect and resync).
  */
 int speed_redis_write_batch(speed_ctx_t *ctx);
 /** HINCRBY/HSET the stats summary. 0 or -1. */
 int speed_redis_push_stats(speed_ctx_t *ctx);
 
-/** RESP formatting: `*argc`, then one bulk string per argument. */
+/** RESP formatting: `*argc`, then one bulk string per argument (begin clears b, cmd appends). */
 void speed_resp_begin(lam_buf_t *b, size_t argc);
+void speed_resp_cmd(lam_buf_t *b, size_t argc);
 void speed_resp_arg(lam_buf_t *b, const void *data, size_t len);
 
 /* speed_script.c */

@@ -70,7 +70,8 @@ void speed_apply_free(speed_ctx_t *ctx)
     lam_free(ctx->ogtab);
     lam_free(ctx->ops);
     lam_buf_free(&ctx->obytes);
-    lam_buf_free(&ctx->zargs);
+    lam_buf_free(&ctx->tx);
+    lam_free(ctx->fence);
     lam_buf_free(&ctx->resp);
     lam_buf_free(&ctx->resp2);
 }
@@ -272,13 +273,6 @@ static void ops_emit(speed_ctx_t *ctx)
     }
 }
 
-static void zarg(speed_ctx_t *ctx, const char *s, size_t len)
-{
-    uint32_t l = (uint32_t)len;
-    lam_buf_append(&ctx->zargs, &l, 4);
-    lam_buf_append(&ctx->zargs, s, len);
-}
-
 /* ---- script arguments: bytes in ctx->args, (offset, length) pairs in ctx->arg_off ---- */
 
 static void arg_add(speed_ctx_t *ctx, const void *data, size_t len)
@@ -291,11 +285,6 @@ static void arg_add(speed_ctx_t *ctx, const void *data, size_t len)
     ctx->arg_off[2 * ctx->nargs + 1] = len;
     ctx->nargs++;
     lam_buf_append(&ctx->args, data, len);
-}
-
-static void arg_str(speed_ctx_t *ctx, const char *s)
-{
-    arg_add(ctx, s, strlen(s));
 }
 
 /* Decimal of v ending at end (no snprintf: this runs a few times per event). */
@@ -317,27 +306,37 @@ static void arg_i64(speed_ctx_t *ctx, int64_t v)
     arg_add(ctx, p, (size_t)(e - p));
 }
 
+/* ---- the plain commands of the batch's transaction: RESP in ctx->tx ---- */
+
+static void tx_cmd(speed_ctx_t *ctx, size_t argc)
+{
+    speed_resp_cmd(&ctx->tx, argc);
+    ctx->ntx++;
+}
+
+static void tx_arg(speed_ctx_t *ctx, const void *data, size_t len)
+{
+    speed_resp_arg(&ctx->tx, data, len);
+}
+
+static void tx_str(speed_ctx_t *ctx, const char *s)
+{
+    tx_arg(ctx, s, strlen(s));
+}
+
+static void tx_i64(speed_ctx_t *ctx, int64_t v)
+{
+    char b[24], *e = b + sizeof(b), *p = i64_dec(e, v);
+    tx_arg(ctx, p, (size_t)(e - p));
+}
+
 /* "partition:offset" */
-static void arg_pos(speed_ctx_t *ctx, int partition, int64_t offset)
+static void tx_pos(speed_ctx_t *ctx, int partition, int64_t offset)
 {
     char b[48], *e = b + sizeof(b), *p = i64_dec(e, offset);
     *--p = ':';
     p = i64_dec(p, partition);
-    arg_add(ctx, p, (size_t)(e - p));
-}
-
-/* A count whose value is only known later: fixed width, patched by arg_patch (Lua tonumber reads it). */
-static size_t arg_placeholder(speed_ctx_t *ctx)
-{
-    arg_add(ctx, "0000000000", 10);
-    return ctx->nargs - 1;
-}
-
-static void arg_patch(speed_ctx_t *ctx, size_t slot, size_t v)
-{
-    char b[12];
-    snprintf(b, sizeof(b), "%010zu", v);
-    memcpy(ctx->args.data + ctx->arg_off[2 * slot], b, 10);
+    tx_arg(ctx, p, (size_t)(e - p));
 }
 
 /* ---- helpers ---- */
@@ -763,51 +762,63 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
         cnt->events++;
     }
 
-    /* Script arguments (layout in speed_script.c). */
-    arg_str(ctx, ctx->offsets_key);
-    arg_str(ctx, ctx->epochs_key);
-    arg_str(ctx, LAM_STORE_EPOCHS_KEY);
-    speed_dedup_slot_key(&ctx->kbuf, cur_slot);
-    arg_add(ctx, ctx->kbuf.data, ctx->kbuf.len);
-    arg_i64(ctx, ctx->cfg.key_ttl_ms / 1000);
-    /* kept until the window has passed after the slot's end (+ one slot for clock skew) */
-    arg_i64(ctx, (cur_slot + 2) * slot_s + ctx->cfg.dedup_window_ms / 1000);
-    arg_str(ctx, LAM_STORE_CURRENT_KEY);
-    arg_i64(ctx, ctx->current_run);
-    arg_str(ctx, LAM_STORE_TAIL_KEY);
-    arg_str(ctx, SPEED_TAIL_MAXLEN);
-    size_t slot = arg_placeholder(ctx);
+    /*
+     * The transaction (README "Write path"): the script's arguments (speed_script.c) in ctx->args,
+     * the plain commands in ctx->tx, the fences (partition, stored offset we expect) in ctx->fence.
+     */
+    lam_buf_clear(&ctx->tx);
+    ctx->ntx = 0;
+    ctx->nfence = 0;
+    lam_buf_t slotk = LAM_BUF_INIT;
+    speed_dedup_slot_key(&slotk, cur_slot);
+    arg_add(ctx, slotk.data, slotk.len);
+    char ttl[24], *ttl_p = i64_dec(ttl + sizeof(ttl), ctx->cfg.key_ttl_ms / 1000);
+    size_t ttl_len = (size_t)(ttl + sizeof(ttl) - ttl_p);
     size_t np = 0;
-    for (int p = 0; p < ctx->nparts; p++) {
-        if (!pw[p].touched)
-            continue;
-        arg_i64(ctx, p);
-        if (ctx->parts[p].stored == SPEED_NO_OFFSET)
-            arg_add(ctx, "", 0);
-        else
-            arg_i64(ctx, ctx->parts[p].stored);
-        arg_i64(ctx, pw[p].next);
-        arg_i64(ctx, pw[p].epoch);
-        np++;
+    for (int p = 0; p < ctx->nparts; p++)
+        np += pw[p].touched != 0;
+    if (np > ctx->fence_cap) {
+        ctx->fence_cap = np;
+        ctx->fence = lam_realloc(ctx->fence, np * sizeof(*ctx->fence));
     }
-    arg_patch(ctx, slot, np);
-
-    slot = arg_placeholder(ctx);
+    for (int p = 0; p < ctx->nparts; p++)
+        if (pw[p].touched)
+            ctx->fence[ctx->nfence++] = (speed_fence_t){p, ctx->parts[p].stored};
+    if (np) {
+        for (int which = 0; which < 2; which++) {
+            tx_cmd(ctx, 2 + 2 * np);
+            tx_str(ctx, "HSET");
+            tx_str(ctx, which ? ctx->epochs_key : ctx->offsets_key);
+            for (int p = 0; p < ctx->nparts; p++)
+                if (pw[p].touched) {
+                    tx_i64(ctx, p);
+                    tx_i64(ctx, which ? pw[p].epoch : pw[p].next);
+                }
+        }
+    }
     size_t ne = 0;
     for (size_t a = 0; a < ctx->naggs; a++)
-        if (ctx->aggs[a].used && lam_agg_size(ctx->aggs[a].agg)) {
-            arg_i64(ctx, ctx->aggs[a].epoch);
-            ne++;
-        }
-    arg_patch(ctx, slot, ne);
+        ne += ctx->aggs[a].used && lam_agg_size(ctx->aggs[a].agg);
+    if (ne) {
+        tx_cmd(ctx, 2 + 2 * ne);
+        tx_str(ctx, "ZADD");
+        tx_str(ctx, LAM_STORE_EPOCHS_KEY);
+        for (size_t a = 0; a < ctx->naggs; a++)
+            if (ctx->aggs[a].used && lam_agg_size(ctx->aggs[a].agg)) {
+                tx_i64(ctx, ctx->aggs[a].epoch);
+                tx_i64(ctx, ctx->aggs[a].epoch);
+            }
+        tx_cmd(ctx, 3);
+        tx_str(ctx, "EXPIRE");
+        tx_str(ctx, LAM_STORE_EPOCHS_KEY);
+        tx_arg(ctx, ttl_p, ttl_len);
+    }
 
     /* Count/sum/min/max deltas grouped per hash key (see speed_script.c), then bucket index ZADDs. */
     ops_reset(ctx);
     lam_buf_t *hk = &ctx->kbuf, *xk = &ctx->kbuf2, *fb = &ctx->fbuf;
     lam_buf_t hllk = LAM_BUF_INIT;
     char num[24];
-    lam_buf_clear(&ctx->zargs);
-    size_t nz = 0;
     for (size_t a = 0; a < ctx->naggs; a++) {
         if (!ctx->aggs[a].used)
             continue;
@@ -834,10 +845,11 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
                     expire_key(ctx, hk->data, hk->len, mono);
                     expire_key(ctx, xk->data, xk->len, mono);
                     if (!xcache_fresh(ctx, hk->data, hk->len, 0x5a414444ULL, mono)) { /* bucket not indexed lately */
-                        int nl = snprintf(num, sizeof(num), "%" PRId64, bucket);
-                        zarg(ctx, xk->data, xk->len);
-                        zarg(ctx, num, (size_t)nl);
-                        nz++;
+                        tx_cmd(ctx, 4);
+                        tx_str(ctx, "ZADD");
+                        tx_arg(ctx, xk->data, xk->len);
+                        tx_i64(ctx, bucket);
+                        tx_i64(ctx, bucket);
                     }
                 }
             }
@@ -867,63 +879,78 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
         }
     }
     ops_emit(ctx);
-    arg_i64(ctx, (int64_t)nz);
-    for (size_t off = 0; off < ctx->zargs.len;) {
-        uint32_t l;
-        memcpy(&l, ctx->zargs.data + off, 4);
-        arg_add(ctx, ctx->zargs.data + off + 4, l);
-        off += 4 + l;
-    }
 
-    /* Distinct metrics: PFADD of the batch's distinct values per HLL key. */
-    arg_i64(ctx, (int64_t)ctx->nhcells);
+    /* Distinct metrics: PFADD of the batch's distinct values per HLL key, the key into its hidx set. */
     for (size_t hc = 0; hc < ctx->nhcells; hc++) {
         const speed_hcell_t *c = &ctx->hcells[hc];
         const char *vname = lam_views_get(ctx->views, c->view)->name;
         lam_store_rt_hll_key(&hllk, c->epoch, vname, c->bucket, c->metric, ctx->hbytes.data + c->key_off,
                              c->key_len);
         lam_store_rt_hidx_key(xk, c->epoch, vname, c->bucket);
-        arg_add(ctx, hllk.data, hllk.len);
-        if (xcache_fresh(ctx, hllk.data, hllk.len, 0x53414444ULL, mono))
-            arg_add(ctx, "", 0); /* already a member of its hidx set */
-        else
-            arg_add(ctx, xk->data, xk->len);
+        tx_cmd(ctx, 2 + c->n);
+        tx_str(ctx, "PFADD");
+        tx_arg(ctx, hllk.data, hllk.len);
+        for (size_t vi = c->head; vi; vi = ctx->hvals[vi - 1].next)
+            tx_arg(ctx, ctx->hbytes.data + ctx->hvals[vi - 1].off, ctx->hvals[vi - 1].len);
+        if (!xcache_fresh(ctx, hllk.data, hllk.len, 0x53414444ULL, mono)) { /* not a member of hidx lately */
+            tx_cmd(ctx, 3);
+            tx_str(ctx, "SADD");
+            tx_arg(ctx, xk->data, xk->len);
+            tx_arg(ctx, hllk.data, hllk.len);
+        }
         expire_key(ctx, hllk.data, hllk.len, mono);
         expire_key(ctx, xk->data, xk->len, mono);
-        arg_i64(ctx, (int64_t)c->n);
-        for (size_t vi = c->head; vi; vi = ctx->hvals[vi - 1].next)
-            arg_add(ctx, ctx->hbytes.data + ctx->hvals[vi - 1].off, ctx->hvals[vi - 1].len);
     }
     lam_buf_free(&hllk);
 
     /* EXPIRE of the real-time keys not renewed within the hour. */
-    arg_i64(ctx, (int64_t)ctx->nxkeys);
-    for (size_t i = 0; i < ctx->nxkeys; i++)
-        arg_add(ctx, ctx->xkeys.data + ctx->xkey_off[2 * i], ctx->xkey_off[2 * i + 1]);
+    for (size_t i = 0; i < ctx->nxkeys; i++) {
+        tx_cmd(ctx, 3);
+        tx_str(ctx, "EXPIRE");
+        tx_arg(ctx, ctx->xkeys.data + ctx->xkey_off[2 * i], ctx->xkey_off[2 * i + 1]);
+        tx_arg(ctx, ttl_p, ttl_len);
+    }
 
     /* Dedup: every counted event with an id, where it was first counted, into the current slot hash. */
-    slot = arg_placeholder(ctx);
     size_t nd = 0;
-    for (size_t i = 0; i < ctx->nrecs; i++) {
-        speed_rec_t *r = &ctx->recs[i];
-        if (r->kind != SPEED_REC_EVENT || !r->id_len)
-            continue;
-        arg_add(ctx, ctx->ids.data + r->id_off, r->id_len);
-        arg_pos(ctx, (int)r->msg->partition, (int64_t)r->msg->offset);
-        nd++;
+    for (size_t i = 0; i < ctx->nrecs; i++)
+        nd += ctx->recs[i].kind == SPEED_REC_EVENT && ctx->recs[i].id_len;
+    if (nd) {
+        tx_cmd(ctx, 2 + 2 * nd);
+        tx_str(ctx, "HSET");
+        tx_arg(ctx, slotk.data, slotk.len);
+        for (size_t i = 0; i < ctx->nrecs; i++) {
+            speed_rec_t *r = &ctx->recs[i];
+            if (r->kind != SPEED_REC_EVENT || !r->id_len)
+                continue;
+            tx_arg(ctx, ctx->ids.data + r->id_off, r->id_len);
+            tx_pos(ctx, (int)r->msg->partition, (int64_t)r->msg->offset);
+        }
+        /* kept until the window has passed after the slot's end (+ one slot for clock skew) */
+        tx_cmd(ctx, 3);
+        tx_str(ctx, "EXPIREAT");
+        tx_arg(ctx, slotk.data, slotk.len);
+        tx_i64(ctx, (cur_slot + 2) * slot_s + ctx->cfg.dedup_window_ms / 1000);
     }
-    arg_patch(ctx, slot, nd);
+    lam_buf_free(&slotk);
 
     /* The last few counted events, in order, for the live tail (records are canonical JSON). */
-    slot = arg_placeholder(ctx);
     size_t first = ctx->nrecs, nt = 0;
     while (first > 0 && nt < SPEED_TAIL_PER_BATCH)
         if (ctx->recs[--first].kind == SPEED_REC_EVENT)
             nt++;
     for (size_t i = first; i < ctx->nrecs; i++)
-        if (ctx->recs[i].kind == SPEED_REC_EVENT)
-            arg_add(ctx, ctx->recs[i].msg->payload, ctx->recs[i].msg->len);
-    arg_patch(ctx, slot, nt);
+        if (ctx->recs[i].kind == SPEED_REC_EVENT) {
+            tx_cmd(ctx, 8);
+            tx_str(ctx, "XADD");
+            tx_str(ctx, LAM_STORE_TAIL_KEY);
+            tx_str(ctx, "MAXLEN");
+            tx_str(ctx, "~");
+            tx_str(ctx, SPEED_TAIL_MAXLEN);
+            tx_str(ctx, "*");
+            tx_str(ctx, "event");
+            tx_arg(ctx, ctx->recs[i].msg->payload, ctx->recs[i].msg->len);
+        }
     return 0;
 }
 

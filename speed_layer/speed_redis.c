@@ -12,23 +12,6 @@
 #include "lam_store.h"
 #include "speed.h"
 
-static int load_script(speed_ctx_t *ctx)
-{
-    const char *argv[3] = {"SCRIPT", "LOAD", speed_script_lua};
-    redisReply *r = redisCommandArgv(ctx->redis, 3, argv, NULL);
-    if (!r || r->type != REDIS_REPLY_STRING || r->len != 40) {
-        lam_error("msg=\"cannot load the batch script\" error=\"%s\"",
-                  r ? (r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply") : ctx->redis->errstr);
-        if (r)
-            freeReplyObject(r);
-        return -1;
-    }
-    memcpy(ctx->script_sha, r->str, 40);
-    ctx->script_sha[40] = '\0';
-    freeReplyObject(r);
-    return 0;
-}
-
 int speed_redis_connect(speed_ctx_t *ctx)
 {
     char err[512];
@@ -37,11 +20,6 @@ int speed_redis_connect(speed_ctx_t *ctx)
     ctx->redis = lam_redis_connect(ctx->cfg.common.redis_url, SPEED_REDIS_TIMEOUT_MS, err, sizeof(err));
     if (!ctx->redis) {
         lam_warn("msg=\"%s\"", err);
-        return -1;
-    }
-    if (load_script(ctx) < 0) {
-        redisFree(ctx->redis);
-        ctx->redis = NULL;
         return -1;
     }
     lam_info("msg=\"redis reachable\" url=%s", ctx->cfg.common.redis_url);
@@ -96,6 +74,11 @@ static void resp_len(lam_buf_t *b, char type, size_t n)
     lam_buf_append(b, p, (size_t)(e - p));
 }
 
+void speed_resp_cmd(lam_buf_t *b, size_t argc)
+{
+    resp_len(b, '*', argc);
+}
+
 void speed_resp_begin(lam_buf_t *b, size_t argc)
 {
     lam_buf_clear(b);
@@ -110,22 +93,6 @@ void speed_resp_arg(lam_buf_t *b, const void *data, size_t len)
     b->data[b->len + len] = '\r';
     b->data[b->len + len + 1] = '\n';
     b->len += len + 2;
-}
-
-/* Send a formatted command and read its reply; NULL (and the connection dropped) on a transport error. */
-static redisReply *cmd_formatted(speed_ctx_t *ctx, const lam_buf_t *b, const char *what)
-{
-    if (!ctx->redis)
-        return NULL;
-    redisReply *r = NULL;
-    if (redisAppendFormattedCommand(ctx->redis, b->data, b->len) != REDIS_OK ||
-        redisGetReply(ctx->redis, (void **)&r) != REDIS_OK || !r) {
-        char why[256];
-        snprintf(why, sizeof(why), "redis %s: %s", what, ctx->redis->errstr);
-        speed_redis_lost(ctx, why);
-        return NULL;
-    }
-    return r;
 }
 
 static int read_hash(speed_ctx_t *ctx, const char *key, int is_offsets)
@@ -377,55 +344,156 @@ int speed_redis_dedup_lookup(speed_ctx_t *ctx, int64_t lo, int64_t hi, size_t n,
     return rc;
 }
 
+/* Read one reply of a pipeline; NULL (and the connection dropped) on a transport error. */
+static redisReply *get_reply(speed_ctx_t *ctx, const char *what)
+{
+    redisReply *r = NULL;
+    if (!ctx->redis)
+        return NULL;
+    if (redisGetReply(ctx->redis, (void **)&r) != REDIS_OK || !r) {
+        char why[256];
+        snprintf(why, sizeof(why), "redis %s: %s", what, ctx->redis->errstr);
+        speed_redis_lost(ctx, why);
+        return NULL;
+    }
+    return r;
+}
+
+static void script_failed(speed_ctx_t *ctx, const char *what, const char *err)
+{
+    lam_error("msg=\"batch transaction failed\" command=%s error=\"%s\"", what, err);
+    pthread_mutex_lock(&ctx->stats.lock);
+    ctx->stats.script_errors++;
+    pthread_mutex_unlock(&ctx->stats.lock);
+}
+
+/*
+ * The fences, under WATCH: lam:batch:current not newer than the run the batch was filtered with,
+ * and every partition's stored offset the one we believe. 0 passed (still watching), 1 / 2 refused
+ * (unwatched), -1 connection dropped.
+ */
+static int check_fences(speed_ctx_t *ctx)
+{
+    lam_buf_t *b = &ctx->resp;
+    speed_resp_begin(b, 3);
+    speed_resp_arg(b, "WATCH", 5);
+    speed_resp_arg(b, ctx->offsets_key, strlen(ctx->offsets_key));
+    speed_resp_arg(b, LAM_STORE_CURRENT_KEY, strlen(LAM_STORE_CURRENT_KEY));
+    speed_resp_cmd(b, 2);
+    speed_resp_arg(b, "GET", 3);
+    speed_resp_arg(b, LAM_STORE_CURRENT_KEY, strlen(LAM_STORE_CURRENT_KEY));
+    if (ctx->nfence) {
+        speed_resp_cmd(b, 2 + ctx->nfence);
+        speed_resp_arg(b, "HMGET", 5);
+        speed_resp_arg(b, ctx->offsets_key, strlen(ctx->offsets_key));
+        for (size_t i = 0; i < ctx->nfence; i++) {
+            char p[16];
+            int n = snprintf(p, sizeof(p), "%d", ctx->fence[i].partition);
+            speed_resp_arg(b, p, (size_t)n);
+        }
+    }
+    if (redisAppendFormattedCommand(ctx->redis, b->data, b->len) != REDIS_OK) {
+        speed_redis_lost(ctx, "redis WATCH: cannot send");
+        return -1;
+    }
+    redisReply *r[3] = {NULL, NULL, NULL};
+    int nr = ctx->nfence ? 3 : 2, rc = 0;
+    for (int i = 0; i < nr; i++)
+        if (!(r[i] = get_reply(ctx, "WATCH"))) {
+            rc = -1;
+            break;
+        }
+    if (rc == 0 && (r[0]->type == REDIS_REPLY_ERROR || r[1]->type == REDIS_REPLY_ERROR ||
+                    (nr == 3 && (r[2]->type != REDIS_REPLY_ARRAY || r[2]->elements != ctx->nfence)))) {
+        lam_error("msg=\"unexpected reply to the fence reads\"");
+        speed_redis_lost(ctx, "unexpected fence reply");
+        rc = -1;
+    }
+    if (rc == 0) {
+        int64_t cur = r[1]->type == REDIS_REPLY_STRING ? strtoll(r[1]->str, NULL, 10) : 0;
+        if (cur > ctx->current_run)
+            rc = 1;
+        for (size_t i = 0; rc == 0 && i < ctx->nfence; i++) {
+            const redisReply *e = r[2]->element[i];
+            char want[24] = "";
+            if (ctx->fence[i].stored != SPEED_NO_OFFSET)
+                snprintf(want, sizeof(want), "%" PRId64, ctx->fence[i].stored);
+            const char *have = e->type == REDIS_REPLY_STRING ? e->str : "";
+            if (strcmp(have, want)) {
+                lam_warn("msg=\"stored offsets moved under us, resyncing\" partition=%d stored=\"%s\" expected=\"%s\"",
+                         ctx->fence[i].partition, have, want);
+                rc = 2;
+            }
+        }
+    }
+    for (int i = 0; i < nr; i++)
+        if (r[i])
+            freeReplyObject(r[i]);
+    if (rc > 0) {
+        const char *argv[1] = {"UNWATCH"};
+        redisReply *u = cmd(ctx, 1, argv, NULL);
+        if (!u)
+            return -1;
+        freeReplyObject(u);
+    }
+    return rc;
+}
+
 int speed_redis_write_batch(speed_ctx_t *ctx)
 {
-    /* EVALSHA <sha> 0 args..., the arguments formatted once (the sha is patched on NOSCRIPT) */
+    if (!ctx->redis)
+        return -1;
+    int rc = check_fences(ctx);
+    if (rc != 0)
+        return rc;
+    /* MULTI, EVAL <script> 0 args..., the plain commands, EXEC: one write, ntx + 3 replies */
     lam_buf_t *b = &ctx->resp;
-    speed_resp_begin(b, ctx->nargs + 3);
-    speed_resp_arg(b, "EVALSHA", 7);
-    size_t sha_off = b->len + 5; /* after "$40\r\n" */
-    speed_resp_arg(b, ctx->script_sha, 40);
+    speed_resp_begin(b, 1);
+    speed_resp_arg(b, "MULTI", 5);
+    speed_resp_cmd(b, ctx->nargs + 3);
+    speed_resp_arg(b, "EVAL", 4);
+    speed_resp_arg(b, speed_script_lua, strlen(speed_script_lua));
     speed_resp_arg(b, "0", 1);
     for (size_t i = 0; i < ctx->nargs; i++)
         speed_resp_arg(b, ctx->args.data + ctx->arg_off[2 * i], ctx->arg_off[2 * i + 1]);
-    int rc = -1;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        memcpy(b->data + sha_off, ctx->script_sha, 40);
-        redisReply *r = cmd_formatted(ctx, b, "EVALSHA");
+    lam_buf_t *e = &ctx->resp2;
+    speed_resp_begin(e, 1);
+    speed_resp_arg(e, "EXEC", 4);
+    if (redisAppendFormattedCommand(ctx->redis, b->data, b->len) != REDIS_OK ||
+        (ctx->tx.len && redisAppendFormattedCommand(ctx->redis, ctx->tx.data, ctx->tx.len) != REDIS_OK) ||
+        redisAppendFormattedCommand(ctx->redis, e->data, e->len) != REDIS_OK) {
+        speed_redis_lost(ctx, "redis MULTI: cannot send");
+        return -1; /* outcome unknown: the stored offsets decide after a resync */
+    }
+    /* +OK, +QUEUED per command (an error here makes EXEC refuse the whole transaction) */
+    for (size_t i = 0; i < ctx->ntx + 2; i++) {
+        redisReply *r = get_reply(ctx, "MULTI");
         if (!r)
-            break; /* outcome unknown: the stored offsets decide after a resync */
-        if (r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOSCRIPT", 8) && attempt == 0) {
-            freeReplyObject(r); /* nothing ran: reload and try once more */
-            if (load_script(ctx) < 0) {
-                speed_redis_lost(ctx, "cannot reload the batch script");
+            return -1;
+        if (r->type == REDIS_REPLY_ERROR)
+            lam_error("msg=\"command refused inside the batch transaction\" index=%zu error=\"%s\"", i, r->str);
+        freeReplyObject(r);
+    }
+    redisReply *r = get_reply(ctx, "EXEC");
+    if (!r)
+        return -1;
+    if (r->type == REDIS_REPLY_NIL) {
+        rc = 1; /* a watched key changed after the fence reads: nothing was written */
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != ctx->ntx + 1) {
+        /* EXECABORT: nothing was written; resync from the stored offsets all the same */
+        script_failed(ctx, "EXEC", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        rc = -1;
+    } else {
+        rc = 0;
+        for (size_t i = 0; i < r->elements; i++)
+            if (r->element[i]->type == REDIS_REPLY_ERROR) {
+                /* may have happened part-way (e.g. out of memory): resync from the stored offsets */
+                script_failed(ctx, i ? "command" : "script", r->element[i]->str);
+                rc = -1;
                 break;
             }
-            continue;
-        }
-        if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 && r->element[0]->type == REDIS_REPLY_INTEGER) {
-            long long code = r->element[0]->integer;
-            if (code == 0) {
-                rc = 0;
-            } else if (code == 1) {
-                rc = 1;
-            } else {
-                lam_warn("msg=\"stored offsets moved under us, resyncing\" partition=%lld stored=\"%s\"",
-                         r->elements > 1 ? r->element[1]->integer : -1LL,
-                         r->elements > 2 && r->element[2]->str ? r->element[2]->str : "");
-                rc = 2;
-            }
-        } else {
-            /* A script error may have happened part-way (e.g. out of memory): resync from the stored offsets. */
-            lam_error("msg=\"batch script failed\" error=\"%s\"",
-                      r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-            pthread_mutex_lock(&ctx->stats.lock);
-            ctx->stats.script_errors++;
-            pthread_mutex_unlock(&ctx->stats.lock);
-            rc = -1;
-        }
-        freeReplyObject(r);
-        break;
     }
+    freeReplyObject(r);
     return rc;
 }
 
