@@ -24,7 +24,7 @@ static const lam_config_entry_t speed_config_table[] = {
      "seconds an event id is remembered for duplicate detection", 0, 30LL * 86400000},
     {"LAM_SPEED_BATCH_MAX", LAM_CFG_INT, "10000", offsetof(speed_config_t, batch_max),
      "speed_layer micro-batch: at most this many records per Redis write", 1, 100000},
-    {"LAM_SPEED_BATCH_MS", LAM_CFG_MS, "100", offsetof(speed_config_t, batch_ms),
+    {"LAM_SPEED_BATCH_MS", LAM_CFG_MS, "50", offsetof(speed_config_t, batch_ms),
      "speed_layer micro-batch: written at the latest this long after its first record", 1, 60000},
     {"LAM_SPEED_KEY_TTL_S", LAM_CFG_SEC, "691200", offsetof(speed_config_t, key_ttl_ms),
      "safety-net EXPIRE of real-time keys, renewed on every write (publish deletes them earlier)", 60000,
