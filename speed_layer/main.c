@@ -146,6 +146,7 @@ int main(int argc, char **argv)
     lam_service_signals();
     speed_stats_init(&ctx.stats);
     lam_event_init(&ctx.ev);
+    speed_dedup_init(&ctx);
 
     char err[512];
     ctx.views = lam_views_load(ctx.cfg.common.views_path, err, sizeof(err));

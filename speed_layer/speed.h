@@ -94,6 +94,16 @@ typedef struct speed_hval {
     size_t off, len, next; /* bytes in hbytes; next = hval index + 1 */
 } speed_hval_t;
 
+/** Ids this session wrote into its own dedup slot hashes, per slot (README "Dedup"); a hit is checked in Redis. */
+typedef struct speed_bloom {
+    int64_t slot;
+    uint64_t *bits;
+    size_t nbits;  /* power of two; 0: over SPEED_BLOOM_MAX_BYTES, every id may be in this slot */
+    size_t cap, n; /* ids it is sized for, ids added */
+} speed_bloom_t;
+
+#define SPEED_BLOOM_MAX_BYTES (8u << 20) /* all Bloom filters together */
+
 /** A partition of the batch and the stored offset we believe it has (checked under WATCH before MULTI). */
 typedef struct speed_fence {
     int partition;
@@ -190,6 +200,13 @@ typedef struct speed_ctx {
     size_t *xkey_off;
     size_t nxkeys, xkeys_cap;
 
+    /* dedup: this session's token and Bloom filters, other sessions' tokens (NUL-terminated each) */
+    char dedup_token[17];
+    speed_bloom_t *blooms;
+    size_t nblooms, blooms_cap, bloom_bytes;
+    lam_buf_t others;
+    size_t nothers;
+
     int64_t current_run; /* lam:batch:current as last read */
     int64_t current_read_ms;
     char offsets_key[256], epochs_key[256], stats_key[256], tmp_key[256];
@@ -216,15 +233,34 @@ int speed_redis_read_current(speed_ctx_t *ctx);
 /** Delete the real-time keys of every epoch < ctx->current_run. 0 or -1. */
 int speed_redis_cleanup_epochs(speed_ctx_t *ctx);
 /**
- * Dedup lookup of n ids in the slot hashes lo..hi (lam:dedup:@{slot}): found[i] = 1 when id i was
- * first counted somewhere else than the record recs[which[i]] ("partition:offset"), else 0 (absent,
- * or a replay of our own batch). 0 or -1 (connection dropped).
+ * Dedup lookup of n ids in the slot hashes keys[0..nkeys) (those that are hashes): found[i] = 1 when
+ * id i was first counted somewhere else than the record recs[which[i]] ("partition:offset"), else
+ * left as it is (absent, or a replay of our own batch). 0 or -1 (connection dropped).
  */
-int speed_redis_dedup_lookup(speed_ctx_t *ctx, int64_t lo, int64_t hi, size_t n, const char **ids,
+int speed_redis_dedup_lookup(speed_ctx_t *ctx, size_t nkeys, const lam_buf_t *keys, size_t n, const char **ids,
                              const size_t *lens, const uint32_t *which, uint8_t *found);
-/** Dedup slot length in seconds (window / 6, at least 1) and the slot hash key lam:dedup:@{slot}. */
+/** ZRANGEBYSCORE of the dedup sessions zset: the other sessions that wrote within the window into ctx->others. */
+int speed_redis_read_sessions(speed_ctx_t *ctx);
+
+/* speed_dedup.c */
+/** Dedup slot length in seconds (window / 6, at least 1). */
 int64_t dedup_slot_seconds(const speed_ctx_t *ctx);
-void speed_dedup_slot_key(lam_buf_t *out, int64_t slot);
+/** lam:dedup:@{slot}:{token} (token "": the unsessioned slot hash of the previous layout). */
+void speed_dedup_slot_key(lam_buf_t *out, int64_t slot, const char *token);
+/** lam:dedup:@sessions: zset token -> unix seconds of its last write. */
+void speed_dedup_sessions_key(lam_buf_t *out);
+/** How long a session's slot hashes matter after its last write (window + 3 slots), seconds. */
+int64_t speed_dedup_keep_s(const speed_ctx_t *ctx);
+void speed_dedup_init(speed_ctx_t *ctx);
+void speed_dedup_free(speed_ctx_t *ctx);
+/** 1 when this session may have written id (a Bloom hit in any slot), 0 when it surely did not. */
+int speed_dedup_maybe_own(const speed_ctx_t *ctx, const char *id, size_t len);
+/** 1 when this session wrote (or may have written) ids into slot. */
+int speed_dedup_own_slot(const speed_ctx_t *ctx, int64_t slot);
+void speed_dedup_add(speed_ctx_t *ctx, int64_t slot, const char *id, size_t len);
+/** Forget the filters of slots before lo. */
+void speed_dedup_prune(speed_ctx_t *ctx, int64_t lo);
+
 /**
  * Write the micro-batch: WATCH the offsets hash and lam:batch:current, check the fences (ctx->fence,
  * ctx->current_run), then MULTI, EVAL of the script with ctx->args, the commands of ctx->tx, EXEC.

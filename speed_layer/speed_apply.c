@@ -74,19 +74,7 @@ void speed_apply_free(speed_ctx_t *ctx)
     lam_free(ctx->fence);
     lam_buf_free(&ctx->resp);
     lam_buf_free(&ctx->resp2);
-}
-
-int64_t dedup_slot_seconds(const speed_ctx_t *ctx)
-{
-    int64_t w = ctx->cfg.dedup_window_ms / 1000;
-    return w / 6 > 0 ? w / 6 : 1;
-}
-
-void speed_dedup_slot_key(lam_buf_t *out, int64_t slot)
-{
-    char s[32];
-    int n = snprintf(s, sizeof(s), "@%" PRId64, slot);
-    lam_store_dedup_key(out, s, (size_t)n);
+    speed_dedup_free(ctx);
 }
 
 /* ---- keys refreshed recently (EXPIRE, hidx membership) ---- */
@@ -603,6 +591,67 @@ typedef struct part_work {
 } part_work_t;
 
 /*
+ * Mark the batch's ids first counted elsewhere as duplicates: every id in the slot hashes of the other
+ * sessions (and the unsessioned ones of the previous layout); in this session's own slot hashes only
+ * the ids its Bloom filters may hold. 0 or -1 (Redis failed).
+ */
+static int dedup_lookup(speed_ctx_t *ctx, size_t nlookup, int64_t lo, int64_t hi)
+{
+    const char **ids = lam_malloc(nlookup * sizeof(*ids));
+    size_t *lens = lam_malloc(nlookup * sizeof(*lens));
+    uint32_t *which = lam_malloc(nlookup * sizeof(*which));
+    uint8_t *found = lam_calloc(nlookup, 1);
+    size_t nslots = (size_t)(hi - lo + 1), nkeys = 0;
+    lam_buf_t *keys = lam_calloc(nslots * (ctx->nothers + 1), sizeof(*keys));
+    size_t n = 0;
+    for (size_t i = 0; i < ctx->nrecs; i++) {
+        speed_rec_t *r = &ctx->recs[i];
+        if (r->kind != SPEED_REC_EVENT || !r->id_len)
+            continue;
+        ids[n] = ctx->ids.data + r->id_off;
+        lens[n] = r->id_len;
+        which[n++] = (uint32_t)i;
+    }
+    const char *tok = "";
+    for (size_t t = 0; t <= ctx->nothers; t++, tok += strlen(tok) + 1) {
+        if (t == 1)
+            tok = ctx->others.data;
+        for (int64_t s = lo; s <= hi; s++)
+            speed_dedup_slot_key(&keys[nkeys++], s, tok);
+    }
+    int rc = speed_redis_dedup_lookup(ctx, nkeys, keys, n, ids, lens, which, found);
+    /* our own slot hashes: only the ids we may have written (compacted in place, found kept aligned) */
+    size_t nown = 0, nown_keys = 0;
+    for (size_t k = 0; rc == 0 && k < n; k++) {
+        if (found[k]) {
+            ctx->recs[which[k]].kind = SPEED_REC_DUP;
+        } else if (speed_dedup_maybe_own(ctx, ids[k], lens[k])) {
+            ids[nown] = ids[k];
+            lens[nown] = lens[k];
+            which[nown] = which[k];
+            found[nown++] = 0;
+        }
+    }
+    for (int64_t s = lo; rc == 0 && nown && s <= hi; s++)
+        if (speed_dedup_own_slot(ctx, s))
+            speed_dedup_slot_key(&keys[nown_keys++], s, ctx->dedup_token);
+    if (rc == 0 && nown_keys) {
+        rc = speed_redis_dedup_lookup(ctx, nown_keys, keys, nown, ids, lens, which, found);
+        for (size_t k = 0; rc == 0 && k < nown; k++)
+            if (found[k])
+                ctx->recs[which[k]].kind = SPEED_REC_DUP;
+    }
+    for (size_t k = 0; k < nslots * (ctx->nothers + 1); k++)
+        lam_buf_free(&keys[k]);
+    lam_free(keys);
+    lam_free(ids);
+    lam_free(lens);
+    lam_free(which);
+    lam_free(found);
+    return rc;
+}
+
+/*
  * Classify the batch, look up dedup keys, aggregate, and lay out the script arguments.
  * Returns 0, or -1 when Redis failed (connection dropped).
  */
@@ -678,34 +727,11 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
     /* Dedup: where was each id first counted? (slot hashes, see README "Dedup") */
     int64_t slot_s = dedup_slot_seconds(ctx);
     int64_t cur_slot = lam_time_now_ms() / 1000 / slot_s;
-    if (nlookup) {
-        const char **ids = lam_malloc(nlookup * sizeof(*ids));
-        size_t *lens = lam_malloc(nlookup * sizeof(*lens));
-        uint32_t *which = lam_malloc(nlookup * sizeof(*which));
-        uint8_t *found = lam_malloc(nlookup);
-        size_t n = 0;
-        for (size_t i = 0; i < ctx->nrecs; i++) {
-            speed_rec_t *r = &ctx->recs[i];
-            if (r->kind != SPEED_REC_EVENT || !r->id_len)
-                continue;
-            ids[n] = ctx->ids.data + r->id_off;
-            lens[n] = r->id_len;
-            which[n++] = (uint32_t)i;
-        }
-        /* the slots that may hold an id written within the window (+1 each side for clock skew) */
-        int64_t lo = cur_slot - (ctx->cfg.dedup_window_ms / 1000 + slot_s - 1) / slot_s - 1;
-        int rc = speed_redis_dedup_lookup(ctx, lo, cur_slot + 1, n, ids, lens, which, found);
-        if (rc == 0)
-            for (size_t k = 0; k < n; k++)
-                if (found[k])
-                    ctx->recs[which[k]].kind = SPEED_REC_DUP;
-        lam_free(ids);
-        lam_free(lens);
-        lam_free(which);
-        lam_free(found);
-        if (rc < 0)
-            return -1;
-    }
+    /* the slots that may hold an id written within the window (+1 each side for clock skew) */
+    int64_t lo = cur_slot - (ctx->cfg.dedup_window_ms / 1000 + slot_s - 1) / slot_s - 1;
+    speed_dedup_prune(ctx, lo);
+    if (nlookup && dedup_lookup(ctx, nlookup, lo, cur_slot + 1) < 0)
+        return -1;
 
     /* Pass 2: parse and apply through the shared view engine, one agg per epoch. */
     int64_t mono = lam_now_mono_ms();
@@ -769,9 +795,11 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
     lam_buf_clear(&ctx->tx);
     ctx->ntx = 0;
     ctx->nfence = 0;
-    lam_buf_t slotk = LAM_BUF_INIT;
-    speed_dedup_slot_key(&slotk, cur_slot);
+    lam_buf_t slotk = LAM_BUF_INIT, sessk = LAM_BUF_INIT;
+    speed_dedup_slot_key(&slotk, cur_slot, ctx->dedup_token);
+    speed_dedup_sessions_key(&sessk);
     arg_add(ctx, slotk.data, slotk.len);
+    arg_add(ctx, sessk.data, sessk.len);
     char ttl[24], *ttl_p = i64_dec(ttl + sizeof(ttl), ctx->cfg.key_ttl_ms / 1000);
     size_t ttl_len = (size_t)(ttl + sizeof(ttl) - ttl_p);
     size_t np = 0;
@@ -925,14 +953,33 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
                 continue;
             tx_arg(ctx, ctx->ids.data + r->id_off, r->id_len);
             tx_pos(ctx, (int)r->msg->partition, (int64_t)r->msg->offset);
+            /* before the outcome is known: a superset is safe, a hit is only a reason to look */
+            speed_dedup_add(ctx, cur_slot, ctx->ids.data + r->id_off, r->id_len);
         }
         /* kept until the window has passed after the slot's end (+ one slot for clock skew) */
         tx_cmd(ctx, 3);
         tx_str(ctx, "EXPIREAT");
         tx_arg(ctx, slotk.data, slotk.len);
         tx_i64(ctx, (cur_slot + 2) * slot_s + ctx->cfg.dedup_window_ms / 1000);
+        /* this session in the sessions zset (its last write), sessions that no longer matter out */
+        int64_t now_s = lam_time_now_ms() / 1000, keep = speed_dedup_keep_s(ctx);
+        tx_cmd(ctx, 4);
+        tx_str(ctx, "ZADD");
+        tx_arg(ctx, sessk.data, sessk.len);
+        tx_i64(ctx, now_s);
+        tx_str(ctx, ctx->dedup_token);
+        tx_cmd(ctx, 4);
+        tx_str(ctx, "ZREMRANGEBYSCORE");
+        tx_arg(ctx, sessk.data, sessk.len);
+        tx_str(ctx, "-inf");
+        tx_i64(ctx, now_s - keep - 1);
+        tx_cmd(ctx, 3);
+        tx_str(ctx, "EXPIRE");
+        tx_arg(ctx, sessk.data, sessk.len);
+        tx_i64(ctx, keep);
     }
     lam_buf_free(&slotk);
+    lam_buf_free(&sessk);
 
     /* The last few counted events, in order, for the live tail (records are canonical JSON). */
     size_t first = ctx->nrecs, nt = 0;

@@ -10,6 +10,7 @@
 #include "lam_redis.h"
 #include "lam_service.h"
 #include "lam_store.h"
+#include "lam_time.h"
 #include "speed.h"
 
 int speed_redis_connect(speed_ctx_t *ctx)
@@ -127,7 +128,9 @@ int speed_redis_read_offsets(speed_ctx_t *ctx)
         ctx->parts[p].stored = ctx->parts[p].pos = SPEED_NO_OFFSET;
         ctx->parts[p].epoch = 0;
     }
-    if (read_hash(ctx, ctx->offsets_key, 1) < 0 || read_hash(ctx, ctx->epochs_key, 0) < 0)
+    /* the sessions whose dedup entries we look up: every one that wrote before these offsets were read */
+    if (read_hash(ctx, ctx->offsets_key, 1) < 0 || read_hash(ctx, ctx->epochs_key, 0) < 0 ||
+        speed_redis_read_sessions(ctx) < 0)
         return -1;
     return 0;
 }
@@ -267,20 +270,17 @@ int speed_redis_cleanup_epochs(speed_ctx_t *ctx)
     return rc;
 }
 
-int speed_redis_dedup_lookup(speed_ctx_t *ctx, int64_t lo, int64_t hi, size_t n, const char **ids,
+int speed_redis_dedup_lookup(speed_ctx_t *ctx, size_t nkeys, const lam_buf_t *keys, size_t n, const char **ids,
                              const size_t *lens, const uint32_t *which, uint8_t *found)
 {
-    memset(found, 0, n);
     if (!ctx->redis)
         return -1;
-    if (hi < lo || hi - lo > 64)
-        return -1;
+    if (!nkeys || !n)
+        return 0;
     /* Which slot hashes exist (one pipelined round of TYPE), then one HMGET of every id per slot hash. */
-    int nslots = (int)(hi - lo + 1), live[65];
-    lam_buf_t keys[65];
+    int nslots = (int)nkeys;
+    uint8_t *live = lam_calloc(nkeys, 1);
     for (int s = 0; s < nslots; s++) {
-        keys[s] = (lam_buf_t)LAM_BUF_INIT;
-        speed_dedup_slot_key(&keys[s], lo + s);
         const char *argv[2] = {"TYPE", keys[s].data};
         size_t alen[2] = {4, keys[s].len};
         redisAppendCommandArgv(ctx->redis, 2, argv, alen);
@@ -339,9 +339,34 @@ int speed_redis_dedup_lookup(speed_ctx_t *ctx, int64_t lo, int64_t hi, size_t n,
                 break;
         }
     }
-    for (int s = 0; s < nslots; s++)
-        lam_buf_free(&keys[s]);
+    lam_free(live);
     return rc;
+}
+
+int speed_redis_read_sessions(speed_ctx_t *ctx)
+{
+    lam_buf_t k = LAM_BUF_INIT;
+    speed_dedup_sessions_key(&k);
+    char min[32];
+    snprintf(min, sizeof(min), "%" PRId64, lam_time_now_ms() / 1000 - speed_dedup_keep_s(ctx));
+    const char *argv[4] = {"ZRANGEBYSCORE", k.data, min, "+inf"};
+    redisReply *r = cmd(ctx, 4, argv, NULL);
+    lam_buf_free(&k);
+    if (!r)
+        return -1;
+    lam_buf_clear(&ctx->others);
+    ctx->nothers = 0;
+    /* (another type: no session wrote there; the transaction replaces it before its ZADD) */
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        if (e->type != REDIS_REPLY_STRING || e->len == 0 || e->len >= sizeof(ctx->dedup_token) ||
+            strspn(e->str, "0123456789abcdef") != e->len || !strcmp(e->str, ctx->dedup_token))
+            continue;
+        lam_buf_append(&ctx->others, e->str, e->len + 1);
+        ctx->nothers++;
+    }
+    freeReplyObject(r);
+    return 0;
 }
 
 /* Read one reply of a pipeline; NULL (and the connection dropped) on a transport error. */
