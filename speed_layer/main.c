@@ -162,8 +162,8 @@ int main(int argc, char **argv)
     snprintf(ctx.epochs_key, sizeof(ctx.epochs_key), "%s", k.data);
     lam_store_speed_key(&k, ctx.cfg.group, "stats");
     snprintf(ctx.stats_key, sizeof(ctx.stats_key), "%s", k.data);
-    lam_store_speed_key(&k, ctx.cfg.group, "tmp");
-    snprintf(ctx.tmp_key, sizeof(ctx.tmp_key), "%s", k.data);
+    lam_store_speed_key(&k, ctx.cfg.group, "fence");
+    snprintf(ctx.fence_key, sizeof(ctx.fence_key), "%s", k.data);
     lam_buf_free(&k);
     ctx.need_resync = 1;
 

@@ -186,7 +186,7 @@ typedef struct speed_ctx {
     speed_op_t *ops;
     size_t nops, ops_cap;
     lam_buf_t obytes;        /* keys, fields, values */
-    lam_buf_t resp, resp2;   /* RESP-formatted commands */
+    lam_buf_t resp, resp2, resp3; /* RESP-formatted commands */
     lam_buf_t tx;            /* the batch's plain commands inside MULTI/EXEC (RESP), ntx of them */
     size_t ntx;
     speed_fence_t *fence;    /* the partitions of the batch and their stored offsets */
@@ -200,16 +200,17 @@ typedef struct speed_ctx {
     size_t *xkey_off;
     size_t nxkeys, xkeys_cap;
 
-    /* dedup: this session's token and Bloom filters, other sessions' tokens (NUL-terminated each) */
+    /* dedup: this session's token and Bloom filters; the other sessions' slot hashes that existed
+     * when the offsets were last read (NUL-terminated names) */
     char dedup_token[17];
     speed_bloom_t *blooms;
     size_t nblooms, blooms_cap, bloom_bytes;
-    lam_buf_t others;
-    size_t nothers;
+    lam_buf_t other_keys;
+    size_t nother_keys;
 
     int64_t current_run; /* lam:batch:current as last read */
     int64_t current_read_ms;
-    char offsets_key[256], epochs_key[256], stats_key[256], tmp_key[256];
+    char offsets_key[256], epochs_key[256], stats_key[256], fence_key[256];
     int64_t last_poison_log_ms;
     uint64_t poison_log_suppressed;
 
@@ -233,13 +234,18 @@ int speed_redis_read_current(speed_ctx_t *ctx);
 /** Delete the real-time keys of every epoch < ctx->current_run. 0 or -1. */
 int speed_redis_cleanup_epochs(speed_ctx_t *ctx);
 /**
- * Dedup lookup of n ids in the slot hashes keys[0..nkeys) (those that are hashes): found[i] = 1 when
- * id i was first counted somewhere else than the record recs[which[i]] ("partition:offset"), else
- * left as it is (absent, or a replay of our own batch). 0 or -1 (connection dropped).
+ * Dedup lookup of n ids, one pipelined round of HMGET: every id in the keys of other sessions, the ids
+ * with maybe_own[i] in our own keys (key_own[k]). found[i] = 1 when id i was first counted somewhere
+ * else than the record recs[which[i]] ("partition:offset"), else left as it is (absent, or a replay
+ * of our own batch). 0 or -1 (connection dropped).
  */
-int speed_redis_dedup_lookup(speed_ctx_t *ctx, size_t nkeys, const lam_buf_t *keys, size_t n, const char **ids,
-                             const size_t *lens, const uint32_t *which, uint8_t *found);
-/** ZRANGEBYSCORE of the dedup sessions zset: the other sessions that wrote within the window into ctx->others. */
+int speed_redis_dedup_lookup(speed_ctx_t *ctx, size_t nkeys, const char **keys, const size_t *klens,
+                             const uint8_t *key_own, size_t n, const char **ids, const size_t *lens,
+                             const uint32_t *which, const uint8_t *maybe_own, uint8_t *found);
+/**
+ * The other sessions that wrote within the window (ZRANGEBYSCORE of the sessions zset) and which of
+ * their slot hashes exist (TYPE): into ctx->other_keys. Done whenever the offsets are read. 0 or -1.
+ */
 int speed_redis_read_sessions(speed_ctx_t *ctx);
 
 /* speed_dedup.c */
@@ -262,8 +268,9 @@ void speed_dedup_add(speed_ctx_t *ctx, int64_t slot, const char *id, size_t len)
 void speed_dedup_prune(speed_ctx_t *ctx, int64_t lo);
 
 /**
- * Write the micro-batch: WATCH the offsets hash and lam:batch:current, check the fences (ctx->fence,
- * ctx->current_run), then MULTI, EVAL of the script with ctx->args, the commands of ctx->tx, EXEC.
+ * Write the micro-batch in one round trip: WATCH the offsets hash, lam:batch:current and the fence
+ * key; the fence script (ctx->fence, ctx->current_run); MULTI, EVAL of the batch script with
+ * ctx->args, the commands of ctx->tx, EXEC.
  * Returns 0 written, 1 refused because lam:batch:current moved or a watched key changed before
  * EXEC (refresh and rebuild), 2 refused because the stored offsets are not what we believed
  * (resync), -1 connection/unknown outcome (reconnect and resync).
@@ -279,6 +286,7 @@ void speed_resp_arg(lam_buf_t *b, const void *data, size_t len);
 
 /* speed_script.c */
 extern const char speed_script_lua[];
+extern const char speed_fence_lua[];
 
 /* speed_apply.c */
 /** Append one record to the batch (takes ownership of msg). */

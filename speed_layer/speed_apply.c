@@ -74,6 +74,7 @@ void speed_apply_free(speed_ctx_t *ctx)
     lam_free(ctx->fence);
     lam_buf_free(&ctx->resp);
     lam_buf_free(&ctx->resp2);
+    lam_buf_free(&ctx->resp3);
     speed_dedup_free(ctx);
 }
 
@@ -592,62 +593,58 @@ typedef struct part_work {
 
 /*
  * Mark the batch's ids first counted elsewhere as duplicates: every id in the slot hashes of the other
- * sessions (and the unsessioned ones of the previous layout); in this session's own slot hashes only
- * the ids its Bloom filters may hold. 0 or -1 (Redis failed).
+ * sessions (and the unsessioned ones of the previous layout) that existed when the offsets were read;
+ * in this session's own slot hashes only the ids its Bloom filters may hold. 0 or -1 (Redis failed).
  */
 static int dedup_lookup(speed_ctx_t *ctx, size_t nlookup, int64_t lo, int64_t hi)
 {
     const char **ids = lam_malloc(nlookup * sizeof(*ids));
     size_t *lens = lam_malloc(nlookup * sizeof(*lens));
     uint32_t *which = lam_malloc(nlookup * sizeof(*which));
-    uint8_t *found = lam_calloc(nlookup, 1);
-    size_t nslots = (size_t)(hi - lo + 1), nkeys = 0;
-    lam_buf_t *keys = lam_calloc(nslots * (ctx->nothers + 1), sizeof(*keys));
-    size_t n = 0;
+    uint8_t *found = lam_calloc(nlookup, 1), *maybe = lam_calloc(nlookup, 1);
+    size_t n = 0, nown = 0;
     for (size_t i = 0; i < ctx->nrecs; i++) {
         speed_rec_t *r = &ctx->recs[i];
         if (r->kind != SPEED_REC_EVENT || !r->id_len)
             continue;
         ids[n] = ctx->ids.data + r->id_off;
         lens[n] = r->id_len;
+        maybe[n] = (uint8_t)speed_dedup_maybe_own(ctx, ids[n], lens[n]);
+        nown += maybe[n];
         which[n++] = (uint32_t)i;
     }
-    const char *tok = "";
-    for (size_t t = 0; t <= ctx->nothers; t++, tok += strlen(tok) + 1) {
-        if (t == 1)
-            tok = ctx->others.data;
-        for (int64_t s = lo; s <= hi; s++)
-            speed_dedup_slot_key(&keys[nkeys++], s, tok);
+    size_t nslots = (size_t)(hi - lo + 1), cap = ctx->nother_keys + nslots, nkeys = 0;
+    const char **keys = lam_malloc(cap * sizeof(*keys));
+    size_t *klens = lam_malloc(cap * sizeof(*klens));
+    uint8_t *key_own = lam_calloc(cap, 1);
+    lam_buf_t *own = lam_calloc(nslots, sizeof(*own));
+    const char *k = ctx->other_keys.data;
+    for (size_t i = 0; i < ctx->nother_keys; i++, k += klens[nkeys - 1] + 1) {
+        keys[nkeys] = k;
+        klens[nkeys++] = strlen(k);
     }
-    int rc = speed_redis_dedup_lookup(ctx, nkeys, keys, n, ids, lens, which, found);
-    /* our own slot hashes: only the ids we may have written (compacted in place, found kept aligned) */
-    size_t nown = 0, nown_keys = 0;
-    for (size_t k = 0; rc == 0 && k < n; k++) {
-        if (found[k]) {
-            ctx->recs[which[k]].kind = SPEED_REC_DUP;
-        } else if (speed_dedup_maybe_own(ctx, ids[k], lens[k])) {
-            ids[nown] = ids[k];
-            lens[nown] = lens[k];
-            which[nown] = which[k];
-            found[nown++] = 0;
+    for (size_t s = 0; nown && s < nslots; s++)
+        if (speed_dedup_own_slot(ctx, lo + (int64_t)s)) {
+            speed_dedup_slot_key(&own[s], lo + (int64_t)s, ctx->dedup_token);
+            keys[nkeys] = own[s].data;
+            klens[nkeys] = own[s].len;
+            key_own[nkeys++] = 1;
         }
-    }
-    for (int64_t s = lo; rc == 0 && nown && s <= hi; s++)
-        if (speed_dedup_own_slot(ctx, s))
-            speed_dedup_slot_key(&keys[nown_keys++], s, ctx->dedup_token);
-    if (rc == 0 && nown_keys) {
-        rc = speed_redis_dedup_lookup(ctx, nown_keys, keys, nown, ids, lens, which, found);
-        for (size_t k = 0; rc == 0 && k < nown; k++)
-            if (found[k])
-                ctx->recs[which[k]].kind = SPEED_REC_DUP;
-    }
-    for (size_t k = 0; k < nslots * (ctx->nothers + 1); k++)
-        lam_buf_free(&keys[k]);
+    int rc = speed_redis_dedup_lookup(ctx, nkeys, keys, klens, key_own, n, ids, lens, which, maybe, found);
+    for (size_t j = 0; rc == 0 && j < n; j++)
+        if (found[j])
+            ctx->recs[which[j]].kind = SPEED_REC_DUP;
+    for (size_t s = 0; s < nslots; s++)
+        lam_buf_free(&own[s]);
+    lam_free(own);
     lam_free(keys);
+    lam_free(klens);
+    lam_free(key_own);
     lam_free(ids);
     lam_free(lens);
     lam_free(which);
     lam_free(found);
+    lam_free(maybe);
     return rc;
 }
 

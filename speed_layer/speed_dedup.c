@@ -51,7 +51,7 @@ void speed_dedup_free(speed_ctx_t *ctx)
     for (size_t i = 0; i < ctx->nblooms; i++)
         lam_free(ctx->blooms[i].bits);
     lam_free(ctx->blooms);
-    lam_buf_free(&ctx->others);
+    lam_buf_free(&ctx->other_keys);
 }
 
 /* ---- this session's Bloom filters, one or more per slot (nbits 0: over budget, every id may be in it) ---- */

@@ -61,3 +61,27 @@ const char speed_script_lua[] =
     "  end\n"
     "end\n"
     "return 0\n";
+
+/*
+ * The fences (README "Write path"), run right after WATCH of the offsets hash, lam:batch:current and
+ * the fence key, before MULTI. ARGV: 1 fence key  2 lam:batch:current  3 run the batch was filtered
+ * with  4 offsets hash  5.. (partition, stored offset we expect or "") pairs. When a fence fails it
+ * SETs the fence key, a watched key, so the EXEC that follows writes nothing. pcall: a key of an
+ * unexpected type must fail the fence, not raise (which would leave the transaction unfenced).
+ * Returns {0} passed, {1, run} lam:batch:current moved, {2, partition, stored} offsets moved,
+ * {3} a key of an unexpected type.
+ */
+const char speed_fence_lua[] =
+    "local A = ARGV\n"
+    "local function fail(r) redis.call('SET', A[1], '1') return r end\n"
+    "local g = redis.pcall('GET', A[2])\n"
+    "if type(g) == 'table' then return fail({3}) end\n"
+    "local cur = tonumber(g or '0') or 0\n"
+    "if cur > tonumber(A[3]) then return fail({1, cur}) end\n"
+    "for j = 5, #A, 2 do\n"
+    "  local s = redis.pcall('HGET', A[4], A[j])\n"
+    "  if type(s) == 'table' then return fail({3}) end\n"
+    "  s = s or ''\n"
+    "  if s ~= A[j + 1] then return fail({2, tonumber(A[j]), s}) end\n"
+    "end\n"
+    "return {0}\n";
