@@ -38,6 +38,7 @@ static void periodic(speed_ctx_t *ctx, int64_t *last_events, int64_t *last_tick,
     if (now - *last_tick < 1000)
         return;
     char err[512];
+    speed_batch_complete(ctx); /* its replies come before those of anything sent now */
     if (ctx->redis && speed_redis_read_current(ctx) == 0)
         speed_redis_cleanup_epochs(ctx);
     speed_kafka_update_lag(ctx);
@@ -108,6 +109,8 @@ static void consume(speed_ctx_t *ctx)
         }
         size_t room = cap - ctx->nrecs;
         ssize_t n = rd_kafka_consume_batch_queue(q, timeout, msgs, room);
+        if (n <= 0)
+            speed_batch_complete(ctx); /* idle: the pending batch's counters should not wait for the next one */
         for (ssize_t i = 0; i < n; i++) {
             rd_kafka_message_t *m = msgs[i];
             if (m->err) {
@@ -131,8 +134,8 @@ static void consume(speed_ctx_t *ctx)
             speed_batch_flush(ctx);
     }
     /* SIGTERM: write the micro-batch in hand, then leave the group. */
-    if (ctx->nrecs && ctx->redis && !ctx->need_resync)
-        speed_batch_flush(ctx);
+    if (ctx->redis && !ctx->need_resync)
+        speed_batch_sync(ctx);
     speed_batch_drop(ctx);
     rd_kafka_queue_destroy(q);
     lam_free(msgs);

@@ -65,6 +65,7 @@ typedef struct speed_rec {
     int64_t epoch;
     size_t id_off, id_len; /* decoded id in batch.ids (id_len 0: no id) */
     uint8_t kind;
+    uint8_t check; /* its id must be looked up in Redis before it is counted */
 } speed_rec_t;
 
 /** One (epoch, view, bucket, distinct metric, group) of the batch and its values (a list in hvals). */
@@ -208,6 +209,12 @@ typedef struct speed_ctx {
     lam_buf_t other_keys;
     size_t nother_keys;
 
+    /* the batch sent last whose replies are not read yet (README "Overlap") */
+    int pending;
+    size_t pend_nrecs, pend_ntx;
+    uint64_t pend_events, pend_poison, pend_dups, pend_old, pend_markers;
+    int64_t pend_t0, pend_start_ms, pend_build_ms;
+
     int64_t current_run; /* lam:batch:current as last read */
     int64_t current_read_ms;
     char offsets_key[256], epochs_key[256], stats_key[256], fence_key[256];
@@ -268,14 +275,17 @@ void speed_dedup_add(speed_ctx_t *ctx, int64_t slot, const char *id, size_t len)
 void speed_dedup_prune(speed_ctx_t *ctx, int64_t lo);
 
 /**
- * Write the micro-batch in one round trip: WATCH the offsets hash, lam:batch:current and the fence
- * key; the fence script (ctx->fence, ctx->current_run); MULTI, EVAL of the batch script with
- * ctx->args, the commands of ctx->tx, EXEC.
- * Returns 0 written, 1 refused because lam:batch:current moved or a watched key changed before
- * EXEC (refresh and rebuild), 2 refused because the stored offsets are not what we believed
- * (resync), -1 connection/unknown outcome (reconnect and resync).
+ * Send the micro-batch's transaction in one write, without waiting: WATCH the offsets hash,
+ * lam:batch:current and the fence key; the fence script (ctx->fence, ctx->current_run); MULTI, EVAL
+ * of the batch script with ctx->args, the commands of ctx->tx, EXEC. 0 sent, -1 connection dropped.
  */
-int speed_redis_write_batch(speed_ctx_t *ctx);
+int speed_redis_send_batch(speed_ctx_t *ctx);
+/**
+ * Read the replies of the transaction sent last (ntx plain commands). Returns 0 written, 1 refused
+ * because lam:batch:current moved or a watched key changed before EXEC, 2 refused because the
+ * stored offsets are not what we believed, -1 connection/unknown outcome or error.
+ */
+int speed_redis_recv_batch(speed_ctx_t *ctx, size_t ntx);
 /** HINCRBY/HSET the stats summary. 0 or -1. */
 int speed_redis_push_stats(speed_ctx_t *ctx);
 
@@ -292,11 +302,16 @@ extern const char speed_fence_lua[];
 /** Append one record to the batch (takes ownership of msg). */
 void speed_batch_add(speed_ctx_t *ctx, rd_kafka_message_t *msg);
 /**
- * Aggregate and write the micro-batch with one script call, retrying as the outcome says.
- * On success the offsets advance; on a Redis failure the batch is dropped and a resync is
- * requested (the stored offsets decide where consumption resumes). 0 or -1.
+ * Aggregate the micro-batch and send its transaction; it stays pending (its replies unread) while
+ * the next one is collected and built. The batch sent before is completed first (during the build).
+ * The offsets we believe advance when it is sent; on any failure the batch is dropped and a resync
+ * is requested (the stored offsets decide where consumption resumes). 0 or -1.
  */
 int speed_batch_flush(speed_ctx_t *ctx);
+/** Read the outcome of the pending batch (if any): counted on success, else resync. 0 or -1. */
+int speed_batch_complete(speed_ctx_t *ctx);
+/** Flush, then complete: everything in hand written and confirmed (revoke, shutdown). */
+int speed_batch_sync(speed_ctx_t *ctx);
 /** Destroy the batch's messages without writing. */
 void speed_batch_drop(speed_ctx_t *ctx);
 void speed_apply_free(speed_ctx_t *ctx);

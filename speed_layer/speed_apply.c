@@ -591,6 +591,59 @@ typedef struct part_work {
     int touched;
 } part_work_t;
 
+/* Parse and apply the counted records whose check flag is `checked` through the shared view engine, one agg per epoch. */
+static void apply_records(speed_ctx_t *ctx, batch_counts_t *cnt, int checked)
+{
+    int64_t now = lam_time_now_ms();
+    char err[256];
+    for (size_t i = 0; i < ctx->nrecs; i++) {
+        speed_rec_t *r = &ctx->recs[i];
+        rd_kafka_message_t *m = r->msg;
+        if (r->check != checked)
+            continue;
+        switch (r->kind) {
+        case SPEED_REC_MARKER:
+            cnt->markers++;
+            continue;
+        case SPEED_REC_POISON:
+            cnt->poison++;
+            continue;
+        case SPEED_REC_OLD:
+            cnt->old++;
+            continue;
+        case SPEED_REC_DUP:
+            cnt->dups++;
+            continue;
+        case SPEED_REC_STALE:
+            continue;
+        default:
+            break;
+        }
+        const char *why = NULL;
+        if (!m->payload || m->len == 0) {
+            why = "empty record";
+        } else if (lam_event_parse(&ctx->ev, m->payload, m->len, now, -1, err, sizeof(err)) < 0) {
+            why = err;
+        } else if (!ctx->ev.ts_given) {
+            why = "not canonical: no ts";
+        } else if ((ctx->ev.id.type == LAM_VAL_STRING) != (r->id_len > 0) ||
+                   (r->id_len && (ctx->ev.id.val_len != r->id_len ||
+                                  memcmp(ctx->ev.id.val, ctx->ids.data + r->id_off, r->id_len)))) {
+            why = "not canonical: id";
+        }
+        if (why) {
+            r->kind = SPEED_REC_POISON;
+            cnt->poison++;
+            log_poison(ctx, m, why);
+            continue;
+        }
+        lam_agg_add_event(epoch_agg(ctx, r->epoch), &ctx->ev);
+        collect_distinct(ctx, r->epoch, &ctx->ev);
+        cnt->events++;
+    }
+
+}
+
 /*
  * Mark the batch's ids first counted elsewhere as duplicates: every id in the slot hashes of the other
  * sessions (and the unsessioned ones of the previous layout) that existed when the offsets were read;
@@ -605,7 +658,7 @@ static int dedup_lookup(speed_ctx_t *ctx, size_t nlookup, int64_t lo, int64_t hi
     size_t n = 0, nown = 0;
     for (size_t i = 0; i < ctx->nrecs; i++) {
         speed_rec_t *r = &ctx->recs[i];
-        if (r->kind != SPEED_REC_EVENT || !r->id_len)
+        if (!r->check)
             continue;
         ids[n] = ctx->ids.data + r->id_off;
         lens[n] = r->id_len;
@@ -727,10 +780,15 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
     /* the slots that may hold an id written within the window (+1 each side for clock skew) */
     int64_t lo = cur_slot - (ctx->cfg.dedup_window_ms / 1000 + slot_s - 1) / slot_s - 1;
     speed_dedup_prune(ctx, lo);
-    if (nlookup && dedup_lookup(ctx, nlookup, lo, cur_slot + 1) < 0)
-        return -1;
+    /* ids that may have been counted before: any, when other sessions' slot hashes exist; else the Bloom hits */
+    nlookup = 0;
+    for (size_t i = 0; i < ctx->nrecs; i++) {
+        speed_rec_t *r = &ctx->recs[i];
+        r->check = r->kind == SPEED_REC_EVENT && r->id_len &&
+                   (ctx->nother_keys || speed_dedup_maybe_own(ctx, ctx->ids.data + r->id_off, r->id_len));
+        nlookup += r->check;
+    }
 
-    /* Pass 2: parse and apply through the shared view engine, one agg per epoch. */
     int64_t mono = lam_now_mono_ms();
     size_t ndistinct = 0;
     for (size_t v = 0; v < lam_views_count(ctx->views); v++) {
@@ -739,51 +797,14 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
             ndistinct += view->metrics[mi].kind == LAM_METRIC_DISTINCT;
     }
     distinct_reset(ctx, ctx->nrecs * ndistinct);
-    int64_t now = lam_time_now_ms();
-    char err[256];
-    for (size_t i = 0; i < ctx->nrecs; i++) {
-        speed_rec_t *r = &ctx->recs[i];
-        rd_kafka_message_t *m = r->msg;
-        switch (r->kind) {
-        case SPEED_REC_MARKER:
-            cnt->markers++;
-            continue;
-        case SPEED_REC_POISON:
-            cnt->poison++;
-            continue;
-        case SPEED_REC_OLD:
-            cnt->old++;
-            continue;
-        case SPEED_REC_DUP:
-            cnt->dups++;
-            continue;
-        case SPEED_REC_STALE:
-            continue;
-        default:
-            break;
-        }
-        const char *why = NULL;
-        if (!m->payload || m->len == 0) {
-            why = "empty record";
-        } else if (lam_event_parse(&ctx->ev, m->payload, m->len, now, -1, err, sizeof(err)) < 0) {
-            why = err;
-        } else if (!ctx->ev.ts_given) {
-            why = "not canonical: no ts";
-        } else if ((ctx->ev.id.type == LAM_VAL_STRING) != (r->id_len > 0) ||
-                   (r->id_len && (ctx->ev.id.val_len != r->id_len ||
-                                  memcmp(ctx->ev.id.val, ctx->ids.data + r->id_off, r->id_len)))) {
-            why = "not canonical: id";
-        }
-        if (why) {
-            r->kind = SPEED_REC_POISON;
-            cnt->poison++;
-            log_poison(ctx, m, why);
-            continue;
-        }
-        lam_agg_add_event(epoch_agg(ctx, r->epoch), &ctx->ev);
-        collect_distinct(ctx, r->epoch, &ctx->ev);
-        cnt->events++;
-    }
+    /* Pass 2: records that need no lookup first (Redis is still executing the batch sent before),
+     * then the pending batch's outcome, the lookup, and the records that needed it. */
+    apply_records(ctx, cnt, 0);
+    if (ctx->pending && speed_batch_complete(ctx) < 0)
+        return -1;
+    if (nlookup && dedup_lookup(ctx, nlookup, lo, cur_slot + 1) < 0)
+        return -1;
+    apply_records(ctx, cnt, 1);
 
     /*
      * The transaction (README "Write path"): the script's arguments (speed_script.c) in ctx->args,
@@ -998,6 +1019,45 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
     return 0;
 }
 
+/* The pending batch is lost (unknown outcome or refused): forget what it refreshed, resume from the stored offsets. */
+static void pending_failed(speed_ctx_t *ctx)
+{
+    ctx->pending = 0;
+    xcache_clear(ctx);
+    ctx->need_resync = 1;
+    lam_warn("msg=\"micro-batch not written; will resume from the stored offsets\" records=%zu", ctx->pend_nrecs);
+}
+
+int speed_batch_complete(speed_ctx_t *ctx)
+{
+    if (!ctx->pending)
+        return 0;
+    int w = speed_redis_recv_batch(ctx, ctx->pend_ntx);
+    if (w != 0) {
+        if (w == 1) /* a run was published or a watched key changed: re-filter when replaying */
+            lam_info("msg=\"micro-batch refused by the fence, replaying from the stored offsets\"");
+        pending_failed(ctx);
+        return -1;
+    }
+    ctx->pending = 0;
+    int64_t t1 = lam_now_mono_ms();
+    speed_stats_t *s = &ctx->stats;
+    pthread_mutex_lock(&s->lock);
+    s->events += ctx->pend_events;
+    s->poison += ctx->pend_poison;
+    s->duplicates += ctx->pend_dups;
+    s->skipped_old += ctx->pend_old;
+    s->markers += ctx->pend_markers;
+    s->batches++;
+    speed_hist_observe(&s->batch_size, (double)ctx->pend_nrecs);
+    speed_hist_observe(&s->batch_write_s, (double)(t1 - ctx->pend_t0) / 1000.0);
+    speed_hist_observe(&s->batch_age_s, (double)(t1 - ctx->pend_start_ms) / 1000.0);
+    pthread_mutex_unlock(&s->lock);
+    lam_debug("msg=\"micro-batch written\" records=%zu events=%" PRIu64 " ms=%" PRId64 " build_ms=%" PRId64,
+              ctx->pend_nrecs, ctx->pend_events, t1 - ctx->pend_t0, ctx->pend_build_ms);
+    return 0;
+}
+
 int speed_batch_flush(speed_ctx_t *ctx)
 {
     if (ctx->nrecs == 0)
@@ -1006,60 +1066,46 @@ int speed_batch_flush(speed_ctx_t *ctx)
     part_work_t *pw = lam_malloc((size_t)(ctx->nparts ? ctx->nparts : 1) * sizeof(*pw));
     batch_counts_t cnt;
     int rc = -1;
-    int64_t t_build = t0;
-    for (int attempt = 0; attempt < 5; attempt++) {
-        if (!ctx->redis || ctx->need_resync)
-            break;
-        if (lam_now_mono_ms() - ctx->current_read_ms >= 1000 && speed_redis_read_current(ctx) < 0)
-            break;
-        if (batch_build(ctx, &cnt, pw) < 0)
-            break;
-        t_build = lam_now_mono_ms();
-        int w = speed_redis_write_batch(ctx);
-        if (w == 0) {
-            rc = 0;
-            break;
-        }
-        xcache_clear(ctx); /* the keys queued in this attempt were not refreshed */
-        if (w == 1) { /* a run was published meanwhile: filter again with the new run */
-            if (speed_redis_read_current(ctx) < 0)
-                break;
-            continue;
-        }
-        /* offsets moved, or the outcome is unknown: the stored offsets decide */
-        ctx->need_resync = 1;
-        break;
-    }
+    if (ctx->pending && t0 - ctx->current_read_ms >= 1000)
+        speed_batch_complete(ctx); /* before another command on the connection */
+    if (ctx->redis && !ctx->need_resync && (t0 - ctx->current_read_ms < 1000 || speed_redis_read_current(ctx) == 0) &&
+        batch_build(ctx, &cnt, pw) == 0 && (!ctx->pending || speed_batch_complete(ctx) == 0) &&
+        speed_redis_send_batch(ctx) == 0)
+        rc = 0;
     if (rc < 0) {
+        if (ctx->pending)
+            pending_failed(ctx); /* its replies are behind whatever failed: outcome unknown */
         xcache_clear(ctx);
-        if (!ctx->need_resync)
-            ctx->need_resync = 1;
+        ctx->need_resync = 1;
         lam_warn("msg=\"micro-batch not written; will resume from the stored offsets\" records=%zu", ctx->nrecs);
         speed_batch_drop(ctx);
         lam_free(pw);
         return -1;
     }
+    /* sent: the next batch's fences expect these offsets (if this one fails, so does the next) */
     for (int p = 0; p < ctx->nparts; p++)
         if (pw[p].touched) {
             ctx->parts[p].stored = pw[p].next;
             ctx->parts[p].epoch = pw[p].epoch;
         }
     lam_free(pw);
-    int64_t t1 = lam_now_mono_ms();
-    speed_stats_t *s = &ctx->stats;
-    pthread_mutex_lock(&s->lock);
-    s->events += cnt.events;
-    s->poison += cnt.poison;
-    s->duplicates += cnt.dups;
-    s->skipped_old += cnt.old;
-    s->markers += cnt.markers;
-    s->batches++;
-    speed_hist_observe(&s->batch_size, (double)ctx->nrecs);
-    speed_hist_observe(&s->batch_write_s, (double)(t1 - t0) / 1000.0);
-    speed_hist_observe(&s->batch_age_s, (double)(t1 - ctx->batch_start_ms) / 1000.0);
-    pthread_mutex_unlock(&s->lock);
-    lam_debug("msg=\"micro-batch written\" records=%zu events=%" PRIu64 " ms=%" PRId64 " build_ms=%" PRId64
-              " args=%zu", ctx->nrecs, cnt.events, t1 - t0, t_build - t0, ctx->nargs);
-    speed_batch_drop(ctx);
+    ctx->pending = 1;
+    ctx->pend_ntx = ctx->ntx;
+    ctx->pend_nrecs = ctx->nrecs;
+    ctx->pend_events = cnt.events;
+    ctx->pend_poison = cnt.poison;
+    ctx->pend_dups = cnt.dups;
+    ctx->pend_old = cnt.old;
+    ctx->pend_markers = cnt.markers;
+    ctx->pend_t0 = t0;
+    ctx->pend_start_ms = ctx->batch_start_ms;
+    ctx->pend_build_ms = lam_now_mono_ms() - t0;
+    speed_batch_drop(ctx); /* the transaction holds copies of what it needs */
     return 0;
+}
+
+int speed_batch_sync(speed_ctx_t *ctx)
+{
+    int rc = speed_batch_flush(ctx);
+    return speed_batch_complete(ctx) < 0 ? -1 : rc;
 }

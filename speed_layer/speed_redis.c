@@ -38,6 +38,7 @@ void speed_redis_lost(speed_ctx_t *ctx, const char *why)
     }
     atomic_store(&ctx->redis_ok, 0);
     ctx->need_resync = 1;
+    ctx->pending = 0; /* its replies are gone with the connection: outcome unknown, the resync decides */
 }
 
 /* Run a command; NULL (and the connection dropped) on a transport error. */
@@ -439,7 +440,7 @@ static int fence_result(speed_ctx_t *ctx, const redisReply *f)
     return code == 0 ? 0 : code == 1 ? 1 : code == 2 ? 2 : -1;
 }
 
-int speed_redis_write_batch(speed_ctx_t *ctx)
+int speed_redis_send_batch(speed_ctx_t *ctx)
 {
     if (!ctx->redis)
         return -1;
@@ -487,9 +488,23 @@ int speed_redis_write_batch(speed_ctx_t *ctx)
         speed_redis_lost(ctx, "redis MULTI: cannot send");
         return -1; /* outcome unknown: the stored offsets decide after a resync */
     }
+    /* on the wire now, so that Redis works on it while we build the next batch */
+    int done = 0;
+    while (!done)
+        if (redisBufferWrite(ctx->redis, &done) != REDIS_OK) {
+            speed_redis_lost(ctx, ctx->redis->errstr);
+            return -1;
+        }
+    return 0;
+}
+
+int speed_redis_recv_batch(speed_ctx_t *ctx, size_t ntx)
+{
+    if (!ctx->redis)
+        return -1;
     /* WATCH +OK, the fence reply, MULTI +OK, +QUEUED per command (an error here makes EXEC refuse) */
     int fence = -1;
-    for (size_t i = 0; i < ctx->ntx + 4; i++) {
+    for (size_t i = 0; i < ntx + 4; i++) {
         redisReply *r = get_reply(ctx, "MULTI");
         if (!r)
             return -1;
@@ -511,7 +526,7 @@ int speed_redis_write_batch(speed_ctx_t *ctx)
         /* cannot happen (a failed fence SETs a watched key); never count such a batch as written */
         script_failed(ctx, "EXEC", "transaction ran although the fence did not pass");
         rc = -1;
-    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != ctx->ntx + 1) {
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != ntx + 1) {
         /* EXECABORT: nothing was written; resync from the stored offsets all the same */
         script_failed(ctx, "EXEC", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
         rc = -1;
