@@ -24,7 +24,7 @@ static const lam_config_entry_t speed_config_table[] = {
      "seconds an event id is remembered for duplicate detection", 0, 30LL * 86400000},
     {"LAM_SPEED_BATCH_MAX", LAM_CFG_INT, "10000", offsetof(speed_config_t, batch_max),
      "speed_layer micro-batch: at most this many records per Redis write", 1, 100000},
-    {"LAM_SPEED_BATCH_MS", LAM_CFG_MS, "100", offsetof(speed_config_t, batch_ms),
+    {"LAM_SPEED_BATCH_MS", LAM_CFG_MS, "50", offsetof(speed_config_t, batch_ms),
      "speed_layer micro-batch: written at the latest this long after its first record", 1, 60000},
     {"LAM_SPEED_KEY_TTL_S", LAM_CFG_SEC, "691200", offsetof(speed_config_t, key_ttl_ms),
      "safety-net EXPIRE of real-time keys, renewed on every write (publish deletes them earlier)", 60000,
@@ -38,6 +38,7 @@ static void periodic(speed_ctx_t *ctx, int64_t *last_events, int64_t *last_tick,
     if (now - *last_tick < 1000)
         return;
     char err[512];
+    speed_batch_complete(ctx); /* its replies come before those of anything sent now */
     if (ctx->redis && speed_redis_read_current(ctx) == 0)
         speed_redis_cleanup_epochs(ctx);
     speed_kafka_update_lag(ctx);
@@ -108,6 +109,8 @@ static void consume(speed_ctx_t *ctx)
         }
         size_t room = cap - ctx->nrecs;
         ssize_t n = rd_kafka_consume_batch_queue(q, timeout, msgs, room);
+        if (n <= 0)
+            speed_batch_complete(ctx); /* idle: the pending batch's counters should not wait for the next one */
         for (ssize_t i = 0; i < n; i++) {
             rd_kafka_message_t *m = msgs[i];
             if (m->err) {
@@ -131,8 +134,8 @@ static void consume(speed_ctx_t *ctx)
             speed_batch_flush(ctx);
     }
     /* SIGTERM: write the micro-batch in hand, then leave the group. */
-    if (ctx->nrecs && ctx->redis && !ctx->need_resync)
-        speed_batch_flush(ctx);
+    if (ctx->redis && !ctx->need_resync)
+        speed_batch_sync(ctx);
     speed_batch_drop(ctx);
     rd_kafka_queue_destroy(q);
     lam_free(msgs);
@@ -146,6 +149,7 @@ int main(int argc, char **argv)
     lam_service_signals();
     speed_stats_init(&ctx.stats);
     lam_event_init(&ctx.ev);
+    speed_dedup_init(&ctx);
 
     char err[512];
     ctx.views = lam_views_load(ctx.cfg.common.views_path, err, sizeof(err));
@@ -161,8 +165,8 @@ int main(int argc, char **argv)
     snprintf(ctx.epochs_key, sizeof(ctx.epochs_key), "%s", k.data);
     lam_store_speed_key(&k, ctx.cfg.group, "stats");
     snprintf(ctx.stats_key, sizeof(ctx.stats_key), "%s", k.data);
-    lam_store_speed_key(&k, ctx.cfg.group, "tmp");
-    snprintf(ctx.tmp_key, sizeof(ctx.tmp_key), "%s", k.data);
+    lam_store_speed_key(&k, ctx.cfg.group, "fence");
+    snprintf(ctx.fence_key, sizeof(ctx.fence_key), "%s", k.data);
     lam_buf_free(&k);
     ctx.need_resync = 1;
 

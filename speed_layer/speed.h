@@ -19,6 +19,9 @@
 #define SPEED_TAIL_MAXLEN "1000"    /* XADD MAXLEN ~ */
 #define SPEED_REDIS_TIMEOUT_MS 5000 /* connect and command timeout */
 #define SPEED_REFRESH_MS 3600000  /* EXPIRE of a real-time key is renewed at most this often */
+#ifndef SPEED_PREFETCH_KB
+#define SPEED_PREFETCH_KB "4096" /* librdkafka queued.max.messages.kbytes (README "Prefetch") */
+#endif
 #define SPEED_NO_OFFSET (-1)        /* partition has no offset stored in Redis: start at the beginning */
 
 typedef struct speed_config {
@@ -62,6 +65,7 @@ typedef struct speed_rec {
     int64_t epoch;
     size_t id_off, id_len; /* decoded id in batch.ids (id_len 0: no id) */
     uint8_t kind;
+    uint8_t check; /* its id must be looked up in Redis before it is counted */
 } speed_rec_t;
 
 /** One (epoch, view, bucket, distinct metric, group) of the batch and its values (a list in hvals). */
@@ -90,6 +94,22 @@ typedef struct speed_op {
 typedef struct speed_hval {
     size_t off, len, next; /* bytes in hbytes; next = hval index + 1 */
 } speed_hval_t;
+
+/** Ids this session wrote into its own dedup slot hashes, per slot (README "Dedup"); a hit is checked in Redis. */
+typedef struct speed_bloom {
+    int64_t slot;
+    uint64_t *bits;
+    size_t nbits;  /* power of two; 0: over SPEED_BLOOM_MAX_BYTES, every id may be in this slot */
+    size_t cap, n; /* ids it is sized for, ids added */
+} speed_bloom_t;
+
+#define SPEED_BLOOM_MAX_BYTES (8u << 20) /* all Bloom filters together */
+
+/** A partition of the batch and the stored offset we believe it has (checked under WATCH before MULTI). */
+typedef struct speed_fence {
+    int partition;
+    int64_t stored; /* SPEED_NO_OFFSET: absent */
+} speed_fence_t;
 
 #define SPEED_HIST_BUCKETS 12
 
@@ -166,8 +186,12 @@ typedef struct speed_ctx {
     size_t ogtab_cap;
     speed_op_t *ops;
     size_t nops, ops_cap;
-    lam_buf_t obytes, zargs; /* keys, fields, values; ZADD args (u32 length + bytes) */
-    lam_buf_t resp, resp2;   /* RESP-formatted commands */
+    lam_buf_t obytes;        /* keys, fields, values */
+    lam_buf_t resp, resp2, resp3; /* RESP-formatted commands */
+    lam_buf_t tx;            /* the batch's plain commands inside MULTI/EXEC (RESP), ntx of them */
+    size_t ntx;
+    speed_fence_t *fence;    /* the partitions of the batch and their stored offsets */
+    size_t nfence, fence_cap;
 
     /* keys whose EXPIRE / hidx membership was written recently (skip repeating it every batch) */
     uint64_t *xcache;
@@ -177,10 +201,23 @@ typedef struct speed_ctx {
     size_t *xkey_off;
     size_t nxkeys, xkeys_cap;
 
+    /* dedup: this session's token and Bloom filters; the other sessions' slot hashes that existed
+     * when the offsets were last read (NUL-terminated names) */
+    char dedup_token[17];
+    speed_bloom_t *blooms;
+    size_t nblooms, blooms_cap, bloom_bytes;
+    lam_buf_t other_keys;
+    size_t nother_keys;
+
+    /* the batch sent last whose replies are not read yet (README "Overlap") */
+    int pending;
+    size_t pend_nrecs, pend_ntx;
+    uint64_t pend_events, pend_poison, pend_dups, pend_old, pend_markers;
+    int64_t pend_t0, pend_start_ms, pend_build_ms;
+
     int64_t current_run; /* lam:batch:current as last read */
     int64_t current_read_ms;
-    char script_sha[41];
-    char offsets_key[256], epochs_key[256], stats_key[256], tmp_key[256];
+    char offsets_key[256], epochs_key[256], stats_key[256], fence_key[256];
     int64_t last_poison_log_ms;
     uint64_t poison_log_suppressed;
 
@@ -204,40 +241,77 @@ int speed_redis_read_current(speed_ctx_t *ctx);
 /** Delete the real-time keys of every epoch < ctx->current_run. 0 or -1. */
 int speed_redis_cleanup_epochs(speed_ctx_t *ctx);
 /**
- * Dedup lookup of n ids in the slot hashes lo..hi (lam:dedup:@{slot}): found[i] = 1 when id i was
- * first counted somewhere else than the record recs[which[i]] ("partition:offset"), else 0 (absent,
- * or a replay of our own batch). 0 or -1 (connection dropped).
+ * Dedup lookup of n ids, one pipelined round of HMGET: every id in the keys of other sessions, the ids
+ * with maybe_own[i] in our own keys (key_own[k]). found[i] = 1 when id i was first counted somewhere
+ * else than the record recs[which[i]] ("partition:offset"), else left as it is (absent, or a replay
+ * of our own batch). 0 or -1 (connection dropped).
  */
-int speed_redis_dedup_lookup(speed_ctx_t *ctx, int64_t lo, int64_t hi, size_t n, const char **ids,
-                             const size_t *lens, const uint32_t *which, uint8_t *found);
-/** Dedup slot length in seconds (window / 6, at least 1) and the slot hash key lam:dedup:@{slot}. */
-int64_t dedup_slot_seconds(const speed_ctx_t *ctx);
-void speed_dedup_slot_key(lam_buf_t *out, int64_t slot);
+int speed_redis_dedup_lookup(speed_ctx_t *ctx, size_t nkeys, const char **keys, const size_t *klens,
+                             const uint8_t *key_own, size_t n, const char **ids, const size_t *lens,
+                             const uint32_t *which, const uint8_t *maybe_own, uint8_t *found);
 /**
- * Run the micro-batch script with ctx->args. Returns 0 written, 1 refused because
- * lam:batch:current moved (refresh and rebuild), 2 refused because the stored offsets are not
- * what we believed (resync), -1 connection/unknown outcome (reconnect and resync).
+ * The other sessions that wrote within the window (ZRANGEBYSCORE of the sessions zset) and which of
+ * their slot hashes exist (TYPE): into ctx->other_keys. Done whenever the offsets are read. 0 or -1.
  */
-int speed_redis_write_batch(speed_ctx_t *ctx);
+int speed_redis_read_sessions(speed_ctx_t *ctx);
+
+/* speed_dedup.c */
+/** Dedup slot length in seconds (window / 6, at least 1). */
+int64_t dedup_slot_seconds(const speed_ctx_t *ctx);
+/** lam:dedup:@{slot}:{token} (token "": the unsessioned slot hash of the previous layout). */
+void speed_dedup_slot_key(lam_buf_t *out, int64_t slot, const char *token);
+/** lam:dedup:@sessions: zset token -> unix seconds of its last write. */
+void speed_dedup_sessions_key(lam_buf_t *out);
+/** How long a session's slot hashes matter after its last write (window + 3 slots), seconds. */
+int64_t speed_dedup_keep_s(const speed_ctx_t *ctx);
+void speed_dedup_init(speed_ctx_t *ctx);
+void speed_dedup_free(speed_ctx_t *ctx);
+/** 1 when this session may have written id (a Bloom hit in any slot), 0 when it surely did not. */
+int speed_dedup_maybe_own(const speed_ctx_t *ctx, const char *id, size_t len);
+/** 1 when this session wrote (or may have written) ids into slot. */
+int speed_dedup_own_slot(const speed_ctx_t *ctx, int64_t slot);
+void speed_dedup_add(speed_ctx_t *ctx, int64_t slot, const char *id, size_t len);
+/** Forget the filters of slots before lo. */
+void speed_dedup_prune(speed_ctx_t *ctx, int64_t lo);
+
+/**
+ * Send the micro-batch's transaction in one write, without waiting: WATCH the offsets hash,
+ * lam:batch:current and the fence key; the fence script (ctx->fence, ctx->current_run); MULTI, EVAL
+ * of the batch script with ctx->args, the commands of ctx->tx, EXEC. 0 sent, -1 connection dropped.
+ */
+int speed_redis_send_batch(speed_ctx_t *ctx);
+/**
+ * Read the replies of the transaction sent last (ntx plain commands). Returns 0 written, 1 refused
+ * because lam:batch:current moved or a watched key changed before EXEC, 2 refused because the
+ * stored offsets are not what we believed, -1 connection/unknown outcome or error.
+ */
+int speed_redis_recv_batch(speed_ctx_t *ctx, size_t ntx);
 /** HINCRBY/HSET the stats summary. 0 or -1. */
 int speed_redis_push_stats(speed_ctx_t *ctx);
 
-/** RESP formatting: `*argc`, then one bulk string per argument. */
+/** RESP formatting: `*argc`, then one bulk string per argument (begin clears b, cmd appends). */
 void speed_resp_begin(lam_buf_t *b, size_t argc);
+void speed_resp_cmd(lam_buf_t *b, size_t argc);
 void speed_resp_arg(lam_buf_t *b, const void *data, size_t len);
 
 /* speed_script.c */
 extern const char speed_script_lua[];
+extern const char speed_fence_lua[];
 
 /* speed_apply.c */
 /** Append one record to the batch (takes ownership of msg). */
 void speed_batch_add(speed_ctx_t *ctx, rd_kafka_message_t *msg);
 /**
- * Aggregate and write the micro-batch with one script call, retrying as the outcome says.
- * On success the offsets advance; on a Redis failure the batch is dropped and a resync is
- * requested (the stored offsets decide where consumption resumes). 0 or -1.
+ * Aggregate the micro-batch and send its transaction; it stays pending (its replies unread) while
+ * the next one is collected and built. The batch sent before is completed first (during the build).
+ * The offsets we believe advance when it is sent; on any failure the batch is dropped and a resync
+ * is requested (the stored offsets decide where consumption resumes). 0 or -1.
  */
 int speed_batch_flush(speed_ctx_t *ctx);
+/** Read the outcome of the pending batch (if any): counted on success, else resync. 0 or -1. */
+int speed_batch_complete(speed_ctx_t *ctx);
+/** Flush, then complete: everything in hand written and confirmed (revoke, shutdown). */
+int speed_batch_sync(speed_ctx_t *ctx);
 /** Destroy the batch's messages without writing. */
 void speed_batch_drop(speed_ctx_t *ctx);
 void speed_apply_free(speed_ctx_t *ctx);

@@ -70,22 +70,12 @@ void speed_apply_free(speed_ctx_t *ctx)
     lam_free(ctx->ogtab);
     lam_free(ctx->ops);
     lam_buf_free(&ctx->obytes);
-    lam_buf_free(&ctx->zargs);
+    lam_buf_free(&ctx->tx);
+    lam_free(ctx->fence);
     lam_buf_free(&ctx->resp);
     lam_buf_free(&ctx->resp2);
-}
-
-int64_t dedup_slot_seconds(const speed_ctx_t *ctx)
-{
-    int64_t w = ctx->cfg.dedup_window_ms / 1000;
-    return w / 6 > 0 ? w / 6 : 1;
-}
-
-void speed_dedup_slot_key(lam_buf_t *out, int64_t slot)
-{
-    char s[32];
-    int n = snprintf(s, sizeof(s), "@%" PRId64, slot);
-    lam_store_dedup_key(out, s, (size_t)n);
+    lam_buf_free(&ctx->resp3);
+    speed_dedup_free(ctx);
 }
 
 /* ---- keys refreshed recently (EXPIRE, hidx membership) ---- */
@@ -272,13 +262,6 @@ static void ops_emit(speed_ctx_t *ctx)
     }
 }
 
-static void zarg(speed_ctx_t *ctx, const char *s, size_t len)
-{
-    uint32_t l = (uint32_t)len;
-    lam_buf_append(&ctx->zargs, &l, 4);
-    lam_buf_append(&ctx->zargs, s, len);
-}
-
 /* ---- script arguments: bytes in ctx->args, (offset, length) pairs in ctx->arg_off ---- */
 
 static void arg_add(speed_ctx_t *ctx, const void *data, size_t len)
@@ -291,11 +274,6 @@ static void arg_add(speed_ctx_t *ctx, const void *data, size_t len)
     ctx->arg_off[2 * ctx->nargs + 1] = len;
     ctx->nargs++;
     lam_buf_append(&ctx->args, data, len);
-}
-
-static void arg_str(speed_ctx_t *ctx, const char *s)
-{
-    arg_add(ctx, s, strlen(s));
 }
 
 /* Decimal of v ending at end (no snprintf: this runs a few times per event). */
@@ -317,27 +295,37 @@ static void arg_i64(speed_ctx_t *ctx, int64_t v)
     arg_add(ctx, p, (size_t)(e - p));
 }
 
+/* ---- the plain commands of the batch's transaction: RESP in ctx->tx ---- */
+
+static void tx_cmd(speed_ctx_t *ctx, size_t argc)
+{
+    speed_resp_cmd(&ctx->tx, argc);
+    ctx->ntx++;
+}
+
+static void tx_arg(speed_ctx_t *ctx, const void *data, size_t len)
+{
+    speed_resp_arg(&ctx->tx, data, len);
+}
+
+static void tx_str(speed_ctx_t *ctx, const char *s)
+{
+    tx_arg(ctx, s, strlen(s));
+}
+
+static void tx_i64(speed_ctx_t *ctx, int64_t v)
+{
+    char b[24], *e = b + sizeof(b), *p = i64_dec(e, v);
+    tx_arg(ctx, p, (size_t)(e - p));
+}
+
 /* "partition:offset" */
-static void arg_pos(speed_ctx_t *ctx, int partition, int64_t offset)
+static void tx_pos(speed_ctx_t *ctx, int partition, int64_t offset)
 {
     char b[48], *e = b + sizeof(b), *p = i64_dec(e, offset);
     *--p = ':';
     p = i64_dec(p, partition);
-    arg_add(ctx, p, (size_t)(e - p));
-}
-
-/* A count whose value is only known later: fixed width, patched by arg_patch (Lua tonumber reads it). */
-static size_t arg_placeholder(speed_ctx_t *ctx)
-{
-    arg_add(ctx, "0000000000", 10);
-    return ctx->nargs - 1;
-}
-
-static void arg_patch(speed_ctx_t *ctx, size_t slot, size_t v)
-{
-    char b[12];
-    snprintf(b, sizeof(b), "%010zu", v);
-    memcpy(ctx->args.data + ctx->arg_off[2 * slot], b, 10);
+    tx_arg(ctx, p, (size_t)(e - p));
 }
 
 /* ---- helpers ---- */
@@ -603,6 +591,116 @@ typedef struct part_work {
     int touched;
 } part_work_t;
 
+/* Parse and apply the counted records whose check flag is `checked` through the shared view engine, one agg per epoch. */
+static void apply_records(speed_ctx_t *ctx, batch_counts_t *cnt, int checked)
+{
+    int64_t now = lam_time_now_ms();
+    char err[256];
+    for (size_t i = 0; i < ctx->nrecs; i++) {
+        speed_rec_t *r = &ctx->recs[i];
+        rd_kafka_message_t *m = r->msg;
+        if (r->check != checked)
+            continue;
+        switch (r->kind) {
+        case SPEED_REC_MARKER:
+            cnt->markers++;
+            continue;
+        case SPEED_REC_POISON:
+            cnt->poison++;
+            continue;
+        case SPEED_REC_OLD:
+            cnt->old++;
+            continue;
+        case SPEED_REC_DUP:
+            cnt->dups++;
+            continue;
+        case SPEED_REC_STALE:
+            continue;
+        default:
+            break;
+        }
+        const char *why = NULL;
+        if (!m->payload || m->len == 0) {
+            why = "empty record";
+        } else if (lam_event_parse(&ctx->ev, m->payload, m->len, now, -1, err, sizeof(err)) < 0) {
+            why = err;
+        } else if (!ctx->ev.ts_given) {
+            why = "not canonical: no ts";
+        } else if ((ctx->ev.id.type == LAM_VAL_STRING) != (r->id_len > 0) ||
+                   (r->id_len && (ctx->ev.id.val_len != r->id_len ||
+                                  memcmp(ctx->ev.id.val, ctx->ids.data + r->id_off, r->id_len)))) {
+            why = "not canonical: id";
+        }
+        if (why) {
+            r->kind = SPEED_REC_POISON;
+            cnt->poison++;
+            log_poison(ctx, m, why);
+            continue;
+        }
+        lam_agg_add_event(epoch_agg(ctx, r->epoch), &ctx->ev);
+        collect_distinct(ctx, r->epoch, &ctx->ev);
+        cnt->events++;
+    }
+
+}
+
+/*
+ * Mark the batch's ids first counted elsewhere as duplicates: every id in the slot hashes of the other
+ * sessions (and the unsessioned ones of the previous layout) that existed when the offsets were read;
+ * in this session's own slot hashes only the ids its Bloom filters may hold. 0 or -1 (Redis failed).
+ */
+static int dedup_lookup(speed_ctx_t *ctx, size_t nlookup, int64_t lo, int64_t hi)
+{
+    const char **ids = lam_malloc(nlookup * sizeof(*ids));
+    size_t *lens = lam_malloc(nlookup * sizeof(*lens));
+    uint32_t *which = lam_malloc(nlookup * sizeof(*which));
+    uint8_t *found = lam_calloc(nlookup, 1), *maybe = lam_calloc(nlookup, 1);
+    size_t n = 0, nown = 0;
+    for (size_t i = 0; i < ctx->nrecs; i++) {
+        speed_rec_t *r = &ctx->recs[i];
+        if (!r->check)
+            continue;
+        ids[n] = ctx->ids.data + r->id_off;
+        lens[n] = r->id_len;
+        maybe[n] = (uint8_t)speed_dedup_maybe_own(ctx, ids[n], lens[n]);
+        nown += maybe[n];
+        which[n++] = (uint32_t)i;
+    }
+    size_t nslots = (size_t)(hi - lo + 1), cap = ctx->nother_keys + nslots, nkeys = 0;
+    const char **keys = lam_malloc(cap * sizeof(*keys));
+    size_t *klens = lam_malloc(cap * sizeof(*klens));
+    uint8_t *key_own = lam_calloc(cap, 1);
+    lam_buf_t *own = lam_calloc(nslots, sizeof(*own));
+    const char *k = ctx->other_keys.data;
+    for (size_t i = 0; i < ctx->nother_keys; i++, k += klens[nkeys - 1] + 1) {
+        keys[nkeys] = k;
+        klens[nkeys++] = strlen(k);
+    }
+    for (size_t s = 0; nown && s < nslots; s++)
+        if (speed_dedup_own_slot(ctx, lo + (int64_t)s)) {
+            speed_dedup_slot_key(&own[s], lo + (int64_t)s, ctx->dedup_token);
+            keys[nkeys] = own[s].data;
+            klens[nkeys] = own[s].len;
+            key_own[nkeys++] = 1;
+        }
+    int rc = speed_redis_dedup_lookup(ctx, nkeys, keys, klens, key_own, n, ids, lens, which, maybe, found);
+    for (size_t j = 0; rc == 0 && j < n; j++)
+        if (found[j])
+            ctx->recs[which[j]].kind = SPEED_REC_DUP;
+    for (size_t s = 0; s < nslots; s++)
+        lam_buf_free(&own[s]);
+    lam_free(own);
+    lam_free(keys);
+    lam_free(klens);
+    lam_free(key_own);
+    lam_free(ids);
+    lam_free(lens);
+    lam_free(which);
+    lam_free(found);
+    lam_free(maybe);
+    return rc;
+}
+
 /*
  * Classify the batch, look up dedup keys, aggregate, and lay out the script arguments.
  * Returns 0, or -1 when Redis failed (connection dropped).
@@ -679,36 +777,18 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
     /* Dedup: where was each id first counted? (slot hashes, see README "Dedup") */
     int64_t slot_s = dedup_slot_seconds(ctx);
     int64_t cur_slot = lam_time_now_ms() / 1000 / slot_s;
-    if (nlookup) {
-        const char **ids = lam_malloc(nlookup * sizeof(*ids));
-        size_t *lens = lam_malloc(nlookup * sizeof(*lens));
-        uint32_t *which = lam_malloc(nlookup * sizeof(*which));
-        uint8_t *found = lam_malloc(nlookup);
-        size_t n = 0;
-        for (size_t i = 0; i < ctx->nrecs; i++) {
-            speed_rec_t *r = &ctx->recs[i];
-            if (r->kind != SPEED_REC_EVENT || !r->id_len)
-                continue;
-            ids[n] = ctx->ids.data + r->id_off;
-            lens[n] = r->id_len;
-            which[n++] = (uint32_t)i;
-        }
-        /* the slots that may hold an id written within the window (+1 each side for clock skew) */
-        int64_t lo = cur_slot - (ctx->cfg.dedup_window_ms / 1000 + slot_s - 1) / slot_s - 1;
-        int rc = speed_redis_dedup_lookup(ctx, lo, cur_slot + 1, n, ids, lens, which, found);
-        if (rc == 0)
-            for (size_t k = 0; k < n; k++)
-                if (found[k])
-                    ctx->recs[which[k]].kind = SPEED_REC_DUP;
-        lam_free(ids);
-        lam_free(lens);
-        lam_free(which);
-        lam_free(found);
-        if (rc < 0)
-            return -1;
+    /* the slots that may hold an id written within the window (+1 each side for clock skew) */
+    int64_t lo = cur_slot - (ctx->cfg.dedup_window_ms / 1000 + slot_s - 1) / slot_s - 1;
+    speed_dedup_prune(ctx, lo);
+    /* ids that may have been counted before: any, when other sessions' slot hashes exist; else the Bloom hits */
+    nlookup = 0;
+    for (size_t i = 0; i < ctx->nrecs; i++) {
+        speed_rec_t *r = &ctx->recs[i];
+        r->check = r->kind == SPEED_REC_EVENT && r->id_len &&
+                   (ctx->nother_keys || speed_dedup_maybe_own(ctx, ctx->ids.data + r->id_off, r->id_len));
+        nlookup += r->check;
     }
 
-    /* Pass 2: parse and apply through the shared view engine, one agg per epoch. */
     int64_t mono = lam_now_mono_ms();
     size_t ndistinct = 0;
     for (size_t v = 0; v < lam_views_count(ctx->views); v++) {
@@ -717,97 +797,74 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
             ndistinct += view->metrics[mi].kind == LAM_METRIC_DISTINCT;
     }
     distinct_reset(ctx, ctx->nrecs * ndistinct);
-    int64_t now = lam_time_now_ms();
-    char err[256];
-    for (size_t i = 0; i < ctx->nrecs; i++) {
-        speed_rec_t *r = &ctx->recs[i];
-        rd_kafka_message_t *m = r->msg;
-        switch (r->kind) {
-        case SPEED_REC_MARKER:
-            cnt->markers++;
-            continue;
-        case SPEED_REC_POISON:
-            cnt->poison++;
-            continue;
-        case SPEED_REC_OLD:
-            cnt->old++;
-            continue;
-        case SPEED_REC_DUP:
-            cnt->dups++;
-            continue;
-        case SPEED_REC_STALE:
-            continue;
-        default:
-            break;
-        }
-        const char *why = NULL;
-        if (!m->payload || m->len == 0) {
-            why = "empty record";
-        } else if (lam_event_parse(&ctx->ev, m->payload, m->len, now, -1, err, sizeof(err)) < 0) {
-            why = err;
-        } else if (!ctx->ev.ts_given) {
-            why = "not canonical: no ts";
-        } else if ((ctx->ev.id.type == LAM_VAL_STRING) != (r->id_len > 0) ||
-                   (r->id_len && (ctx->ev.id.val_len != r->id_len ||
-                                  memcmp(ctx->ev.id.val, ctx->ids.data + r->id_off, r->id_len)))) {
-            why = "not canonical: id";
-        }
-        if (why) {
-            r->kind = SPEED_REC_POISON;
-            cnt->poison++;
-            log_poison(ctx, m, why);
-            continue;
-        }
-        lam_agg_add_event(epoch_agg(ctx, r->epoch), &ctx->ev);
-        collect_distinct(ctx, r->epoch, &ctx->ev);
-        cnt->events++;
-    }
+    /* Pass 2: records that need no lookup first (Redis is still executing the batch sent before),
+     * then the pending batch's outcome, the lookup, and the records that needed it. */
+    apply_records(ctx, cnt, 0);
+    if (ctx->pending && speed_batch_complete(ctx) < 0)
+        return -1;
+    if (nlookup && dedup_lookup(ctx, nlookup, lo, cur_slot + 1) < 0)
+        return -1;
+    apply_records(ctx, cnt, 1);
 
-    /* Script arguments (layout in speed_script.c). */
-    arg_str(ctx, ctx->offsets_key);
-    arg_str(ctx, ctx->epochs_key);
-    arg_str(ctx, LAM_STORE_EPOCHS_KEY);
-    speed_dedup_slot_key(&ctx->kbuf, cur_slot);
-    arg_add(ctx, ctx->kbuf.data, ctx->kbuf.len);
-    arg_i64(ctx, ctx->cfg.key_ttl_ms / 1000);
-    /* kept until the window has passed after the slot's end (+ one slot for clock skew) */
-    arg_i64(ctx, (cur_slot + 2) * slot_s + ctx->cfg.dedup_window_ms / 1000);
-    arg_str(ctx, LAM_STORE_CURRENT_KEY);
-    arg_i64(ctx, ctx->current_run);
-    arg_str(ctx, LAM_STORE_TAIL_KEY);
-    arg_str(ctx, SPEED_TAIL_MAXLEN);
-    size_t slot = arg_placeholder(ctx);
+    /*
+     * The transaction (README "Write path"): the script's arguments (speed_script.c) in ctx->args,
+     * the plain commands in ctx->tx, the fences (partition, stored offset we expect) in ctx->fence.
+     */
+    lam_buf_clear(&ctx->tx);
+    ctx->ntx = 0;
+    ctx->nfence = 0;
+    lam_buf_t slotk = LAM_BUF_INIT, sessk = LAM_BUF_INIT;
+    speed_dedup_slot_key(&slotk, cur_slot, ctx->dedup_token);
+    speed_dedup_sessions_key(&sessk);
+    arg_add(ctx, slotk.data, slotk.len);
+    arg_add(ctx, sessk.data, sessk.len);
+    char ttl[24], *ttl_p = i64_dec(ttl + sizeof(ttl), ctx->cfg.key_ttl_ms / 1000);
+    size_t ttl_len = (size_t)(ttl + sizeof(ttl) - ttl_p);
     size_t np = 0;
-    for (int p = 0; p < ctx->nparts; p++) {
-        if (!pw[p].touched)
-            continue;
-        arg_i64(ctx, p);
-        if (ctx->parts[p].stored == SPEED_NO_OFFSET)
-            arg_add(ctx, "", 0);
-        else
-            arg_i64(ctx, ctx->parts[p].stored);
-        arg_i64(ctx, pw[p].next);
-        arg_i64(ctx, pw[p].epoch);
-        np++;
+    for (int p = 0; p < ctx->nparts; p++)
+        np += pw[p].touched != 0;
+    if (np > ctx->fence_cap) {
+        ctx->fence_cap = np;
+        ctx->fence = lam_realloc(ctx->fence, np * sizeof(*ctx->fence));
     }
-    arg_patch(ctx, slot, np);
-
-    slot = arg_placeholder(ctx);
+    for (int p = 0; p < ctx->nparts; p++)
+        if (pw[p].touched)
+            ctx->fence[ctx->nfence++] = (speed_fence_t){p, ctx->parts[p].stored};
+    if (np) {
+        for (int which = 0; which < 2; which++) {
+            tx_cmd(ctx, 2 + 2 * np);
+            tx_str(ctx, "HSET");
+            tx_str(ctx, which ? ctx->epochs_key : ctx->offsets_key);
+            for (int p = 0; p < ctx->nparts; p++)
+                if (pw[p].touched) {
+                    tx_i64(ctx, p);
+                    tx_i64(ctx, which ? pw[p].epoch : pw[p].next);
+                }
+        }
+    }
     size_t ne = 0;
     for (size_t a = 0; a < ctx->naggs; a++)
-        if (ctx->aggs[a].used && lam_agg_size(ctx->aggs[a].agg)) {
-            arg_i64(ctx, ctx->aggs[a].epoch);
-            ne++;
-        }
-    arg_patch(ctx, slot, ne);
+        ne += ctx->aggs[a].used && lam_agg_size(ctx->aggs[a].agg);
+    if (ne) {
+        tx_cmd(ctx, 2 + 2 * ne);
+        tx_str(ctx, "ZADD");
+        tx_str(ctx, LAM_STORE_EPOCHS_KEY);
+        for (size_t a = 0; a < ctx->naggs; a++)
+            if (ctx->aggs[a].used && lam_agg_size(ctx->aggs[a].agg)) {
+                tx_i64(ctx, ctx->aggs[a].epoch);
+                tx_i64(ctx, ctx->aggs[a].epoch);
+            }
+        tx_cmd(ctx, 3);
+        tx_str(ctx, "EXPIRE");
+        tx_str(ctx, LAM_STORE_EPOCHS_KEY);
+        tx_arg(ctx, ttl_p, ttl_len);
+    }
 
     /* Count/sum/min/max deltas grouped per hash key (see speed_script.c), then bucket index ZADDs. */
     ops_reset(ctx);
     lam_buf_t *hk = &ctx->kbuf, *xk = &ctx->kbuf2, *fb = &ctx->fbuf;
     lam_buf_t hllk = LAM_BUF_INIT;
     char num[24];
-    lam_buf_clear(&ctx->zargs);
-    size_t nz = 0;
     for (size_t a = 0; a < ctx->naggs; a++) {
         if (!ctx->aggs[a].used)
             continue;
@@ -834,10 +891,11 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
                     expire_key(ctx, hk->data, hk->len, mono);
                     expire_key(ctx, xk->data, xk->len, mono);
                     if (!xcache_fresh(ctx, hk->data, hk->len, 0x5a414444ULL, mono)) { /* bucket not indexed lately */
-                        int nl = snprintf(num, sizeof(num), "%" PRId64, bucket);
-                        zarg(ctx, xk->data, xk->len);
-                        zarg(ctx, num, (size_t)nl);
-                        nz++;
+                        tx_cmd(ctx, 4);
+                        tx_str(ctx, "ZADD");
+                        tx_arg(ctx, xk->data, xk->len);
+                        tx_i64(ctx, bucket);
+                        tx_i64(ctx, bucket);
                     }
                 }
             }
@@ -867,63 +925,136 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
         }
     }
     ops_emit(ctx);
-    arg_i64(ctx, (int64_t)nz);
-    for (size_t off = 0; off < ctx->zargs.len;) {
-        uint32_t l;
-        memcpy(&l, ctx->zargs.data + off, 4);
-        arg_add(ctx, ctx->zargs.data + off + 4, l);
-        off += 4 + l;
-    }
 
-    /* Distinct metrics: PFADD of the batch's distinct values per HLL key. */
-    arg_i64(ctx, (int64_t)ctx->nhcells);
+    /* Distinct metrics: PFADD of the batch's distinct values per HLL key, the key into its hidx set. */
     for (size_t hc = 0; hc < ctx->nhcells; hc++) {
         const speed_hcell_t *c = &ctx->hcells[hc];
         const char *vname = lam_views_get(ctx->views, c->view)->name;
         lam_store_rt_hll_key(&hllk, c->epoch, vname, c->bucket, c->metric, ctx->hbytes.data + c->key_off,
                              c->key_len);
         lam_store_rt_hidx_key(xk, c->epoch, vname, c->bucket);
-        arg_add(ctx, hllk.data, hllk.len);
-        if (xcache_fresh(ctx, hllk.data, hllk.len, 0x53414444ULL, mono))
-            arg_add(ctx, "", 0); /* already a member of its hidx set */
-        else
-            arg_add(ctx, xk->data, xk->len);
+        tx_cmd(ctx, 2 + c->n);
+        tx_str(ctx, "PFADD");
+        tx_arg(ctx, hllk.data, hllk.len);
+        for (size_t vi = c->head; vi; vi = ctx->hvals[vi - 1].next)
+            tx_arg(ctx, ctx->hbytes.data + ctx->hvals[vi - 1].off, ctx->hvals[vi - 1].len);
+        if (!xcache_fresh(ctx, hllk.data, hllk.len, 0x53414444ULL, mono)) { /* not a member of hidx lately */
+            tx_cmd(ctx, 3);
+            tx_str(ctx, "SADD");
+            tx_arg(ctx, xk->data, xk->len);
+            tx_arg(ctx, hllk.data, hllk.len);
+        }
         expire_key(ctx, hllk.data, hllk.len, mono);
         expire_key(ctx, xk->data, xk->len, mono);
-        arg_i64(ctx, (int64_t)c->n);
-        for (size_t vi = c->head; vi; vi = ctx->hvals[vi - 1].next)
-            arg_add(ctx, ctx->hbytes.data + ctx->hvals[vi - 1].off, ctx->hvals[vi - 1].len);
     }
     lam_buf_free(&hllk);
 
     /* EXPIRE of the real-time keys not renewed within the hour. */
-    arg_i64(ctx, (int64_t)ctx->nxkeys);
-    for (size_t i = 0; i < ctx->nxkeys; i++)
-        arg_add(ctx, ctx->xkeys.data + ctx->xkey_off[2 * i], ctx->xkey_off[2 * i + 1]);
+    for (size_t i = 0; i < ctx->nxkeys; i++) {
+        tx_cmd(ctx, 3);
+        tx_str(ctx, "EXPIRE");
+        tx_arg(ctx, ctx->xkeys.data + ctx->xkey_off[2 * i], ctx->xkey_off[2 * i + 1]);
+        tx_arg(ctx, ttl_p, ttl_len);
+    }
 
     /* Dedup: every counted event with an id, where it was first counted, into the current slot hash. */
-    slot = arg_placeholder(ctx);
     size_t nd = 0;
-    for (size_t i = 0; i < ctx->nrecs; i++) {
-        speed_rec_t *r = &ctx->recs[i];
-        if (r->kind != SPEED_REC_EVENT || !r->id_len)
-            continue;
-        arg_add(ctx, ctx->ids.data + r->id_off, r->id_len);
-        arg_pos(ctx, (int)r->msg->partition, (int64_t)r->msg->offset);
-        nd++;
+    for (size_t i = 0; i < ctx->nrecs; i++)
+        nd += ctx->recs[i].kind == SPEED_REC_EVENT && ctx->recs[i].id_len;
+    if (nd) {
+        tx_cmd(ctx, 2 + 2 * nd);
+        tx_str(ctx, "HSET");
+        tx_arg(ctx, slotk.data, slotk.len);
+        for (size_t i = 0; i < ctx->nrecs; i++) {
+            speed_rec_t *r = &ctx->recs[i];
+            if (r->kind != SPEED_REC_EVENT || !r->id_len)
+                continue;
+            tx_arg(ctx, ctx->ids.data + r->id_off, r->id_len);
+            tx_pos(ctx, (int)r->msg->partition, (int64_t)r->msg->offset);
+            /* before the outcome is known: a superset is safe, a hit is only a reason to look */
+            speed_dedup_add(ctx, cur_slot, ctx->ids.data + r->id_off, r->id_len);
+        }
+        /* kept until the window has passed after the slot's end (+ one slot for clock skew) */
+        tx_cmd(ctx, 3);
+        tx_str(ctx, "EXPIREAT");
+        tx_arg(ctx, slotk.data, slotk.len);
+        tx_i64(ctx, (cur_slot + 2) * slot_s + ctx->cfg.dedup_window_ms / 1000);
+        /* this session in the sessions zset (its last write), sessions that no longer matter out */
+        int64_t now_s = lam_time_now_ms() / 1000, keep = speed_dedup_keep_s(ctx);
+        tx_cmd(ctx, 4);
+        tx_str(ctx, "ZADD");
+        tx_arg(ctx, sessk.data, sessk.len);
+        tx_i64(ctx, now_s);
+        tx_str(ctx, ctx->dedup_token);
+        tx_cmd(ctx, 4);
+        tx_str(ctx, "ZREMRANGEBYSCORE");
+        tx_arg(ctx, sessk.data, sessk.len);
+        tx_str(ctx, "-inf");
+        tx_i64(ctx, now_s - keep - 1);
+        tx_cmd(ctx, 3);
+        tx_str(ctx, "EXPIRE");
+        tx_arg(ctx, sessk.data, sessk.len);
+        tx_i64(ctx, keep);
     }
-    arg_patch(ctx, slot, nd);
+    lam_buf_free(&slotk);
+    lam_buf_free(&sessk);
 
     /* The last few counted events, in order, for the live tail (records are canonical JSON). */
-    slot = arg_placeholder(ctx);
     size_t first = ctx->nrecs, nt = 0;
     while (first > 0 && nt < SPEED_TAIL_PER_BATCH)
         if (ctx->recs[--first].kind == SPEED_REC_EVENT)
             nt++;
     for (size_t i = first; i < ctx->nrecs; i++)
-        if (ctx->recs[i].kind == SPEED_REC_EVENT)
-            arg_add(ctx, ctx->recs[i].msg->payload, ctx->recs[i].msg->len);
-    arg_patch(ctx, slot, nt);
+        if (ctx->recs[i].kind == SPEED_REC_EVENT) {
+            tx_cmd(ctx, 8);
+            tx_str(ctx, "XADD");
+            tx_str(ctx, LAM_STORE_TAIL_KEY);
+            tx_str(ctx, "MAXLEN");
+            tx_str(ctx, "~");
+            tx_str(ctx, SPEED_TAIL_MAXLEN);
+            tx_str(ctx, "*");
+            tx_str(ctx, "event");
+            tx_arg(ctx, ctx->recs[i].msg->payload, ctx->recs[i].msg->len);
+        }
+    return 0;
+}
+
+/* The pending batch is lost (unknown outcome or refused): forget what it refreshed, resume from the stored offsets. */
+static void pending_failed(speed_ctx_t *ctx)
+{
+    ctx->pending = 0;
+    xcache_clear(ctx);
+    ctx->need_resync = 1;
+    lam_warn("msg=\"micro-batch not written; will resume from the stored offsets\" records=%zu", ctx->pend_nrecs);
+}
+
+int speed_batch_complete(speed_ctx_t *ctx)
+{
+    if (!ctx->pending)
+        return 0;
+    int w = speed_redis_recv_batch(ctx, ctx->pend_ntx);
+    if (w != 0) {
+        if (w == 1) /* a run was published or a watched key changed: re-filter when replaying */
+            lam_info("msg=\"micro-batch refused by the fence, replaying from the stored offsets\"");
+        pending_failed(ctx);
+        return -1;
+    }
+    ctx->pending = 0;
+    int64_t t1 = lam_now_mono_ms();
+    speed_stats_t *s = &ctx->stats;
+    pthread_mutex_lock(&s->lock);
+    s->events += ctx->pend_events;
+    s->poison += ctx->pend_poison;
+    s->duplicates += ctx->pend_dups;
+    s->skipped_old += ctx->pend_old;
+    s->markers += ctx->pend_markers;
+    s->batches++;
+    speed_hist_observe(&s->batch_size, (double)ctx->pend_nrecs);
+    speed_hist_observe(&s->batch_write_s, (double)(t1 - ctx->pend_t0) / 1000.0);
+    speed_hist_observe(&s->batch_age_s, (double)(t1 - ctx->pend_start_ms) / 1000.0);
+    pthread_mutex_unlock(&s->lock);
+    lam_debug("msg=\"micro-batch written\" records=%zu events=%" PRIu64 " ms=%" PRId64 " build_ms=%" PRId64,
+              ctx->pend_nrecs, ctx->pend_events, t1 - ctx->pend_t0, ctx->pend_build_ms);
     return 0;
 }
 
@@ -935,60 +1066,46 @@ int speed_batch_flush(speed_ctx_t *ctx)
     part_work_t *pw = lam_malloc((size_t)(ctx->nparts ? ctx->nparts : 1) * sizeof(*pw));
     batch_counts_t cnt;
     int rc = -1;
-    int64_t t_build = t0;
-    for (int attempt = 0; attempt < 5; attempt++) {
-        if (!ctx->redis || ctx->need_resync)
-            break;
-        if (lam_now_mono_ms() - ctx->current_read_ms >= 1000 && speed_redis_read_current(ctx) < 0)
-            break;
-        if (batch_build(ctx, &cnt, pw) < 0)
-            break;
-        t_build = lam_now_mono_ms();
-        int w = speed_redis_write_batch(ctx);
-        if (w == 0) {
-            rc = 0;
-            break;
-        }
-        xcache_clear(ctx); /* the keys queued in this attempt were not refreshed */
-        if (w == 1) { /* a run was published meanwhile: filter again with the new run */
-            if (speed_redis_read_current(ctx) < 0)
-                break;
-            continue;
-        }
-        /* offsets moved, or the outcome is unknown: the stored offsets decide */
-        ctx->need_resync = 1;
-        break;
-    }
+    if (ctx->pending && t0 - ctx->current_read_ms >= 1000)
+        speed_batch_complete(ctx); /* before another command on the connection */
+    if (ctx->redis && !ctx->need_resync && (t0 - ctx->current_read_ms < 1000 || speed_redis_read_current(ctx) == 0) &&
+        batch_build(ctx, &cnt, pw) == 0 && (!ctx->pending || speed_batch_complete(ctx) == 0) &&
+        speed_redis_send_batch(ctx) == 0)
+        rc = 0;
     if (rc < 0) {
+        if (ctx->pending)
+            pending_failed(ctx); /* its replies are behind whatever failed: outcome unknown */
         xcache_clear(ctx);
-        if (!ctx->need_resync)
-            ctx->need_resync = 1;
+        ctx->need_resync = 1;
         lam_warn("msg=\"micro-batch not written; will resume from the stored offsets\" records=%zu", ctx->nrecs);
         speed_batch_drop(ctx);
         lam_free(pw);
         return -1;
     }
+    /* sent: the next batch's fences expect these offsets (if this one fails, so does the next) */
     for (int p = 0; p < ctx->nparts; p++)
         if (pw[p].touched) {
             ctx->parts[p].stored = pw[p].next;
             ctx->parts[p].epoch = pw[p].epoch;
         }
     lam_free(pw);
-    int64_t t1 = lam_now_mono_ms();
-    speed_stats_t *s = &ctx->stats;
-    pthread_mutex_lock(&s->lock);
-    s->events += cnt.events;
-    s->poison += cnt.poison;
-    s->duplicates += cnt.dups;
-    s->skipped_old += cnt.old;
-    s->markers += cnt.markers;
-    s->batches++;
-    speed_hist_observe(&s->batch_size, (double)ctx->nrecs);
-    speed_hist_observe(&s->batch_write_s, (double)(t1 - t0) / 1000.0);
-    speed_hist_observe(&s->batch_age_s, (double)(t1 - ctx->batch_start_ms) / 1000.0);
-    pthread_mutex_unlock(&s->lock);
-    lam_debug("msg=\"micro-batch written\" records=%zu events=%" PRIu64 " ms=%" PRId64 " build_ms=%" PRId64
-              " args=%zu", ctx->nrecs, cnt.events, t1 - t0, t_build - t0, ctx->nargs);
-    speed_batch_drop(ctx);
+    ctx->pending = 1;
+    ctx->pend_ntx = ctx->ntx;
+    ctx->pend_nrecs = ctx->nrecs;
+    ctx->pend_events = cnt.events;
+    ctx->pend_poison = cnt.poison;
+    ctx->pend_dups = cnt.dups;
+    ctx->pend_old = cnt.old;
+    ctx->pend_markers = cnt.markers;
+    ctx->pend_t0 = t0;
+    ctx->pend_start_ms = ctx->batch_start_ms;
+    ctx->pend_build_ms = lam_now_mono_ms() - t0;
+    speed_batch_drop(ctx); /* the transaction holds copies of what it needs */
     return 0;
+}
+
+int speed_batch_sync(speed_ctx_t *ctx)
+{
+    int rc = speed_batch_flush(ctx);
+    return speed_batch_complete(ctx) < 0 ? -1 : rc;
 }

@@ -17,6 +17,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
 {
     speed_ctx_t *ctx = opaque;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        speed_batch_complete(ctx); /* before reading the offsets on the same connection */
         for (int i = 0; i < parts->cnt; i++) {
             speed_parts_ensure(ctx, parts->elems[i].partition);
             ctx->parts[parts->elems[i].partition].assigned = 1;
@@ -39,7 +40,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
     } else {
         /* Write what we have for these partitions before giving them up (dropped if Redis is away:
          * the next owner resumes from the stored offsets either way). */
-        speed_batch_flush(ctx);
+        speed_batch_sync(ctx);
         for (int i = 0; i < parts->cnt; i++) {
             int p = parts->elems[i].partition;
             if (p < ctx->nparts)
@@ -60,7 +61,7 @@ int speed_kafka_init(speed_ctx_t *ctx, char *errstr, size_t errstr_size)
     /* Eager assignment (rd_kafka_assign in the callback); larger fetches for catching up. */
     if (lam_kafka_conf_set(conf, "partition.assignment.strategy", "range,roundrobin", errstr, errstr_size) < 0 ||
         lam_kafka_conf_set(conf, "fetch.max.bytes", "4194304", errstr, errstr_size) < 0 ||
-        lam_kafka_conf_set(conf, "queued.max.messages.kbytes", "8192", errstr, errstr_size) < 0 ||
+        lam_kafka_conf_set(conf, "queued.max.messages.kbytes", SPEED_PREFETCH_KB, errstr, errstr_size) < 0 ||
         /* librdkafka 2.0 backs a partition's fetcher off for fetch.error.backoff.ms (500) whenever the
          * prefetch queue is full, which stalled catch-up for ~0.5 s every ~30k records */
         lam_kafka_conf_set(conf, "fetch.error.backoff.ms", "10", errstr, errstr_size) < 0) {
@@ -92,6 +93,7 @@ static rd_kafka_topic_partition_list_t *assigned_list(speed_ctx_t *ctx)
 
 int speed_kafka_resync(speed_ctx_t *ctx)
 {
+    speed_batch_complete(ctx); /* its outcome decides nothing now (the stored offsets do), but its replies come first */
     speed_batch_drop(ctx);
     speed_batch_forget(ctx);
     if (speed_redis_read_offsets(ctx) < 0)

@@ -10,24 +10,8 @@
 #include "lam_redis.h"
 #include "lam_service.h"
 #include "lam_store.h"
+#include "lam_time.h"
 #include "speed.h"
-
-static int load_script(speed_ctx_t *ctx)
-{
-    const char *argv[3] = {"SCRIPT", "LOAD", speed_script_lua};
-    redisReply *r = redisCommandArgv(ctx->redis, 3, argv, NULL);
-    if (!r || r->type != REDIS_REPLY_STRING || r->len != 40) {
-        lam_error("msg=\"cannot load the batch script\" error=\"%s\"",
-                  r ? (r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply") : ctx->redis->errstr);
-        if (r)
-            freeReplyObject(r);
-        return -1;
-    }
-    memcpy(ctx->script_sha, r->str, 40);
-    ctx->script_sha[40] = '\0';
-    freeReplyObject(r);
-    return 0;
-}
 
 int speed_redis_connect(speed_ctx_t *ctx)
 {
@@ -37,11 +21,6 @@ int speed_redis_connect(speed_ctx_t *ctx)
     ctx->redis = lam_redis_connect(ctx->cfg.common.redis_url, SPEED_REDIS_TIMEOUT_MS, err, sizeof(err));
     if (!ctx->redis) {
         lam_warn("msg=\"%s\"", err);
-        return -1;
-    }
-    if (load_script(ctx) < 0) {
-        redisFree(ctx->redis);
-        ctx->redis = NULL;
         return -1;
     }
     lam_info("msg=\"redis reachable\" url=%s", ctx->cfg.common.redis_url);
@@ -59,6 +38,7 @@ void speed_redis_lost(speed_ctx_t *ctx, const char *why)
     }
     atomic_store(&ctx->redis_ok, 0);
     ctx->need_resync = 1;
+    ctx->pending = 0; /* its replies are gone with the connection: outcome unknown, the resync decides */
 }
 
 /* Run a command; NULL (and the connection dropped) on a transport error. */
@@ -96,6 +76,11 @@ static void resp_len(lam_buf_t *b, char type, size_t n)
     lam_buf_append(b, p, (size_t)(e - p));
 }
 
+void speed_resp_cmd(lam_buf_t *b, size_t argc)
+{
+    resp_len(b, '*', argc);
+}
+
 void speed_resp_begin(lam_buf_t *b, size_t argc)
 {
     lam_buf_clear(b);
@@ -110,22 +95,6 @@ void speed_resp_arg(lam_buf_t *b, const void *data, size_t len)
     b->data[b->len + len] = '\r';
     b->data[b->len + len + 1] = '\n';
     b->len += len + 2;
-}
-
-/* Send a formatted command and read its reply; NULL (and the connection dropped) on a transport error. */
-static redisReply *cmd_formatted(speed_ctx_t *ctx, const lam_buf_t *b, const char *what)
-{
-    if (!ctx->redis)
-        return NULL;
-    redisReply *r = NULL;
-    if (redisAppendFormattedCommand(ctx->redis, b->data, b->len) != REDIS_OK ||
-        redisGetReply(ctx->redis, (void **)&r) != REDIS_OK || !r) {
-        char why[256];
-        snprintf(why, sizeof(why), "redis %s: %s", what, ctx->redis->errstr);
-        speed_redis_lost(ctx, why);
-        return NULL;
-    }
-    return r;
 }
 
 static int read_hash(speed_ctx_t *ctx, const char *key, int is_offsets)
@@ -160,7 +129,9 @@ int speed_redis_read_offsets(speed_ctx_t *ctx)
         ctx->parts[p].stored = ctx->parts[p].pos = SPEED_NO_OFFSET;
         ctx->parts[p].epoch = 0;
     }
-    if (read_hash(ctx, ctx->offsets_key, 1) < 0 || read_hash(ctx, ctx->epochs_key, 0) < 0)
+    /* the sessions whose dedup entries we look up: every one that wrote before these offsets were read */
+    if (read_hash(ctx, ctx->offsets_key, 1) < 0 || read_hash(ctx, ctx->epochs_key, 0) < 0 ||
+        speed_redis_read_sessions(ctx) < 0)
         return -1;
     return 0;
 }
@@ -300,132 +271,276 @@ int speed_redis_cleanup_epochs(speed_ctx_t *ctx)
     return rc;
 }
 
-int speed_redis_dedup_lookup(speed_ctx_t *ctx, int64_t lo, int64_t hi, size_t n, const char **ids,
-                             const size_t *lens, const uint32_t *which, uint8_t *found)
+int speed_redis_dedup_lookup(speed_ctx_t *ctx, size_t nkeys, const char **keys, const size_t *klens,
+                             const uint8_t *key_own, size_t n, const char **ids, const size_t *lens,
+                             const uint32_t *which, const uint8_t *maybe_own, uint8_t *found)
 {
-    memset(found, 0, n);
     if (!ctx->redis)
         return -1;
-    if (hi < lo || hi - lo > 64)
-        return -1;
-    /* Which slot hashes exist (one pipelined round of TYPE), then one HMGET of every id per slot hash. */
-    int nslots = (int)(hi - lo + 1), live[65];
-    lam_buf_t keys[65];
-    for (int s = 0; s < nslots; s++) {
-        keys[s] = (lam_buf_t)LAM_BUF_INIT;
-        speed_dedup_slot_key(&keys[s], lo + s);
-        const char *argv[2] = {"TYPE", keys[s].data};
-        size_t alen[2] = {4, keys[s].len};
-        redisAppendCommandArgv(ctx->redis, 2, argv, alen);
+    if (!nkeys || !n)
+        return 0;
+    /* "*k+2 $5 HMGET <key>" then the ids, formatted once per kind (every id / the Bloom hits), one round trip */
+    lam_buf_t *all = &ctx->resp2, *own = &ctx->resp3;
+    lam_buf_clear(all);
+    lam_buf_clear(own);
+    size_t nown = 0;
+    for (size_t i = 0; i < n; i++) {
+        speed_resp_arg(all, ids[i], lens[i]);
+        if (maybe_own[i]) {
+            speed_resp_arg(own, ids[i], lens[i]);
+            nown++;
+        }
     }
-    int rc = 0, nlive = 0;
-    for (int s = 0; s < nslots; s++) {
+    size_t nsent = 0;
+    for (size_t k = 0; k < nkeys; k++) {
+        size_t m = key_own[k] ? nown : n;
+        if (!m)
+            continue;
+        speed_resp_begin(&ctx->resp, m + 2);
+        speed_resp_arg(&ctx->resp, "HMGET", 5);
+        speed_resp_arg(&ctx->resp, keys[k], klens[k]);
+        redisAppendFormattedCommand(ctx->redis, ctx->resp.data, ctx->resp.len);
+        redisAppendFormattedCommand(ctx->redis, key_own[k] ? own->data : all->data, key_own[k] ? own->len : all->len);
+        nsent++;
+    }
+    int rc = 0;
+    char here[48];
+    for (size_t k = 0; k < nkeys && nsent; k++) {
+        size_t m = key_own[k] ? nown : n;
+        if (!m)
+            continue;
+        nsent--;
         redisReply *r = NULL;
         if (rc == 0 && redisGetReply(ctx->redis, (void **)&r) != REDIS_OK) {
             speed_redis_lost(ctx, ctx->redis->errstr);
             rc = -1;
         }
-        /* a hash; anything else is no slot hash of ours (the script replaces it before writing) */
-        live[s] = r && r->type == REDIS_REPLY_STATUS && !strcmp(r->str, "hash");
-        nlive += live[s];
+        /* an error (WRONGTYPE): no slot hash of ours (the script replaces such a key before writing) */
+        if (rc == 0 && r->type != REDIS_REPLY_ERROR && (r->type != REDIS_REPLY_ARRAY || r->elements != m)) {
+            lam_error("msg=\"unexpected HMGET reply\"");
+            speed_redis_lost(ctx, "unexpected dedup reply");
+            rc = -1;
+        }
+        for (size_t i = 0, e = 0; rc == 0 && r->type == REDIS_REPLY_ARRAY && i < n; i++) {
+            if (key_own[k] && !maybe_own[i])
+                continue;
+            const redisReply *v = r->element[e++];
+            if (v->type != REDIS_REPLY_STRING)
+                continue; /* not in this slot */
+            const rd_kafka_message_t *msg = ctx->recs[which[i]].msg;
+            int hl = snprintf(here, sizeof(here), "%d:%" PRId64, (int)msg->partition, (int64_t)msg->offset);
+            if ((size_t)hl != v->len || memcmp(here, v->str, (size_t)hl))
+                found[i] = 1; /* first counted elsewhere (equal: our own batch, replayed) */
+        }
         if (r)
             freeReplyObject(r);
     }
-    if (rc == 0 && nlive) {
-        /* "*n+2 $5 HMGET <key>" then the ids, formatted once and sent per live slot */
-        lam_buf_t *ib = &ctx->resp2;
-        lam_buf_clear(ib);
-        for (size_t i = 0; i < n; i++)
-            speed_resp_arg(ib, ids[i], lens[i]);
-        for (int s = 0; s < nslots; s++)
-            if (live[s]) {
-                speed_resp_begin(&ctx->resp, n + 2);
-                speed_resp_arg(&ctx->resp, "HMGET", 5);
-                speed_resp_arg(&ctx->resp, keys[s].data, keys[s].len);
-                redisAppendFormattedCommand(ctx->redis, ctx->resp.data, ctx->resp.len);
-                redisAppendFormattedCommand(ctx->redis, ib->data, ib->len);
-            }
-        char here[48];
-        for (int s = 0; s < nlive; s++) {
-            redisReply *r = NULL;
-            if (rc == 0 && redisGetReply(ctx->redis, (void **)&r) != REDIS_OK) {
-                speed_redis_lost(ctx, ctx->redis->errstr);
-                rc = -1;
-            }
-            if (rc == 0 && (r->type != REDIS_REPLY_ARRAY || r->elements != n)) {
-                lam_error("msg=\"unexpected HMGET reply\" error=\"%s\"", r->type == REDIS_REPLY_ERROR ? r->str : "");
-                speed_redis_lost(ctx, "unexpected dedup reply");
-                rc = -1;
-            }
-            for (size_t i = 0; rc == 0 && i < n; i++) {
-                const redisReply *e = r->element[i];
-                if (e->type != REDIS_REPLY_STRING)
-                    continue; /* not in this slot */
-                const rd_kafka_message_t *m = ctx->recs[which[i]].msg;
-                int hl = snprintf(here, sizeof(here), "%d:%" PRId64, (int)m->partition, (int64_t)m->offset);
-                if ((size_t)hl != e->len || memcmp(here, e->str, (size_t)hl))
-                    found[i] = 1; /* first counted elsewhere (equal: our own batch, replayed) */
-            }
-            if (r)
-                freeReplyObject(r);
-            if (rc < 0)
-                break;
-        }
-    }
-    for (int s = 0; s < nslots; s++)
-        lam_buf_free(&keys[s]);
     return rc;
 }
 
-int speed_redis_write_batch(speed_ctx_t *ctx)
+int speed_redis_read_sessions(speed_ctx_t *ctx)
 {
-    /* EVALSHA <sha> 0 args..., the arguments formatted once (the sha is patched on NOSCRIPT) */
+    lam_buf_t k = LAM_BUF_INIT, tokens = LAM_BUF_INIT;
+    speed_dedup_sessions_key(&k);
+    int64_t now_s = lam_time_now_ms() / 1000, slot_s = dedup_slot_seconds(ctx);
+    char min[32];
+    snprintf(min, sizeof(min), "%" PRId64, now_s - speed_dedup_keep_s(ctx));
+    const char *argv[4] = {"ZRANGEBYSCORE", k.data, min, "+inf"};
+    redisReply *r = cmd(ctx, 4, argv, NULL);
+    if (!r) {
+        lam_buf_free(&k);
+        return -1;
+    }
+    /* tokens: "" (the unsessioned slot hashes of the previous layout), then the other sessions
+     * (another type: no session wrote there; the transaction replaces it before its ZADD) */
+    size_t ntok = 1;
+    lam_buf_append_char(&tokens, '\0');
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        if (e->type != REDIS_REPLY_STRING || e->len == 0 || e->len >= sizeof(ctx->dedup_token) ||
+            strspn(e->str, "0123456789abcdef") != e->len || !strcmp(e->str, ctx->dedup_token))
+            continue;
+        lam_buf_append(&tokens, e->str, e->len + 1);
+        ntok++;
+    }
+    freeReplyObject(r);
+    /* their slot hashes that exist now (one pipelined round of TYPE): no other session writes an
+     * entry for a partition we own after this point without moving its offset (README "Dedup") */
+    int64_t cur = now_s / slot_s, lo = cur - (ctx->cfg.dedup_window_ms / 1000 + slot_s - 1) / slot_s - 1;
+    size_t ncand = ntok * (size_t)(cur + 2 - lo), c = 0;
+    lam_buf_t *cand = lam_calloc(ncand, sizeof(*cand));
+    const char *tok = tokens.data;
+    for (size_t t = 0; t < ntok; t++, tok += strlen(tok) + 1)
+        for (int64_t sl = lo; sl <= cur + 1; sl++, c++) {
+            speed_dedup_slot_key(&cand[c], sl, tok);
+            const char *targv[2] = {"TYPE", cand[c].data};
+            size_t alen[2] = {4, cand[c].len};
+            redisAppendCommandArgv(ctx->redis, 2, targv, alen);
+        }
+    int rc = 0;
+    lam_buf_clear(&ctx->other_keys);
+    ctx->nother_keys = 0;
+    for (c = 0; c < ncand; c++) {
+        redisReply *t = NULL;
+        if (rc == 0 && redisGetReply(ctx->redis, (void **)&t) != REDIS_OK) {
+            speed_redis_lost(ctx, ctx->redis->errstr);
+            rc = -1;
+        }
+        if (t && t->type == REDIS_REPLY_STATUS && !strcmp(t->str, "hash")) {
+            lam_buf_append(&ctx->other_keys, cand[c].data, cand[c].len + 1);
+            ctx->nother_keys++;
+        }
+        if (t)
+            freeReplyObject(t);
+        lam_buf_free(&cand[c]);
+    }
+    lam_free(cand);
+    lam_buf_free(&tokens);
+    lam_buf_free(&k);
+    return rc;
+}
+
+/* Read one reply of a pipeline; NULL (and the connection dropped) on a transport error. */
+static redisReply *get_reply(speed_ctx_t *ctx, const char *what)
+{
+    redisReply *r = NULL;
+    if (!ctx->redis)
+        return NULL;
+    if (redisGetReply(ctx->redis, (void **)&r) != REDIS_OK || !r) {
+        char why[256];
+        snprintf(why, sizeof(why), "redis %s: %s", what, ctx->redis->errstr);
+        speed_redis_lost(ctx, why);
+        return NULL;
+    }
+    return r;
+}
+
+static void script_failed(speed_ctx_t *ctx, const char *what, const char *err)
+{
+    lam_error("msg=\"batch transaction failed\" command=%s error=\"%s\"", what, err);
+    pthread_mutex_lock(&ctx->stats.lock);
+    ctx->stats.script_errors++;
+    pthread_mutex_unlock(&ctx->stats.lock);
+}
+
+/* Fence reply {code, ...}: 0 passed, 1 run moved, 2 offsets moved, 3 a key of an unexpected type. */
+static int fence_result(speed_ctx_t *ctx, const redisReply *f)
+{
+    if (f->type != REDIS_REPLY_ARRAY || f->elements < 1 || f->element[0]->type != REDIS_REPLY_INTEGER) {
+        script_failed(ctx, "fence", f->type == REDIS_REPLY_ERROR ? f->str : "unexpected reply");
+        return -1;
+    }
+    long long code = f->element[0]->integer;
+    if (code == 2)
+        lam_warn("msg=\"stored offsets moved under us, resyncing\" partition=%lld stored=\"%s\"",
+                 f->elements > 1 ? f->element[1]->integer : -1LL,
+                 f->elements > 2 && f->element[2]->str ? f->element[2]->str : "");
+    if (code == 3)
+        script_failed(ctx, "fence", "lam:batch:current or the offsets hash has an unexpected type");
+    return code == 0 ? 0 : code == 1 ? 1 : code == 2 ? 2 : -1;
+}
+
+int speed_redis_send_batch(speed_ctx_t *ctx)
+{
+    if (!ctx->redis)
+        return -1;
+    /*
+     * One write, ntx + 6 replies: WATCH offsets, lam:batch:current and the fence key; the fence
+     * script (which SETs the fence key when a fence fails, so that EXEC refuses); MULTI; EVAL of the
+     * batch script; the plain commands; EXEC.
+     */
     lam_buf_t *b = &ctx->resp;
-    speed_resp_begin(b, ctx->nargs + 3);
-    speed_resp_arg(b, "EVALSHA", 7);
-    size_t sha_off = b->len + 5; /* after "$40\r\n" */
-    speed_resp_arg(b, ctx->script_sha, 40);
+    speed_resp_begin(b, 4);
+    speed_resp_arg(b, "WATCH", 5);
+    speed_resp_arg(b, ctx->offsets_key, strlen(ctx->offsets_key));
+    speed_resp_arg(b, LAM_STORE_CURRENT_KEY, strlen(LAM_STORE_CURRENT_KEY));
+    speed_resp_arg(b, ctx->fence_key, strlen(ctx->fence_key));
+    speed_resp_cmd(b, 7 + 2 * ctx->nfence);
+    speed_resp_arg(b, "EVAL", 4);
+    speed_resp_arg(b, speed_fence_lua, strlen(speed_fence_lua));
+    speed_resp_arg(b, "0", 1);
+    speed_resp_arg(b, ctx->fence_key, strlen(ctx->fence_key));
+    speed_resp_arg(b, LAM_STORE_CURRENT_KEY, strlen(LAM_STORE_CURRENT_KEY));
+    char num[32];
+    int nl = snprintf(num, sizeof(num), "%" PRId64, ctx->current_run);
+    speed_resp_arg(b, num, (size_t)nl);
+    speed_resp_arg(b, ctx->offsets_key, strlen(ctx->offsets_key));
+    for (size_t i = 0; i < ctx->nfence; i++) {
+        nl = snprintf(num, sizeof(num), "%d", ctx->fence[i].partition);
+        speed_resp_arg(b, num, (size_t)nl);
+        nl = ctx->fence[i].stored == SPEED_NO_OFFSET ? 0 : snprintf(num, sizeof(num), "%" PRId64, ctx->fence[i].stored);
+        speed_resp_arg(b, num, (size_t)nl);
+    }
+    speed_resp_cmd(b, 1);
+    speed_resp_arg(b, "MULTI", 5);
+    speed_resp_cmd(b, ctx->nargs + 3);
+    speed_resp_arg(b, "EVAL", 4);
+    speed_resp_arg(b, speed_script_lua, strlen(speed_script_lua));
     speed_resp_arg(b, "0", 1);
     for (size_t i = 0; i < ctx->nargs; i++)
         speed_resp_arg(b, ctx->args.data + ctx->arg_off[2 * i], ctx->arg_off[2 * i + 1]);
-    int rc = -1;
-    for (int attempt = 0; attempt < 2; attempt++) {
-        memcpy(b->data + sha_off, ctx->script_sha, 40);
-        redisReply *r = cmd_formatted(ctx, b, "EVALSHA");
+    lam_buf_t *e = &ctx->resp2;
+    speed_resp_begin(e, 1);
+    speed_resp_arg(e, "EXEC", 4);
+    if (redisAppendFormattedCommand(ctx->redis, b->data, b->len) != REDIS_OK ||
+        (ctx->tx.len && redisAppendFormattedCommand(ctx->redis, ctx->tx.data, ctx->tx.len) != REDIS_OK) ||
+        redisAppendFormattedCommand(ctx->redis, e->data, e->len) != REDIS_OK) {
+        speed_redis_lost(ctx, "redis MULTI: cannot send");
+        return -1; /* outcome unknown: the stored offsets decide after a resync */
+    }
+    /* on the wire now, so that Redis works on it while we build the next batch */
+    int done = 0;
+    while (!done)
+        if (redisBufferWrite(ctx->redis, &done) != REDIS_OK) {
+            speed_redis_lost(ctx, ctx->redis->errstr);
+            return -1;
+        }
+    return 0;
+}
+
+int speed_redis_recv_batch(speed_ctx_t *ctx, size_t ntx)
+{
+    if (!ctx->redis)
+        return -1;
+    /* WATCH +OK, the fence reply, MULTI +OK, +QUEUED per command (an error here makes EXEC refuse) */
+    int fence = -1;
+    for (size_t i = 0; i < ntx + 4; i++) {
+        redisReply *r = get_reply(ctx, "MULTI");
         if (!r)
-            break; /* outcome unknown: the stored offsets decide after a resync */
-        if (r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOSCRIPT", 8) && attempt == 0) {
-            freeReplyObject(r); /* nothing ran: reload and try once more */
-            if (load_script(ctx) < 0) {
-                speed_redis_lost(ctx, "cannot reload the batch script");
+            return -1;
+        if (i == 1)
+            fence = fence_result(ctx, r);
+        else if (r->type == REDIS_REPLY_ERROR)
+            lam_error("msg=\"command refused inside the batch transaction\" index=%zu error=\"%s\"", i, r->str);
+        freeReplyObject(r);
+    }
+    redisReply *r = get_reply(ctx, "EXEC");
+    if (!r)
+        return -1;
+    int rc;
+    if (r->type == REDIS_REPLY_NIL) {
+        /* nothing was written: a fence failed (its reply says which), or a watched key changed after
+         * the fence ran (another instance wrote its offsets, a run was published): filter and try again */
+        rc = fence > 0 ? fence : fence < 0 ? -1 : 1;
+    } else if (fence != 0) {
+        /* cannot happen (a failed fence SETs a watched key); never count such a batch as written */
+        script_failed(ctx, "EXEC", "transaction ran although the fence did not pass");
+        rc = -1;
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != ntx + 1) {
+        /* EXECABORT: nothing was written; resync from the stored offsets all the same */
+        script_failed(ctx, "EXEC", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        rc = -1;
+    } else {
+        rc = 0;
+        for (size_t i = 0; i < r->elements; i++)
+            if (r->element[i]->type == REDIS_REPLY_ERROR) {
+                /* may have happened part-way (e.g. out of memory): resync from the stored offsets */
+                script_failed(ctx, i ? "command" : "script", r->element[i]->str);
+                rc = -1;
                 break;
             }
-            continue;
-        }
-        if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 && r->element[0]->type == REDIS_REPLY_INTEGER) {
-            long long code = r->element[0]->integer;
-            if (code == 0) {
-                rc = 0;
-            } else if (code == 1) {
-                rc = 1;
-            } else {
-                lam_warn("msg=\"stored offsets moved under us, resyncing\" partition=%lld stored=\"%s\"",
-                         r->elements > 1 ? r->element[1]->integer : -1LL,
-                         r->elements > 2 && r->element[2]->str ? r->element[2]->str : "");
-                rc = 2;
-            }
-        } else {
-            /* A script error may have happened part-way (e.g. out of memory): resync from the stored offsets. */
-            lam_error("msg=\"batch script failed\" error=\"%s\"",
-                      r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-            pthread_mutex_lock(&ctx->stats.lock);
-            ctx->stats.script_errors++;
-            pthread_mutex_unlock(&ctx->stats.lock);
-            rc = -1;
-        }
-        freeReplyObject(r);
-        break;
     }
+    freeReplyObject(r);
     return rc;
 }
 

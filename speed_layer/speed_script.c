@@ -2,51 +2,29 @@
 #include "speed.h"
 
 /*
+ * The part of a micro-batch's MULTI/EXEC that needs Lua (see README "Write path"): HINCRBY whose
+ * int64 overflow must become "overflow" instead of an error, and min/max that compare with the
+ * current value. It runs first inside the transaction; the fences are checked before MULTI under
+ * WATCH, and the other writes of the batch are plain commands in the same transaction.
  * ARGV (no KEYS; every key name is built in C by lam_store):
- *  1 offsets hash   2 epochs hash   3 lam:rt:epochs   4 dedup slot hash (lam:dedup:@{slot})
- *  5 TTL of real-time keys (s)   6 EXPIREAT of the dedup slot hash (unix s)   7 lam:batch:current
- *  8 run the batch was filtered against   9 lam:tail   10 tail MAXLEN
- *  11 np, then np x (partition, stored offset we expect or "", next offset, epoch)
- *  .. ne, then ne x epoch (members of lam:rt:epochs)
- *  .. nk, then nk x (hash key, nc, nm, nc x (field, delta), nm x (op, field, value)):
+ *  1 dedup slot hash (lam:dedup:@{slot}:{token}), 2 dedup sessions zset (lam:dedup:@sessions):
+ *    each replaced when it is of another type, so the HSET/ZADD after this script cannot fail
+ *  3 nk, then nk x (hash key, nc, nm, nc x (field, delta), nm x (op, field, value)):
  *       delta: HINCRBY key field delta (int64 overflow -> "overflow")
  *       op o: HSET field "overflow"   n: HSET field value if value < current (min)   x: ... > current (max)
  *       (the min/max fields of one key are read with one HMGET and written with one HSET)
- *  .. nz, then nz x (index zset, bucket)                ZADD zset bucket bucket
- *  .. nh, then nh x (HLL key, hidx set or "", n, n values)   PFADD key values; SADD hidx key
- *  .. nx, then nx x key                                EXPIRE key TTL (keys not renewed within the hour)
- *  .. nd, then nd x (id, "partition:offset")          HSET dedup slot hash (bulk); EXPIREAT
- *  .. nt, then nt x canonical event                   XADD tail MAXLEN ~ n * event e
- * Returns {0} written, {1, run} lam:batch:current moved, {2, partition, stored} offsets moved.
- * Nothing is written unless both checks pass, and no command after them can fail, so the
- * batch lands whole or not at all.
+ * Returns 0. No command in it can fail (short of Redis itself failing).
  */
 const char speed_script_lua[] =
     "local A = ARGV\n"
     "local call, pcall, unpack, tonumber = redis.call, redis.pcall, unpack, tonumber\n"
-    "local cur = tonumber(call('GET', A[7]) or '0') or 0\n"
-    "if cur > tonumber(A[8]) then return {1, cur} end\n"
-    "local np = tonumber(A[11])\n"
-    "local i = 12\n"
-    "for k = 0, np - 1 do\n"
-    "  local j = i + 4 * k\n"
-    "  local s = call('HGET', A[1], A[j]) or ''\n"
-    "  if s ~= A[j + 1] then return {2, tonumber(A[j]), s} end\n"
-    "end\n"
-    "local dt = call('TYPE', A[4])\n"
+    "local dt = call('TYPE', A[1])\n"
     "dt = type(dt) == 'table' and dt.ok or dt\n"
-    "if dt ~= 'hash' and dt ~= 'none' then call('DEL', A[4]) end\n"
-    "local ttl = A[5]\n"
-    "for k = 0, np - 1 do\n"
-    "  local j = i + 4 * k\n"
-    "  call('HSET', A[1], A[j], A[j + 2])\n"
-    "  call('HSET', A[2], A[j], A[j + 3])\n"
-    "end\n"
-    "i = i + 4 * np\n"
-    "local ne = tonumber(A[i]); i = i + 1\n"
-    "for k = 0, ne - 1 do call('ZADD', A[3], A[i + k], A[i + k]) end\n"
-    "if ne > 0 then call('EXPIRE', A[3], ttl) end\n"
-    "i = i + ne\n"
+    "if dt ~= 'hash' and dt ~= 'none' then call('DEL', A[1]) end\n"
+    "dt = call('TYPE', A[2])\n"
+    "dt = type(dt) == 'table' and dt.ok or dt\n"
+    "if dt ~= 'zset' and dt ~= 'none' then call('DEL', A[2]) end\n"
+    "local i = 3\n"
     "local function lt(a, b)\n"
     "  local an, bn = a:byte(1) == 45, b:byte(1) == 45\n"
     "  if an ~= bn then return an end\n"
@@ -82,38 +60,28 @@ const char speed_script_lua[] =
     "    i = i + 3 * nm\n"
     "  end\n"
     "end\n"
-    "local nz = tonumber(A[i]); i = i + 1\n"
-    "for j = i, i + 2 * nz - 1, 2 do call('ZADD', A[j], A[j + 1], A[j + 1]) end\n"
-    "i = i + 2 * nz\n"
-    "local nh = tonumber(A[i]); i = i + 1\n"
-    "for k = 1, nh do\n"
-    "  local key, hidx, n = A[i], A[i + 1], tonumber(A[i + 2])\n"
-    "  i = i + 3\n"
-    "  local j, last = i, i + n - 1\n"
-    "  while j <= last do\n"
-    "    local e = math.min(j + 4999, last)\n"
-    "    call('PFADD', key, unpack(A, j, e))\n"
-    "    j = e + 1\n"
-    "  end\n"
-    "  i = i + n\n"
-    "  if hidx ~= '' then call('SADD', hidx, key) end\n"
-    "end\n"
-    "local nx = tonumber(A[i]); i = i + 1\n"
-    "for k = 0, nx - 1 do call('EXPIRE', A[i + k], ttl) end\n"
-    "i = i + nx\n"
-    "local nd = tonumber(A[i]); i = i + 1\n"
-    "if nd > 0 then\n"
-    "  local j, last = i, i + 2 * nd - 1\n"
-    "  while j <= last do\n"
-    "    local e = math.min(j + 3999, last)\n"
-    "    call('HSET', A[4], unpack(A, j, e))\n"
-    "    j = e + 1\n"
-    "  end\n"
-    "  call('EXPIREAT', A[4], A[6])\n"
-    "end\n"
-    "i = i + 2 * nd\n"
-    "local nt = tonumber(A[i]); i = i + 1\n"
-    "for k = 0, nt - 1 do\n"
-    "  call('XADD', A[9], 'MAXLEN', '~', A[10], '*', 'event', A[i + k])\n"
+    "return 0\n";
+
+/*
+ * The fences (README "Write path"), run right after WATCH of the offsets hash, lam:batch:current and
+ * the fence key, before MULTI. ARGV: 1 fence key  2 lam:batch:current  3 run the batch was filtered
+ * with  4 offsets hash  5.. (partition, stored offset we expect or "") pairs. When a fence fails it
+ * SETs the fence key, a watched key, so the EXEC that follows writes nothing. pcall: a key of an
+ * unexpected type must fail the fence, not raise (which would leave the transaction unfenced).
+ * Returns {0} passed, {1, run} lam:batch:current moved, {2, partition, stored} offsets moved,
+ * {3} a key of an unexpected type.
+ */
+const char speed_fence_lua[] =
+    "local A = ARGV\n"
+    "local function fail(r) redis.call('SET', A[1], '1') return r end\n"
+    "local g = redis.pcall('GET', A[2])\n"
+    "if type(g) == 'table' then return fail({3}) end\n"
+    "local cur = tonumber(g or '0') or 0\n"
+    "if cur > tonumber(A[3]) then return fail({1, cur}) end\n"
+    "for j = 5, #A, 2 do\n"
+    "  local s = redis.pcall('HGET', A[4], A[j])\n"
+    "  if type(s) == 'table' then return fail({3}) end\n"
+    "  s = s or ''\n"
+    "  if s ~= A[j + 1] then return fail({2, tonumber(A[j]), s}) end\n"
     "end\n"
     "return {0}\n";

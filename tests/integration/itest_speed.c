@@ -778,16 +778,22 @@ static void test_replay_exact(void **st)
     assert_int_equal(wait_stat(r, group, "poison_total", 6), 6);
     assert_int_equal(wait_stat(r, group, "duplicates_total", dups), dups);
     assert_int_equal(wait_stat(r, group, "events_total", 50000), 50000);
-    /* where the first event was counted */
-    /* where the first event was counted: a field of one dedup slot hash lam:dedup:@{slot} */
+    /* where the first event was counted: a field of one slot hash lam:dedup:@{slot}:{token} of this
+     * session; the session in lam:dedup:@sessions */
     redisReply *ks = rcmd(r, "KEYS lam:dedup:*");
     assert_int_equal(ks->type, REDIS_REPLY_ARRAY);
-    assert_true(ks->elements >= 1 && ks->elements <= 2);
-    int found_first = 0;
+    assert_true(ks->elements >= 2 && ks->elements <= 3);
+    int found_first = 0, sessions = 0;
     for (size_t i = 0; i < ks->elements; i++) {
-        assert_true(!strncmp(ks->element[i]->str, "lam:dedup:@", 11));
-        assert_true(rint_cmd(r, "TTL %s", ks->element[i]->str) > 3600);
-        redisReply *d = rcmd(r, "HGET %s e-1-0", ks->element[i]->str);
+        const char *k = ks->element[i]->str;
+        assert_true(rint_cmd(r, "TTL %s", k) > 3600);
+        if (!strcmp(k, "lam:dedup:@sessions")) {
+            assert_int_equal(rint_cmd(r, "ZCARD %s", k), 1);
+            sessions++;
+            continue;
+        }
+        assert_true(!strncmp(k, "lam:dedup:@", 11) && strchr(k + 11, ':'));
+        redisReply *d = rcmd(r, "HGET %s e-1-0", k);
         if (d->type == REDIS_REPLY_STRING) {
             assert_non_null(strchr(d->str, ':'));
             found_first++;
@@ -795,6 +801,7 @@ static void test_replay_exact(void **st)
         freeReplyObject(d);
     }
     freeReplyObject(ks);
+    assert_int_equal(sessions, 1);
     assert_int_equal(found_first, 1);
     /* real-time keys carry a safety-net TTL */
     long long ttl = rint_cmd(r, "TTL lam:rt:0:revenue:%lld", (long long)BASE_TS);
