@@ -133,8 +133,8 @@ LUA
   w1="$(wrk -t2 -c64 -d"${secs}s" --latency -s "$tmp/post.lua" "http://$LAM_INGEST_ADDR/v1/events" 2>&1)"
   w2="$(wrk -t2 -c64 -d"${secs}s" --latency "http://$LAM_INGEST_ADDR/healthz" 2>&1)"
   rps1="$(awk '/Requests\/sec/ {printf "%d", $2}' <<<"$w1")"; p99a="$(awk '$1=="99%" {print $2}' <<<"$w1")"
-  rps2="$(awk '/Requests\/sec/ {printf "%d", $2}' <<<"$w2")"
-  row "ingest, single-event requests (req/s, p99)" "$rps1, p99 $p99a" "wrk on ingest /healthz: $rps2" "$(ratio "$rps1" "$rps2")" \
+  rps2="$(awk '/Requests\/sec/ {printf "%d", $2}' <<<"$w2")"; p99h="$(awk '$1=="99%" {print $2}' <<<"$w2")"
+  row "ingest, single-event requests (req/s, p99)" "$rps1, p99 $p99a" "wrk on ingest /healthz: $rps2, p99 $p99h" "$(ratio "$rps1" "$rps2")" \
       "≥ 30k: $(verdict "${rps1:-0} >= 30000")"
 fi
 
@@ -224,8 +224,9 @@ if want serving; then
   w2="$(wrk -t2 -c32 -d"${secs}s" --latency "http://$LAM_SERVING_ADDR/healthz" 2>&1)"
   rps1="$(awk '/Requests\/sec/ {printf "%d", $2}' <<<"$w1")"; p50="$(awk '$1=="50%" {print $2}' <<<"$w1")"
   p99="$(awk '$1=="99%" {print $2}' <<<"$w1")"; rps2="$(awk '/Requests\/sec/ {printf "%d", $2}' <<<"$w2")"
+  p99h="$(awk '$1=="99%" {print $2}' <<<"$w2")"
   p99ms="$(python3 -c "v='$p99'; print(float(v[:-2]) if v.endswith('ms') else float(v[:-2])/1000 if v.endswith('us') else float(v[:-1])*1000 if v.endswith('s') else 1e9)")"
-  row "serving, merged query (req/s, p50/p99)" "$rps1, $p50 / $p99" "wrk on serving /healthz: $rps2" "$(ratio "$rps1" "$rps2")" \
+  row "serving, merged query (req/s, p50/p99)" "$rps1, $p50 / $p99" "wrk on serving /healthz: $rps2, p99 $p99h" "$(ratio "$rps1" "$rps2")" \
       "≥ 10k, p99 ≤ 10 ms, ≥ 0.5x: $(verdict "${rps1:-0} >= 10000 and $p99ms <= 10 and ${rps1:-0} >= 0.5 * ${rps2:-1}")"
   # The same query with the answer cache off: every request merges PostgreSQL and Redis data.
   nocache="127.0.0.1:$(lam_free_port)"
