@@ -91,6 +91,12 @@ $(BUILD)/bench/bench_parse: bench/bench_parse.c $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DLAM_BENCH_JANSSON -o $@ $< $(LIB) $(LDLIBS) -ljansson
 
+# bench only: the load generator's clickstream, canonicalised, produced straight into Kafka.
+$(BUILD)/bench/bench_gen: $(BUILD)/bench/bench_gen.o $(BUILD)/tools/loadgen/loadgen_gen.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/bench/bench_gen.o: CFLAGS += -Itools/loadgen
+
 $(BUILD)/tests/testlib.o: tests/testlib.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
@@ -133,7 +139,7 @@ up: deps build
 down:
 	@scripts/lam.sh down
 
-bench: deps build
+bench: deps build $(BUILD)/bench/bench_parse $(BUILD)/bench/bench_gen
 	@scripts/bench.sh
 
 soak: deps build
