@@ -497,6 +497,13 @@ batch_archive_t *batch_archive_start(batch_ctx_t *ctx, char *errstr, size_t errs
         batch_archive_stop(a);
         return NULL;
     }
+    /* Prefetch at most 8 MiB per partition queue (librdkafka's default is 64 MiB): catching up a
+     * backlog otherwise fills the queues and the RSS with records that only wait for their turn. */
+    if (lam_kafka_conf_set(conf, "queued.max.messages.kbytes", "8192", errstr, errstr_size) < 0) {
+        rd_kafka_conf_destroy(conf);
+        batch_archive_stop(a);
+        return NULL;
+    }
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     rd_kafka_conf_set_opaque(conf, a);
     a->rk = lam_kafka_consumer_new(conf, ctx->cfg.archive_group, errstr, errstr_size);

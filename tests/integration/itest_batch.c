@@ -1,5 +1,6 @@
 /* itest_batch.c - batch_layer against real Kafka, Redis and PostgreSQL: archiver crash safety, verify,
- * runs equal to an independent recomputation, cuts, late events, duplicates, kill -9 mid-run, determinism. */
+ * runs equal to an independent recomputation, cuts, late events, duplicates, kill -9 mid-run, determinism,
+ * a full disk. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -511,6 +512,29 @@ static void test_torn_tail_truncated_on_restart(void **st)
 }
 
 /* A PostgreSQL error during the load: the run fails with the reason, the previous run stays published. */
+/*
+ * `batch_layer run --wait` exited with rc and printed out: its run k failed with `reason` in its
+ * error, and run prev is still the published one with the same rows (checksum before). Returns k.
+ */
+static long long assert_failed_keeping(PGconn *c, int rc, const char *out, const char *reason, int64_t prev,
+                                       const char *before)
+{
+    assert_int_equal(rc, 1);
+    long long k = 0;
+    assert_int_equal(sscanf(out, "run %lld requested", &k), 1);
+    char r[32], status[32], error[512], after[128];
+    snprintf(r, sizeof(r), "%lld", k);
+    q_text(c, "SELECT status FROM lam_runs WHERE run = $1::bigint", r, status, sizeof(status));
+    q_text(c, "SELECT error FROM lam_runs WHERE run = $1::bigint", r, error, sizeof(error));
+    assert_string_equal(status, "failed");
+    if (!strstr(error, reason))
+        fail_msg("error of run %lld does not say \"%s\": %s", k, reason, error);
+    assert_int_equal(q_int(c, "SELECT run FROM lam_published", NULL), prev);
+    rows_checksum(prev, after, sizeof(after));
+    assert_string_equal(before, after);
+    return k;
+}
+
 static void test_pg_error_fails_run_cleanly(void **st)
 {
     (void)st;
@@ -526,19 +550,9 @@ static void test_pg_error_fails_run_cleanly(void **st)
                     0, NULL, err, sizeof(err)) < 0)
         fail_msg("%s", err);
     int rc = cli("run --wait", out, sizeof(out), NULL);
-    assert_int_equal(rc, 1);
-    long long k = 0;
-    assert_int_equal(sscanf(out, "run %lld requested", &k), 1);
-    char r[32], status[32], error[512], after[128];
+    long long k = assert_failed_keeping(c, rc, out, "itest injected failure", prev, before);
+    char r[32];
     snprintf(r, sizeof(r), "%lld", k);
-    q_text(c, "SELECT status FROM lam_runs WHERE run = $1::bigint", r, status, sizeof(status));
-    q_text(c, "SELECT error FROM lam_runs WHERE run = $1::bigint", r, error, sizeof(error));
-    assert_string_equal(status, "failed");
-    if (!strstr(error, "itest injected failure"))
-        fail_msg("error of run %lld: %s", k, error);
-    assert_int_equal(q_int(c, "SELECT run FROM lam_published", NULL), prev);
-    rows_checksum(prev, after, sizeof(after));
-    assert_string_equal(before, after);
     assert_int_equal(q_int(c, "SELECT count(*) FROM lam_view_rows WHERE run = $1::bigint", r), 0);
     assert_int_equal(lam_pg_exec(c, "DROP TRIGGER itest_fail ON lam_view_rows", 0, NULL, err, sizeof(err)), 0);
     assert_int_equal(lam_pg_exec(c, "DROP FUNCTION itest_fail()", 0, NULL, err, sizeof(err)), 0);
@@ -547,6 +561,46 @@ static void test_pg_error_fails_run_cleanly(void **st)
     char now[128];
     rows_checksum(k2, now, sizeof(now));
     assert_string_equal(before, now); /* nothing new was produced: same rows */
+    PQfinish(c);
+}
+
+/*
+ * Disk full: the data dir is a tmpfs of 512 KiB, far less than the master dataset. The archiver fails
+ * to write, the run cannot reach its markers and fails naming the full disk; the previous run
+ * stays published with the same rows; back on the real disk the next run succeeds.
+ */
+static void test_disk_full_fails_run_keeps_previous(void **st)
+{
+    (void)st;
+    if (geteuid() != 0)
+        skip(); /* mounting a tmpfs needs root */
+    PGconn *c = pg();
+    int64_t prev = q_int(c, "SELECT run FROM lam_published", NULL);
+    char before[128], full[1200], cmd[2600], out[4096];
+    rows_checksum(prev, before, sizeof(before));
+    kill_service(SIGTERM);
+    snprintf(full, sizeof(full), "%s-full", data_dir);
+    mkdir(full, 0755);
+    snprintf(cmd, sizeof(cmd), "mount -t tmpfs -o size=512k itest-batch-full '%s'", full);
+    assert_int_equal(system(cmd), 0);
+    setenv("LAM_DATA_DIR", full, 1);
+    setenv("LAM_BATCH_CUT_TIMEOUT", "5s", 1);
+    start_service();
+    int rc = cli("run --wait", out, sizeof(out), NULL);
+    kill_service(SIGTERM);
+    setenv("LAM_DATA_DIR", data_dir, 1);
+    unsetenv("LAM_BATCH_CUT_TIMEOUT");
+    snprintf(cmd, sizeof(cmd), "umount '%s' && rmdir '%s'", full, full);
+    int umount_rc = system(cmd);
+    long long k = assert_failed_keeping(c, rc, out, "No space left on device", prev, before);
+    assert_int_equal(umount_rc, 0);
+
+    start_service();
+    int64_t k2 = run_and_wait();
+    assert_true(k2 > k);
+    char now[128];
+    rows_checksum(k2, now, sizeof(now));
+    assert_string_equal(before, now); /* no event was produced meanwhile: the same rows */
     PQfinish(c);
 }
 
@@ -944,6 +998,7 @@ int main(void)
         cmocka_unit_test(test_kill9_mid_run_keeps_previous),
         cmocka_unit_test(test_concurrent_reader_never_sees_a_mix),
         cmocka_unit_test(test_pg_error_fails_run_cleanly),
+        cmocka_unit_test(test_disk_full_fails_run_keeps_previous),
         cmocka_unit_test(test_interval_schedule),
         cmocka_unit_test(test_http_health_and_metrics),
     };
