@@ -162,6 +162,8 @@ typedef struct batch_ctx {
     atomic_llong runs_succeeded, runs_failed, current_run, running_run;
     atomic_llong last_run_ms, last_run_records;
     int redis_pending;   /* lam:batch:current not yet written for current_run */
+    int64_t unrecorded_run;        /* a run that failed while PostgreSQL was unreachable, or 0 */
+    char unrecorded_reason[512];   /* ... and why: written when PostgreSQL is back */
 } batch_ctx_t;
 
 /** Parsed LAM_BATCH_SCHEDULE. */

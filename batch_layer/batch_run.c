@@ -540,8 +540,14 @@ static int fail_run(batch_ctx_t *ctx, int64_t run, const char *reason)
     char err[512];
     lam_error("msg=\"run failed\" run=%" PRId64 " reason=\"%s\"", run, reason);
     atomic_fetch_add(&ctx->runs_failed, 1);
-    if (ctx->pg && batch_pg_fail(ctx->pg, run, reason, err, sizeof(err)) < 0)
-        lam_error("msg=\"cannot mark run failed\" run=%" PRId64 " error=\"%s\"", run, err);
+    if (!ctx->pg || batch_pg_fail(ctx->pg, run, reason, err, sizeof(err)) < 0) {
+        /* PostgreSQL is gone (the likely reason of the failure): record it once it is back, before
+         * runs left 'running' are marked failed as if the process had died. */
+        lam_error("msg=\"cannot mark run failed; will when PostgreSQL is back\" run=%" PRId64 " error=\"%s\"", run,
+                  ctx->pg ? err : "no connection");
+        ctx->unrecorded_run = run;
+        snprintf(ctx->unrecorded_reason, sizeof(ctx->unrecorded_reason), "%s", reason);
+    }
     return -1;
 }
 
@@ -742,6 +748,16 @@ static int pg_ready(batch_ctx_t *ctx)
             return -1;
         }
         ctx->pg_locked = 1;
+        if (ctx->unrecorded_run > 0) {
+            if (batch_pg_fail(ctx->pg, ctx->unrecorded_run, ctx->unrecorded_reason, err, sizeof(err)) < 0) {
+                lam_error("msg=\"cannot mark run failed\" run=%" PRId64 " error=\"%s\"", ctx->unrecorded_run, err);
+                pg_drop(ctx);
+                return -1;
+            }
+            lam_info("msg=\"recorded a run that failed while PostgreSQL was unreachable\" run=%" PRId64,
+                     ctx->unrecorded_run);
+            ctx->unrecorded_run = 0;
+        }
         int n = batch_pg_fail_stale(ctx->pg, -1, err, sizeof(err));
         if (n > 0)
             lam_warn("msg=\"marked runs of a dead batch_layer failed\" runs=%d", n);

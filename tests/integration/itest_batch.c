@@ -1,6 +1,6 @@
 /* itest_batch.c - batch_layer against real Kafka, Redis and PostgreSQL: archiver crash safety, verify,
  * runs equal to an independent recomputation, cuts, late events, duplicates, kill -9 mid-run, determinism,
- * a full disk. */
+ * a full disk, PostgreSQL lost mid-run. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -513,6 +513,39 @@ static void test_torn_tail_truncated_on_restart(void **st)
 
 /* A PostgreSQL error during the load: the run fails with the reason, the previous run stays published. */
 /*
+ * Request a run (batch_layer run) and wait up to 30 s until the service has claimed it; r gets its
+ * number as text. Returns the run (status then in status).
+ */
+static long long request_until_claimed(PGconn *c, char *r, size_t rsz, char *status, size_t ssz)
+{
+    char out[256];
+    assert_int_equal(cli("run", out, sizeof(out), NULL), 0);
+    long long k = 0;
+    assert_int_equal(sscanf(out, "run %lld requested", &k), 1);
+    snprintf(r, rsz, "%lld", k);
+    int64_t deadline = lam_now_mono_ms() + 30000;
+    while (lam_now_mono_ms() < deadline) {
+        q_text(c, "SELECT status FROM lam_runs WHERE run = $1::bigint", r, status, ssz);
+        if (strcmp(status, "requested"))
+            break;
+        usleep(500);
+    }
+    return k;
+}
+
+/* Wait up to 30 s while run r's status is `from`; status gets the one it moved to. */
+static void wait_status_leaves(PGconn *c, const char *r, const char *from, char *status, size_t ssz)
+{
+    int64_t deadline = lam_now_mono_ms() + 30000;
+    while (lam_now_mono_ms() < deadline) {
+        q_text(c, "SELECT status FROM lam_runs WHERE run = $1::bigint", r, status, ssz);
+        if (strcmp(status, from))
+            break;
+        usleep(20000);
+    }
+}
+
+/*
  * `batch_layer run --wait` exited with rc and printed out: its run k failed with `reason` in its
  * error, and run prev is still the published one with the same rows (checksum before). Returns k.
  */
@@ -601,6 +634,41 @@ static void test_disk_full_fails_run_keeps_previous(void **st)
     char now[128];
     rows_checksum(k2, now, sizeof(now));
     assert_string_equal(before, now); /* no event was produced meanwhile: the same rows */
+    PQfinish(c);
+}
+
+/*
+ * PostgreSQL cuts the batch layer's connection mid-run (as when it restarts): the run fails with
+ * PostgreSQL's error, written once the batch layer is connected again (not as a crash), the
+ * previous run stays published, and the next run succeeds.
+ */
+static void test_pg_lost_mid_run_fails_with_its_reason(void **st)
+{
+    (void)st;
+    PGconn *c = pg();
+    int64_t prev = q_int(c, "SELECT run FROM lam_published", NULL);
+    char before[128], err[512], r[32], status[32] = "", error[512] = "";
+    rows_checksum(prev, before, sizeof(before));
+    long long k = request_until_claimed(c, r, sizeof(r), status, sizeof(status));
+    assert_string_equal(status, "running");
+    if (lam_pg_exec(c,
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND pid <> pg_backend_pid()",
+                    0, NULL, err, sizeof(err)) < 0)
+        fail_msg("%s", err);
+    wait_status_leaves(c, r, "running", status, sizeof(status));
+    assert_string_equal(status, "failed");
+    q_text(c, "SELECT error FROM lam_runs WHERE run = $1::bigint", r, error, sizeof(error));
+    if (!strstr(error, "postgresql") || strstr(error, "crash"))
+        fail_msg("error of run %lld does not say PostgreSQL failed: %s", k, error);
+    assert_int_equal(q_int(c, "SELECT run FROM lam_published", NULL), prev);
+    char after[128];
+    rows_checksum(prev, after, sizeof(after));
+    assert_string_equal(before, after);
+    int64_t k2 = run_and_wait();
+    assert_true(k2 > k);
+    rows_checksum(k2, after, sizeof(after));
+    assert_string_equal(before, after);
     PQfinish(c);
 }
 
@@ -805,20 +873,9 @@ static void test_kill9_mid_run_keeps_previous(void **st)
     (void)st;
     PGconn *c = pg();
     int64_t prev = q_int(c, "SELECT run FROM lam_published", NULL);
-    char before[128], out[256];
+    char before[128], r[32], status[32] = "";
     rows_checksum(prev, before, sizeof(before));
-    assert_int_equal(cli("run", out, sizeof(out), NULL), 0);
-    long long k = 0;
-    assert_int_equal(sscanf(out, "run %lld requested", &k), 1);
-    char r[32], status[32] = "";
-    snprintf(r, sizeof(r), "%lld", k);
-    int64_t deadline = lam_now_mono_ms() + 30000;
-    while (lam_now_mono_ms() < deadline) {
-        q_text(c, "SELECT status FROM lam_runs WHERE run = $1::bigint", r, status, sizeof(status));
-        if (strcmp(status, "requested"))
-            break;
-        usleep(500);
-    }
+    long long k = request_until_claimed(c, r, sizeof(r), status, sizeof(status));
     kill_service(SIGKILL);
     q_text(c, "SELECT status FROM lam_runs WHERE run = $1::bigint", r, status, sizeof(status));
     if (strcmp(status, "running"))
@@ -829,13 +886,7 @@ static void test_kill9_mid_run_keeps_previous(void **st)
     assert_string_equal(before, after);
 
     start_service();
-    deadline = lam_now_mono_ms() + 30000;
-    while (lam_now_mono_ms() < deadline) {
-        q_text(c, "SELECT status FROM lam_runs WHERE run = $1::bigint", r, status, sizeof(status));
-        if (!strcmp(status, "failed"))
-            break;
-        usleep(20000);
-    }
+    wait_status_leaves(c, r, "running", status, sizeof(status));
     assert_string_equal(status, "failed");
     char error[256];
     q_text(c, "SELECT error FROM lam_runs WHERE run = $1::bigint", r, error, sizeof(error));
@@ -999,6 +1050,7 @@ int main(void)
         cmocka_unit_test(test_concurrent_reader_never_sees_a_mix),
         cmocka_unit_test(test_pg_error_fails_run_cleanly),
         cmocka_unit_test(test_disk_full_fails_run_keeps_previous),
+        cmocka_unit_test(test_pg_lost_mid_run_fails_with_its_reason),
         cmocka_unit_test(test_interval_schedule),
         cmocka_unit_test(test_http_health_and_metrics),
     };
