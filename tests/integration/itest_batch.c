@@ -898,6 +898,45 @@ static void test_kill9_mid_run_keeps_previous(void **st)
     PQfinish(c);
 }
 
+/* While a run scans, its row holds the total to do and the records done, never going backwards. */
+static void test_progress_written_while_running(void **st)
+{
+    (void)st;
+    PGconn *c = pg();
+    char r[32], status[32] = "", err[512];
+    long long k = request_until_claimed(c, r, sizeof(r), status, sizeof(status));
+    const char *p[] = {r};
+    int64_t seen_total = 0, last = 0, backwards = 0, over = 0, rec = 0, tot = 0;
+    int64_t deadline = lam_now_mono_ms() + 60000;
+    while (lam_now_mono_ms() < deadline) {
+        PGresult *res = lam_pg_query(c, "SELECT status, records, records_total FROM lam_runs WHERE run = $1::bigint", 1,
+                                     p, err, sizeof(err));
+        if (!res)
+            fail_msg("%s", err);
+        snprintf(status, sizeof(status), "%s", PQgetvalue(res, 0, 0));
+        rec = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+        tot = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+        PQclear(res);
+        if (strcmp(status, "running"))
+            break;
+        if (tot > 0)
+            seen_total = tot;
+        backwards += rec < last;
+        over += rec > tot;
+        last = rec;
+        usleep(2000);
+    }
+    assert_string_equal(status, "succeeded");
+    if (seen_total <= 0)
+        fail_msg("run %lld: records_total never set while it ran", k);
+    assert_int_equal(backwards, 0);
+    assert_int_equal(over, 0);
+    /* Done: records = records_total = the events read (the estimate also counted the markers). */
+    assert_int_equal(rec, tot);
+    assert_true(rec > STREAM_N && rec <= seen_total);
+    PQfinish(c);
+}
+
 static volatile int reader_stop;
 static atomic_llong reader_reads, reader_mixed;
 
@@ -1047,6 +1086,7 @@ int main(void)
         cmocka_unit_test(test_cut_late_event_and_skipped),
         cmocka_unit_test(test_determinism_same_content),
         cmocka_unit_test(test_kill9_mid_run_keeps_previous),
+        cmocka_unit_test(test_progress_written_while_running),
         cmocka_unit_test(test_concurrent_reader_never_sees_a_mix),
         cmocka_unit_test(test_pg_error_fails_run_cleanly),
         cmocka_unit_test(test_disk_full_fails_run_keeps_previous),
