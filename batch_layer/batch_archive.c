@@ -443,7 +443,10 @@ static void *archive_main(void *arg)
         } else {
             for (size_t p = 0; p < a->nparts; p++)
                 if (a->parts[p].raw.len >= BLOCK_RAW_MAX && write_block(a, (int32_t)p, errstr, sizeof(errstr)) < 0) {
+                    atomic_fetch_add(&a->errors, 1);
                     lam_error("msg=\"archive write failed; rewinding to disk\" error=\"%s\"", errstr);
+                    set_problem(a, errstr);
+                    lam_service_sleep_ms(1000);
                     reset_to_disk(a);
                     break;
                 }

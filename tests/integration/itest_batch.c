@@ -26,6 +26,7 @@
 #include "lam_pg.h"
 #include "lam_redis.h"
 #include "lam_service.h"
+#include "lam_store.h"
 #include "lam_view.h"
 #include "testlib.h"
 
@@ -619,16 +620,25 @@ static void test_disk_full_fails_run_keeps_previous(void **st)
     setenv("LAM_DATA_DIR", full, 1);
     setenv("LAM_BATCH_CUT_TIMEOUT", "5s", 1);
     start_service();
-    int rc = cli("run --wait", out, sizeof(out), NULL);
+    /* The run once the archiver has met the full disk (joining the group can take a while). */
+    snprintf(cmd, sizeof(cmd), "curl -fs --max-time 5 http://%s/metrics | awk '$1 == \"lam_batch_archive_errors_total\""
+             " && $2 > 0 {ok = 1} END {exit !ok}'", lam_test_env("LAM_BATCH_ADDR", "127.0.0.1:8083"));
+    int64_t deadline = lam_now_mono_ms() + 60000;
+    int full_seen = 0;
+    while (!(full_seen = system(cmd) == 0) && lam_now_mono_ms() < deadline)
+        usleep(200000);
+    int rc = full_seen ? cli("run --wait", out, sizeof(out), NULL) : -1;
+    /* Back to the real disk before any assertion, so that a failure here does not break the tests after. */
     kill_service(SIGTERM);
     setenv("LAM_DATA_DIR", data_dir, 1);
     unsetenv("LAM_BATCH_CUT_TIMEOUT");
     snprintf(cmd, sizeof(cmd), "umount '%s' && rmdir '%s'", full, full);
     int umount_rc = system(cmd);
+    start_service();
+    assert_true(full_seen);
     long long k = assert_failed_keeping(c, rc, out, "No space left on device", prev, before);
     assert_int_equal(umount_rc, 0);
 
-    start_service();
     int64_t k2 = run_and_wait();
     assert_true(k2 > k);
     char now[128];
@@ -937,6 +947,43 @@ static void test_progress_written_while_running(void **st)
     PQfinish(c);
 }
 
+/*
+ * An idle batch layer starts a requested run within a second (NOTIFY); requests made while a run
+ * is in flight coalesce into ONE next run, which starts as soon as the first one ends.
+ */
+static void test_requests_during_a_run_coalesce(void **st)
+{
+    (void)st;
+    PGconn *c = pg();
+    char r[32], status[32] = "", err[512];
+    long long a = request_until_claimed(c, r, sizeof(r), status, sizeof(status));
+    assert_string_equal(status, "running");
+    long long b[3];
+    for (int i = 0; i < 3; i++) { /* as serving's POST /v1/batch/runs does, a few ms apart */
+        int created;
+        b[i] = lam_store_pg_request_run(c, &created, err, sizeof(err));
+        if (b[i] < 0)
+            fail_msg("%s", err);
+        assert_int_equal(created, i == 0);
+    }
+    assert_true(b[0] > a);
+    assert_true(b[1] == b[0] && b[2] == b[0]);
+    char rb[32];
+    snprintf(rb, sizeof(rb), "%lld", b[0]);
+    wait_status_leaves(c, r, "running", status, sizeof(status));
+    assert_string_equal(status, "succeeded");
+    wait_status_leaves(c, rb, "requested", status, sizeof(status));
+    wait_status_leaves(c, rb, "running", status, sizeof(status));
+    assert_string_equal(status, "succeeded");
+    assert_int_equal(q_int(c, "SELECT count(*) FROM lam_runs WHERE run > $1::bigint", r), 1);
+    /* Claimed within a second of the request (idle service), and of the previous run's end. */
+    assert_int_equal(q_int(c, "SELECT count(*) FROM lam_runs WHERE run = $1::bigint"
+                              " AND started_at - requested_at < interval '1 second'", r), 1);
+    assert_int_equal(q_int(c, "SELECT count(*) FROM lam_runs b JOIN lam_runs a ON a.run = $1::bigint"
+                              " WHERE b.run > a.run AND b.started_at - a.finished_at < interval '1 second'", r), 1);
+    PQfinish(c);
+}
+
 static volatile int reader_stop;
 static atomic_llong reader_reads, reader_mixed;
 
@@ -1087,6 +1134,7 @@ int main(void)
         cmocka_unit_test(test_determinism_same_content),
         cmocka_unit_test(test_kill9_mid_run_keeps_previous),
         cmocka_unit_test(test_progress_written_while_running),
+        cmocka_unit_test(test_requests_during_a_run_coalesce),
         cmocka_unit_test(test_concurrent_reader_never_sees_a_mix),
         cmocka_unit_test(test_pg_error_fails_run_cleanly),
         cmocka_unit_test(test_disk_full_fails_run_keeps_previous),
