@@ -85,7 +85,11 @@ typedef struct batch_seg_reader {
     void *dctx;    /* ZSTD_DCtx */
 } batch_seg_reader_t;
 
+/** crc32c (Castagnoli) continued from crc (0 to start): hardware when the CPU has SSE4.2. */
 uint32_t batch_crc32c(uint32_t crc, const void *data, size_t len);
+/** The same with tables only (any CPU); batch_crc32c_hw() says whether batch_crc32c uses hardware. */
+uint32_t batch_crc32c_portable(uint32_t crc, const void *data, size_t len);
+int batch_crc32c_hw(void);
 
 void batch_manifest_init(batch_manifest_t *m);
 void batch_manifest_free(batch_manifest_t *m);
@@ -158,6 +162,8 @@ typedef struct batch_ctx {
     atomic_llong runs_succeeded, runs_failed, current_run, running_run;
     atomic_llong last_run_ms, last_run_records;
     int redis_pending;   /* lam:batch:current not yet written for current_run */
+    int64_t unrecorded_run;        /* a run that failed while PostgreSQL was unreachable, or 0 */
+    char unrecorded_reason[512];   /* ... and why: written when PostgreSQL is back */
 } batch_ctx_t;
 
 /** Parsed LAM_BATCH_SCHEDULE. */
@@ -172,12 +178,33 @@ int batch_schedule_parse(const char *s, batch_schedule_t *out, char *errstr, siz
 /** Next due time (epoch ms) strictly after now_ms; INT64_MAX when off. */
 int64_t batch_schedule_next(const batch_schedule_t *s, int64_t now_ms);
 
+/** Outcome of a recompute; agg (all views merged) is the caller's to lam_agg_free. */
+struct lam_agg;
+typedef struct batch_recompute {
+    struct lam_agg *agg;
+    int64_t records, skipped, dups, total; /* total: the manifest's estimate of records below the cut */
+    int64_t scan_us, merge_us;             /* wall time */
+    int64_t read_us, busy_us;              /* summed over threads: block read+crc+zstd; whole scan */
+    int threads;
+} batch_recompute_t;
+/** Called about every 0.5 s with records done / total (return value ignored). */
+typedef int (*batch_progress_fn)(void *opaque, int64_t records, int64_t total, int64_t skipped);
+/**
+ * Read every master record of partitions 0..nparts-1 below cutoffs[p] (cfg->threads threads),
+ * drop duplicate ids, apply the views, merge. 0 with *out, or -1 with errstr (stopped, unreadable).
+ */
+int batch_recompute(const batch_config_t *cfg, const lam_views_t *views, const batch_manifest_t *man,
+                    const int64_t *cutoffs, int nparts, batch_progress_fn progress, void *opaque,
+                    batch_recompute_t *out, char *errstr, size_t errstr_size);
+
 /** The service loop: LISTEN for requests, schedule, execute runs one at a time. */
 void batch_run_loop(batch_ctx_t *ctx, const batch_schedule_t *sched);
 /** Execute claimed run k. 0 published, -1 failed (marked failed when PostgreSQL is reachable). */
 int batch_run_execute(batch_ctx_t *ctx, int64_t run);
 
 /* ---- PostgreSQL (batch_pg.c) ---- */
+/** The batch layer's own settings on the shared schema (after lam_store_pg_migrate). 0 or -1. */
+int batch_pg_prepare(PGconn *pg, char *errstr, size_t errstr_size);
 /** Coalescing request: the pending 'requested' run, or a new one (NOTIFY lam_batch_runs). */
 int batch_pg_request_run(PGconn *pg, int64_t *run, char *errstr, size_t errstr_size);
 /** Claim the oldest requested run as running. 1 with *run, 0 none, -1 error. */

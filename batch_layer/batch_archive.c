@@ -443,7 +443,10 @@ static void *archive_main(void *arg)
         } else {
             for (size_t p = 0; p < a->nparts; p++)
                 if (a->parts[p].raw.len >= BLOCK_RAW_MAX && write_block(a, (int32_t)p, errstr, sizeof(errstr)) < 0) {
+                    atomic_fetch_add(&a->errors, 1);
                     lam_error("msg=\"archive write failed; rewinding to disk\" error=\"%s\"", errstr);
+                    set_problem(a, errstr);
+                    lam_service_sleep_ms(1000);
                     reset_to_disk(a);
                     break;
                 }
@@ -493,6 +496,13 @@ batch_archive_t *batch_archive_start(batch_ctx_t *ctx, char *errstr, size_t errs
     char instance[512];
     snprintf(instance, sizeof(instance), "%s-%s", ctx->cfg.archive_group, ctx->cfg.common.kafka_topic);
     if (lam_kafka_conf_set(conf, "group.instance.id", instance, errstr, errstr_size) < 0) {
+        rd_kafka_conf_destroy(conf);
+        batch_archive_stop(a);
+        return NULL;
+    }
+    /* Prefetch at most 8 MiB per partition queue (librdkafka's default is 64 MiB): catching up a
+     * backlog otherwise fills the queues and the RSS with records that only wait for their turn. */
+    if (lam_kafka_conf_set(conf, "queued.max.messages.kbytes", "8192", errstr, errstr_size) < 0) {
         rd_kafka_conf_destroy(conf);
         batch_archive_stop(a);
         return NULL;

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "batch.h"
+#include "lam_agg.h"
 #include "lam_mem.h"
 #include "lam_pg.h"
 #include "lam_service.h"
@@ -340,6 +341,93 @@ static int cli_dump(batch_ctx_t *ctx, int argc, char **argv)
     return rc;
 }
 
+static int64_t peak_rss_kb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long long kb = -1;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmHWM: %lld", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb;
+}
+
+/*
+ * Read-only measurement: recompute every view over the master dataset up to run K's markers (the
+ * newest cut by default; everything when the dataset holds no cut yet) and print the rate and where
+ * the time went. Nothing is written to PostgreSQL, Redis or the data dir.
+ */
+static int cli_recompute(batch_ctx_t *ctx, int argc, char **argv)
+{
+    int64_t run = -1;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--run") && i + 1 < argc) {
+            run = strtoll(argv[++i], NULL, 10);
+        } else {
+            fprintf(stderr, "batch_layer recompute: unknown option %s (recompute [--run K])\n", argv[i]);
+            return 2;
+        }
+    }
+    char err[512];
+    lam_views_t *views = lam_views_load(ctx->cfg.common.views_path, err, sizeof(err));
+    if (!views) {
+        fprintf(stderr, "batch_layer: LAM_VIEWS: %s\n", err);
+        return 2;
+    }
+    batch_manifest_t m;
+    if (batch_manifest_load(ctx->cfg.data_dir, &m, err, sizeof(err)) < 0) {
+        fprintf(stderr, "batch_layer: %s\n", err);
+        lam_views_free(views);
+        return 1;
+    }
+    int nparts = 0;
+    for (size_t i = 0; i < m.nsegs; i++)
+        if (m.segs[i].partition >= nparts)
+            nparts = m.segs[i].partition + 1;
+    int64_t newest = -1;
+    for (size_t i = 0; i < m.ncuts; i++) {
+        if (m.cuts[i].run > newest)
+            newest = m.cuts[i].run;
+        if (m.cuts[i].partition >= nparts)
+            nparts = m.cuts[i].partition + 1;
+    }
+    if (run < 0)
+        run = newest;
+    int64_t *cut = lam_malloc((size_t)(nparts ? nparts : 1) * sizeof(*cut));
+    int rc = 0;
+    for (int p = 0; p < nparts; p++) {
+        cut[p] = run < 0 ? INT64_MAX : batch_manifest_cut(&m, run, p);
+        if (cut[p] < 0) {
+            fprintf(stderr, "batch_layer: the master dataset holds no marker of run %" PRId64 " in partition %d\n",
+                    run, p);
+            rc = 1;
+        }
+    }
+    batch_recompute_t out;
+    if (!rc && batch_recompute(&ctx->cfg, views, &m, cut, nparts, NULL, NULL, &out, err, sizeof(err)) < 0) {
+        fprintf(stderr, "batch_layer: %s\n", err);
+        rc = 1;
+    }
+    if (!rc) {
+        double s = (double)out.scan_us / 1e6;
+        printf("recompute: %s %" PRId64 ": %" PRId64 " records (%" PRId64 " skipped, %" PRId64
+               " duplicates), %zu view rows, %d threads\n",
+               run < 0 ? "whole dataset, no cut; records" : "up to the markers of run", run < 0 ? out.records : run,
+               out.records, out.skipped, out.dups, lam_agg_size(out.agg), out.threads);
+        printf("recompute: scan %.3f s wall (threads busy %.3f s, of which read+crc+zstd %.3f s), merge %.3f s\n", s,
+               (double)out.busy_us / 1e6, (double)out.read_us / 1e6, (double)out.merge_us / 1e6);
+        printf("recompute: events_per_s=%.0f peak_rss_mb=%" PRId64 "\n", s > 0 ? (double)out.records / s : 0.0,
+               peak_rss_kb() / 1024);
+        lam_agg_free(out.agg);
+    }
+    lam_free(cut);
+    batch_manifest_free(&m);
+    lam_views_free(views);
+    return rc;
+}
+
 int batch_cli_main(batch_ctx_t *ctx, int argc, char **argv)
 {
     const char *cmd = argv[0];
@@ -361,6 +449,9 @@ int batch_cli_main(batch_ctx_t *ctx, int argc, char **argv)
         return cli_verify(ctx);
     if (!strcmp(cmd, "dump"))
         return cli_dump(ctx, argc - 1, argv + 1);
-    fprintf(stderr, "batch_layer: unknown command %s (run [--wait] | status | verify | dump [--partition P])\n", cmd);
+    if (!strcmp(cmd, "recompute"))
+        return cli_recompute(ctx, argc - 1, argv + 1);
+    fprintf(stderr, "batch_layer: unknown command %s (run [--wait] | status | verify | dump [--partition P] |"
+            " recompute [--run K])\n", cmd);
     return 2;
 }

@@ -1,11 +1,13 @@
 /* batch_run.c - run k: cut markers, wait for the archiver, recompute every view from the master dataset, publish. */
 #include <errno.h>
+#include <malloc.h>
 #include <hiredis/hiredis.h>
 #include <inttypes.h>
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/select.h>
 #include <time.h>
 
@@ -94,14 +96,34 @@ static void idset_free(idset_t *s)
     lam_buf_free(&s->arena);
 }
 
-static void idset_grow(idset_t *s)
+/* Home slot of hash h: bits above bit 0 (h | 1 marks a used slot; a pass's slice uses bits 40+). */
+static inline size_t idset_home(uint64_t h, size_t mask)
 {
-    size_t ncap = s->slots ? (s->mask + 1) * 2 : 1 << 16;
-    idslot_t *ns = lam_calloc(ncap, sizeof(*ns));
+    return (size_t)(h >> 1) & mask;
+}
+
+/*
+ * A zeroed slot array. Large ones sit on transparent huge pages where the kernel allows it: every
+ * insert probes a random slot, and with 4 KiB pages nearly every probe also missed the TLB.
+ */
+static idslot_t *slots_alloc(size_t n)
+{
+    size_t bytes = n * sizeof(idslot_t), huge = (size_t)2 << 20;
+    void *p = NULL;
+    if (bytes < huge || posix_memalign(&p, huge, bytes) != 0)
+        return lam_calloc(n, sizeof(idslot_t));
+    madvise(p, bytes, MADV_HUGEPAGE);
+    memset(p, 0, bytes);
+    return p;
+}
+
+static void idset_resize(idset_t *s, size_t ncap)
+{
+    idslot_t *ns = slots_alloc(ncap);
     for (size_t i = 0; s->slots && i <= s->mask; i++) {
         if (!s->slots[i].hash)
             continue;
-        size_t j = s->slots[i].hash & (ncap - 1);
+        size_t j = idset_home(s->slots[i].hash, ncap - 1);
         while (ns[j].hash)
             j = (j + 1) & (ncap - 1);
         ns[j] = s->slots[i];
@@ -111,13 +133,23 @@ static void idset_grow(idset_t *s)
     s->mask = ncap - 1;
 }
 
-/* 1 when id was new (and is now in the set), 0 when it was there already (exact byte compare). */
-static int idset_add(idset_t *s, const char *id, size_t len)
+/* Room for n ids without rehashing (the run knows each partition's record count from the manifest). */
+static void idset_reserve(idset_t *s, size_t n)
+{
+    size_t cap = s->slots ? s->mask + 1 : 0, want = 1 << 16;
+    while (want * 7 < (n + 1) * 10)
+        want *= 2;
+    if (want > cap)
+        idset_resize(s, want);
+}
+
+/* 1 when id (hash = lam_hll_hash(id)) was new and is now in the set, 0 when it was there (exact compare). */
+static int idset_add(idset_t *s, const char *id, size_t len, uint64_t hash)
 {
     if (!s->slots || (s->n + 1) * 10 > (s->mask + 1) * 7)
-        idset_grow(s);
-    uint64_t h = lam_hll_hash(id, len) | 1;
-    size_t j = h & s->mask;
+        idset_resize(s, s->slots ? (s->mask + 1) * 2 : 1 << 16);
+    uint64_t h = hash | 1;
+    size_t j = idset_home(h, s->mask);
     while (s->slots[j].hash) {
         if (s->slots[j].hash == h) {
             const unsigned char *e = (const unsigned char *)s->arena.data + s->slots[j].off;
@@ -138,6 +170,13 @@ static int idset_add(idset_t *s, const char *id, size_t len)
 
 /* ---- recompute workers ---- */
 
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 typedef struct run_job {
     const batch_config_t *cfg;
     const batch_manifest_t *man;
@@ -147,6 +186,7 @@ typedef struct run_job {
     size_t nparts;
     lam_agg_t *agg;
     atomic_llong records, skipped, dups;
+    int64_t read_ns, busy_ns; /* reading+checking+decompressing blocks; the whole scan (this thread) */
     atomic_int *cancel;
     int failed;
     char err[512];
@@ -203,10 +243,12 @@ static int scan_partition(run_job_t *j, int32_t p, int pass, int npasses, idset_
             }
             /* Re-read the block with its payload (the header pass above only peeked). */
             r.pos -= BATCH_BLK_HDR + b.comp_len;
+            int64_t t_read = now_ns();
             if (batch_seg_next_block(&r, &b, 1, err, sizeof(err)) != 1) {
                 rc = -1;
                 break;
             }
+            j->read_ns += now_ns() - t_read;
             size_t pos = 0;
             batch_rec_t rec;
             int rr;
@@ -220,25 +262,30 @@ static int scan_partition(run_job_t *j, int32_t p, int pass, int npasses, idset_
                     continue;
                 if (pass == 0)
                     n++;
-                const char *id;
-                size_t idlen;
-                int parsed = 0;
+                /* The id without parsing: its slot's cache line is fetched while the event parses. */
+                const char *id = NULL;
+                size_t idlen = 0;
+                uint64_t h = 0;
+                int have_id = fast_id(rec.data, rec.len, &id, &idlen), parsed = 0;
+                if (have_id) {
+                    h = lam_hll_hash(id, idlen);
+                    if (ids->slots)
+                        __builtin_prefetch(&ids->slots[idset_home(h | 1, ids->mask)]);
+                }
                 if (npasses > 1) {
-                    if (!fast_id(rec.data, rec.len, &id, &idlen)) {
+                    if (!have_id) {
                         if (lam_event_parse(ev, rec.data, rec.len, 0, -1, err, sizeof(err)) < 0) {
                             skipped += pass == 0;
                             continue;
                         }
                         parsed = 1;
-                        if (ev->id.type == LAM_VAL_ABSENT) {
-                            id = NULL;
-                            idlen = 0;
-                        } else {
+                        if (ev->id.type != LAM_VAL_ABSENT) {
                             id = ev->id.val;
                             idlen = ev->id.val_len;
+                            h = lam_hll_hash(id, idlen);
                         }
                     }
-                    int slice = id ? (int)(lam_hll_hash(id, idlen) % (uint64_t)npasses) : 0;
+                    int slice = id ? (int)((h >> 40) % (uint64_t)npasses) : 0;
                     if (slice != pass)
                         continue;
                 }
@@ -246,9 +293,14 @@ static int scan_partition(run_job_t *j, int32_t p, int pass, int npasses, idset_
                     skipped++;
                     continue;
                 }
-                if (ev->id.type != LAM_VAL_ABSENT && !idset_add(ids, ev->id.val, ev->id.val_len)) {
-                    dups++;
-                    continue;
+                if (ev->id.type != LAM_VAL_ABSENT) {
+                    /* The parsed id is the fast one unless the record is unusual (then hash it anew). */
+                    if (!id || ev->id.val_len != idlen || memcmp(ev->id.val, id, idlen))
+                        h = lam_hll_hash(ev->id.val, ev->id.val_len);
+                    if (!idset_add(ids, ev->id.val, ev->id.val_len, h)) {
+                        dups++;
+                        continue;
+                    }
                 }
                 lam_agg_add_event(j->agg, ev);
             }
@@ -280,6 +332,7 @@ static int scan_partition(run_job_t *j, int32_t p, int pass, int npasses, idset_
 static void *run_worker(void *arg)
 {
     run_job_t *j = arg;
+    int64_t t0 = now_ns();
     lam_event_t ev;
     lam_event_init(&ev);
     idset_t ids = {0};
@@ -290,13 +343,131 @@ static void *run_worker(void *arg)
         int npasses = est > cap ? (int)((est + cap - 1) / cap) : 1;
         for (int pass = 0; pass < npasses && !j->failed; pass++) {
             idset_reset(&ids);
+            idset_reserve(&ids, (size_t)((est + npasses - 1) / npasses));
             if (scan_partition(j, p, pass, npasses, &ids, &ev) < 0)
                 j->failed = 1;
         }
     }
     idset_free(&ids);
     lam_event_free(&ev);
+    j->busy_ns = now_ns() - t0;
     return NULL;
+}
+
+/* ---- recompute: scan, dedup, apply and merge every partition below its cut ---- */
+
+int batch_recompute(const batch_config_t *cfg, const lam_views_t *views, const batch_manifest_t *man,
+                    const int64_t *cutoffs, int nparts, batch_progress_fn progress, void *opaque,
+                    batch_recompute_t *out, char *errstr, size_t errstr_size)
+{
+    memset(out, 0, sizeof(*out));
+    /* Split partitions over the workers, largest first, each to the least loaded worker. */
+    int nthreads = (int)cfg->threads;
+    if (nthreads > nparts)
+        nthreads = nparts;
+    if (nthreads < 1)
+        nthreads = 1;
+    int64_t total = 0, *est = lam_calloc((size_t)(nparts ? nparts : 1), sizeof(*est));
+    for (size_t i = 0; i < man->nsegs; i++) {
+        const batch_segment_t *s = &man->segs[i];
+        if (s->partition < nparts && s->first >= 0 && s->first < cutoffs[s->partition]) {
+            int64_t c = s->last < cutoffs[s->partition] ? s->count : s->count - (s->last - cutoffs[s->partition]);
+            if (c < 0)
+                c = 0;
+            est[s->partition] += c;
+            total += c;
+        }
+    }
+    run_job_t *jobs = lam_calloc((size_t)nthreads, sizeof(*jobs));
+    int64_t *load = lam_calloc((size_t)nthreads, sizeof(*load));
+    atomic_int cancel = 0;
+    for (int t = 0; t < nthreads; t++) {
+        jobs[t].cfg = cfg;
+        jobs[t].man = man;
+        jobs[t].cut = cutoffs;
+        jobs[t].est = est;
+        jobs[t].parts = lam_malloc((size_t)(nparts ? nparts : 1) * sizeof(int32_t));
+        jobs[t].agg = lam_agg_new(views);
+        jobs[t].cancel = &cancel;
+    }
+    int *done = lam_calloc((size_t)(nparts ? nparts : 1), sizeof(int));
+    for (int k = 0; k < nparts; k++) {
+        int best = -1;
+        for (int p = 0; p < nparts; p++)
+            if (!done[p] && (best < 0 || est[p] > est[best]))
+                best = p;
+        done[best] = 1;
+        int t = 0;
+        for (int u = 1; u < nthreads; u++)
+            if (load[u] < load[t])
+                t = u;
+        jobs[t].parts[jobs[t].nparts++] = best;
+        load[t] += est[best] + 1;
+    }
+    lam_free(done);
+    lam_free(load);
+    if (progress)
+        progress(opaque, 0, total, 0);
+
+    int64_t t_scan = now_ns();
+    for (int t = 0; t < nthreads; t++)
+        pthread_create(&jobs[t].th, NULL, run_worker, &jobs[t]);
+    int finished = 0;
+    int *joined = lam_calloc((size_t)nthreads, sizeof(int));
+    int64_t records = 0, skipped = 0, dups = 0;
+    while (!finished) {
+        for (int i = 0; i < 25 && !finished; i++) {
+            lam_service_sleep_ms(i < 5 ? 2 : 20); /* short first sleeps: small runs end quickly */
+            if (lam_service_stopping())
+                atomic_store(&cancel, 1);
+            finished = 1;
+            for (int t = 0; t < nthreads; t++) {
+                if (!joined[t] && pthread_tryjoin_np(jobs[t].th, NULL) == 0)
+                    joined[t] = 1;
+                if (!joined[t])
+                    finished = 0;
+            }
+        }
+        records = skipped = dups = 0;
+        for (int t = 0; t < nthreads; t++) {
+            records += atomic_load(&jobs[t].records);
+            skipped += atomic_load(&jobs[t].skipped);
+            dups += atomic_load(&jobs[t].dups);
+        }
+        if (!finished && progress)
+            progress(opaque, records, total > records ? total : records, skipped);
+    }
+    lam_free(joined);
+    out->scan_us = (now_ns() - t_scan) / 1000;
+    const char *why = NULL;
+    for (int t = 0; t < nthreads; t++) {
+        out->read_us += jobs[t].read_ns / 1000;
+        out->busy_us += jobs[t].busy_ns / 1000;
+        if (jobs[t].failed && !why)
+            why = jobs[t].err;
+    }
+    if (!why && atomic_load(&cancel))
+        why = "batch_layer stopped during the run";
+    int64_t t_merge = now_ns();
+    for (int t = 1; t < nthreads && !why; t++)
+        lam_agg_merge(jobs[0].agg, jobs[t].agg);
+    out->merge_us = (now_ns() - t_merge) / 1000;
+    if (why)
+        snprintf(errstr, errstr_size, "%s", why);
+    else
+        out->agg = jobs[0].agg;
+    for (int t = why ? 0 : 1; t < nthreads; t++)
+        lam_agg_free(jobs[t].agg);
+    for (int t = 0; t < nthreads; t++)
+        lam_free(jobs[t].parts);
+    out->records = records;
+    out->skipped = skipped;
+    out->dups = dups;
+    out->total = total;
+    out->threads = nthreads;
+    lam_free(jobs);
+    lam_free(est);
+    return why ? -1 : 0;
 }
 
 /* ---- cut markers ---- */
@@ -369,8 +540,14 @@ static int fail_run(batch_ctx_t *ctx, int64_t run, const char *reason)
     char err[512];
     lam_error("msg=\"run failed\" run=%" PRId64 " reason=\"%s\"", run, reason);
     atomic_fetch_add(&ctx->runs_failed, 1);
-    if (ctx->pg && batch_pg_fail(ctx->pg, run, reason, err, sizeof(err)) < 0)
-        lam_error("msg=\"cannot mark run failed\" run=%" PRId64 " error=\"%s\"", run, err);
+    if (!ctx->pg || batch_pg_fail(ctx->pg, run, reason, err, sizeof(err)) < 0) {
+        /* PostgreSQL is gone (the likely reason of the failure): record it once it is back, before
+         * runs left 'running' are marked failed as if the process had died. */
+        lam_error("msg=\"cannot mark run failed; will when PostgreSQL is back\" run=%" PRId64 " error=\"%s\"", run,
+                  ctx->pg ? err : "no connection");
+        ctx->unrecorded_run = run;
+        snprintf(ctx->unrecorded_reason, sizeof(ctx->unrecorded_reason), "%s", reason);
+    }
     return -1;
 }
 
@@ -391,6 +568,22 @@ static int redis_publish(batch_ctx_t *ctx, int64_t run)
         freeReplyObject(rep);
     redisFree(r);
     return ok ? 0 : -1;
+}
+
+struct run_progress_arg {
+    batch_ctx_t *ctx;
+    int64_t run;
+};
+
+static int run_progress(void *opaque, int64_t records, int64_t total, int64_t skipped)
+{
+    struct run_progress_arg *a = opaque;
+    char err[512];
+    if (batch_pg_progress(a->ctx->pg, a->run, records, total, skipped, err, sizeof(err)) < 0) {
+        lam_warn("msg=\"cannot write progress\" run=%" PRId64 " error=\"%s\"", a->run, err);
+        return -1;
+    }
+    return 0;
 }
 
 int batch_run_execute(batch_ctx_t *ctx, int64_t run)
@@ -424,6 +617,7 @@ int batch_run_execute(batch_ctx_t *ctx, int64_t run)
     batch_manifest_init(&man);
     int64_t deadline = lam_now_mono_ms() + ctx->cfg.cut_timeout_ms;
     int64_t *cutoffs = lam_malloc((size_t)nparts * sizeof(*cutoffs));
+    char seen_problem[256] = "";
     for (;;) {
         batch_manifest_free(&man);
         batch_archive_snapshot(ctx->archive, &man);
@@ -432,9 +626,13 @@ int batch_run_execute(batch_ctx_t *ctx, int64_t run)
             have += (cutoffs[p] = batch_manifest_cut(&man, run, p)) >= 0;
         if (have == nparts)
             break;
+        const char *problem = batch_archive_problem(ctx->archive);
+        if (problem)
+            snprintf(seen_problem, sizeof(seen_problem), "%s", problem);
         if (lam_now_mono_ms() > deadline || lam_service_stopping()) {
-            snprintf(err, sizeof(err), "archiver holds marker %" PRId64 " in %d of %d partitions after %" PRId64 " ms",
-                     run, have, nparts, ctx->cfg.cut_timeout_ms);
+            /* Name what held the archiver back (a full disk, an unwritable data dir) when it knows. */
+            snprintf(err, sizeof(err), "archiver holds marker %" PRId64 " in %d of %d partitions after %" PRId64 " ms%s%s",
+                     run, have, nparts, ctx->cfg.cut_timeout_ms, seen_problem[0] ? ": " : "", seen_problem);
             batch_manifest_free(&man);
             lam_free(cutoffs);
             lam_free(dr_offs);
@@ -461,104 +659,25 @@ int batch_run_execute(batch_ctx_t *ctx, int64_t run)
                      p, cutoffs[p], dr_offs[p]);
     lam_free(dr_offs);
 
-    /* Split partitions over the workers, largest first, each to the least loaded worker. */
-    int nthreads = (int)ctx->cfg.threads;
-    if (nthreads > nparts)
-        nthreads = nparts;
-    int64_t total = 0, *est = lam_calloc((size_t)nparts, sizeof(*est));
-    for (size_t i = 0; i < man.nsegs; i++) {
-        const batch_segment_t *s = &man.segs[i];
-        if (s->partition < nparts && s->first >= 0 && s->first < cutoffs[s->partition]) {
-            int64_t c = s->last < cutoffs[s->partition] ? s->count : s->count - (s->last - cutoffs[s->partition]);
-            if (c < 0)
-                c = 0;
-            est[s->partition] += c;
-            total += c;
-        }
-    }
-    run_job_t *jobs = lam_calloc((size_t)nthreads, sizeof(*jobs));
-    int64_t *load = lam_calloc((size_t)nthreads, sizeof(*load));
-    atomic_int cancel = 0;
-    for (int t = 0; t < nthreads; t++) {
-        jobs[t].cfg = &ctx->cfg;
-        jobs[t].man = &man;
-        jobs[t].cut = cutoffs;
-        jobs[t].est = est;
-        jobs[t].parts = lam_malloc((size_t)nparts * sizeof(int32_t));
-        jobs[t].agg = lam_agg_new(ctx->views);
-        jobs[t].cancel = &cancel;
-    }
-    int *done = lam_calloc((size_t)nparts, sizeof(int));
-    for (int k = 0; k < nparts; k++) {
-        int best = -1;
-        for (int p = 0; p < nparts; p++)
-            if (!done[p] && (best < 0 || est[p] > est[best]))
-                best = p;
-        done[best] = 1;
-        int t = 0;
-        for (int u = 1; u < nthreads; u++)
-            if (load[u] < load[t])
-                t = u;
-        jobs[t].parts[jobs[t].nparts++] = best;
-        load[t] += est[best] + 1;
-    }
-    lam_free(done);
-    lam_free(load);
-    batch_pg_progress(ctx->pg, run, 0, total, 0, err, sizeof(err));
-
-    int64_t t_scan = lam_now_mono_ms();
-    for (int t = 0; t < nthreads; t++)
-        pthread_create(&jobs[t].th, NULL, run_worker, &jobs[t]);
-    int finished = 0;
-    int *joined = lam_calloc((size_t)nthreads, sizeof(int));
-    int64_t records = 0, skipped = 0, dups = 0;
-    while (!finished) {
-        for (int i = 0; i < 25 && !finished; i++) {
-            lam_service_sleep_ms(20);
-            if (lam_service_stopping())
-                atomic_store(&cancel, 1);
-            finished = 1;
-            for (int t = 0; t < nthreads; t++) {
-                if (!joined[t] && pthread_tryjoin_np(jobs[t].th, NULL) == 0)
-                    joined[t] = 1;
-                if (!joined[t])
-                    finished = 0;
-            }
-        }
-        records = skipped = dups = 0;
-        for (int t = 0; t < nthreads; t++) {
-            records += atomic_load(&jobs[t].records);
-            skipped += atomic_load(&jobs[t].skipped);
-            dups += atomic_load(&jobs[t].dups);
-        }
-        if (!finished && batch_pg_progress(ctx->pg, run, records, total > records ? total : records, skipped, err,
-                                           sizeof(err)) < 0)
-            lam_warn("msg=\"cannot write progress\" run=%" PRId64 " error=\"%s\"", run, err);
-    }
-    lam_free(joined);
-    int64_t scan_ms = lam_now_mono_ms() - t_scan;
-    const char *why = NULL;
-    for (int t = 0; t < nthreads; t++)
-        if (jobs[t].failed && !why)
-            why = jobs[t].err;
-    if (!why && atomic_load(&cancel))
-        why = "batch_layer stopped during the run";
-    for (int t = 1; t < nthreads && !why; t++)
-        lam_agg_merge(jobs[0].agg, jobs[t].agg);
+    batch_recompute_t out;
     int result = 0;
-    if (why) {
-        result = fail_run(ctx, run, why);
+    if (batch_recompute(&ctx->cfg, ctx->views, &man, cutoffs, nparts, run_progress, &(struct run_progress_arg){ctx, run},
+                        &out, err, sizeof(err)) < 0) {
+        result = fail_run(ctx, run, err);
     } else {
+        int64_t records = out.records;
         lam_info("msg=\"recomputed\" run=%" PRId64 " records=%" PRId64 " skipped=%" PRId64 " duplicates=%" PRId64
-                 " cells=%zu scan_ms=%" PRId64 " events_per_s=%.0f",
-                 run, records, skipped, dups, lam_agg_size(jobs[0].agg), scan_ms,
-                 scan_ms ? records * 1000.0 / (double)scan_ms : 0.0);
+                 " cells=%zu threads=%d scan_ms=%" PRId64 " read_ms=%" PRId64 " busy_ms=%" PRId64 " merge_ms=%" PRId64
+                 " events_per_s=%.0f",
+                 run, records, out.skipped, out.dups, lam_agg_size(out.agg), out.threads, out.scan_us / 1000,
+                 out.read_us / 1000, out.busy_us / 1000, out.merge_us / 1000,
+                 out.scan_us ? (double)records * 1e6 / (double)out.scan_us : 0.0);
         int64_t t_pub = lam_now_mono_ms();
-        if (batch_pg_publish(ctx->pg, run, jobs[0].agg, records, skipped, err, sizeof(err)) < 0) {
+        if (batch_pg_publish(ctx->pg, run, out.agg, records, out.skipped, err, sizeof(err)) < 0) {
             result = fail_run(ctx, run, err);
         } else {
             lam_info("msg=\"published\" run=%" PRId64 " view_rows=%zu load_publish_ms=%" PRId64, run,
-                     lam_agg_size(jobs[0].agg), lam_now_mono_ms() - t_pub);
+                     lam_agg_size(out.agg), lam_now_mono_ms() - t_pub);
             atomic_store(&ctx->current_run, run);
             atomic_fetch_add(&ctx->runs_succeeded, 1);
             atomic_store(&ctx->last_run_ms, lam_now_mono_ms() - t0);
@@ -567,16 +686,13 @@ int batch_run_execute(batch_ctx_t *ctx, int64_t run)
             if (batch_pg_cleanup(ctx->pg, run, err, sizeof(err)) < 0)
                 lam_warn("msg=\"cannot delete old view rows\" run=%" PRId64 " error=\"%s\"", run, err);
         }
+        lam_agg_free(out.agg);
     }
-    for (int t = 0; t < nthreads; t++) {
-        lam_agg_free(jobs[t].agg);
-        lam_free(jobs[t].parts);
-    }
-    lam_free(jobs);
-    lam_free(est);
     lam_free(cutoffs);
     batch_manifest_free(&man);
     atomic_store(&ctx->running_run, 0);
+    /* The run's memory (aggregates, id sets, block buffers) goes back to the system between runs. */
+    malloc_trim(0);
     return result;
 }
 
@@ -603,7 +719,7 @@ static int pg_ready(batch_ctx_t *ctx)
         ctx->pg = lam_pg_connect_wait(ctx->cfg.common.pg_url);
         if (!ctx->pg)
             return -1;
-        if (lam_store_pg_migrate(ctx->pg, err, sizeof(err)) < 0 ||
+        if (lam_store_pg_migrate(ctx->pg, err, sizeof(err)) < 0 || batch_pg_prepare(ctx->pg, err, sizeof(err)) < 0 ||
             lam_pg_exec(ctx->pg, "LISTEN " LAM_STORE_NOTIFY_RUNS, 0, NULL, err, sizeof(err)) < 0) {
             lam_error("msg=\"postgresql set-up failed\" error=\"%s\"", err);
             pg_drop(ctx);
@@ -632,6 +748,16 @@ static int pg_ready(batch_ctx_t *ctx)
             return -1;
         }
         ctx->pg_locked = 1;
+        if (ctx->unrecorded_run > 0) {
+            if (batch_pg_fail(ctx->pg, ctx->unrecorded_run, ctx->unrecorded_reason, err, sizeof(err)) < 0) {
+                lam_error("msg=\"cannot mark run failed\" run=%" PRId64 " error=\"%s\"", ctx->unrecorded_run, err);
+                pg_drop(ctx);
+                return -1;
+            }
+            lam_info("msg=\"recorded a run that failed while PostgreSQL was unreachable\" run=%" PRId64,
+                     ctx->unrecorded_run);
+            ctx->unrecorded_run = 0;
+        }
         int n = batch_pg_fail_stale(ctx->pg, -1, err, sizeof(err));
         if (n > 0)
             lam_warn("msg=\"marked runs of a dead batch_layer failed\" runs=%d", n);

@@ -12,7 +12,7 @@
 #include "batch.h"
 #include "lam_mem.h"
 
-/* ---- crc32c (Castagnoli), slicing-by-8 tables built once ---- */
+/* ---- crc32c (Castagnoli): SSE4.2 where the CPU has it, else slicing-by-8 tables built once ---- */
 
 static uint32_t crc_tab[8][256];
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
@@ -30,7 +30,7 @@ static void crc_init(void)
             crc_tab[t][i] = (crc_tab[t - 1][i] >> 8) ^ crc_tab[0][crc_tab[t - 1][i] & 0xff];
 }
 
-uint32_t batch_crc32c(uint32_t crc, const void *data, size_t len)
+uint32_t batch_crc32c_portable(uint32_t crc, const void *data, size_t len)
 {
     pthread_once(&crc_once, crc_init);
     const uint8_t *p = data;
@@ -50,6 +50,49 @@ uint32_t batch_crc32c(uint32_t crc, const void *data, size_t len)
         crc = (crc >> 8) ^ crc_tab[0][(crc ^ *p++) & 0xff];
     return ~crc;
 }
+
+#if defined(__x86_64__)
+/* The SSE4.2 crc32 instruction computes exactly crc32c, 8 bytes per instruction. */
+__attribute__((target("sse4.2"))) static uint32_t crc32c_sse42(uint32_t crc, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    uint64_t c = ~crc;
+    while (len >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c = __builtin_ia32_crc32di(c, v);
+        p += 8;
+        len -= 8;
+    }
+    uint32_t c32 = (uint32_t)c;
+    while (len--)
+        c32 = __builtin_ia32_crc32qi(c32, *p++);
+    return ~c32;
+}
+
+int batch_crc32c_hw(void)
+{
+    return __builtin_cpu_supports("sse4.2");
+}
+
+uint32_t batch_crc32c(uint32_t crc, const void *data, size_t len)
+{
+    static int hw = -1; /* same answer from every thread: a benign race */
+    if (hw < 0)
+        hw = batch_crc32c_hw();
+    return hw ? crc32c_sse42(crc, data, len) : batch_crc32c_portable(crc, data, len);
+}
+#else
+int batch_crc32c_hw(void)
+{
+    return 0;
+}
+
+uint32_t batch_crc32c(uint32_t crc, const void *data, size_t len)
+{
+    return batch_crc32c_portable(crc, data, len);
+}
+#endif
 
 /* ---- little-endian helpers (the format is little endian on every host) ---- */
 

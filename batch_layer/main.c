@@ -39,7 +39,8 @@ static const lam_config_entry_t batch_config_table[] = {
 
 static int is_command(const char *s)
 {
-    return !strcmp(s, "run") || !strcmp(s, "status") || !strcmp(s, "verify") || !strcmp(s, "dump");
+    return !strcmp(s, "run") || !strcmp(s, "status") || !strcmp(s, "verify") || !strcmp(s, "dump") ||
+           !strcmp(s, "recompute");
 }
 
 int main(int argc, char **argv)
@@ -51,7 +52,8 @@ int main(int argc, char **argv)
                "       batch_layer run [--wait]    request a run (and follow its progress)\n"
                "       batch_layer status          master dataset summary and recent runs\n"
                "       batch_layer verify          check every checksum of the master dataset and its manifest\n"
-               "       batch_layer dump [--partition P]  print the master records\n\n");
+               "       batch_layer dump [--partition P]  print the master records\n"
+               "       batch_layer recompute [--run K]  measure a recompute up to run K's cut (read-only)\n\n");
     lam_config_init_or_exit("batch_layer", batch_config_table, &ctx.cfg, cmd ? 1 : argc, argv);
     lam_service_signals();
 

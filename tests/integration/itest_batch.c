@@ -1,5 +1,6 @@
 /* itest_batch.c - batch_layer against real Kafka, Redis and PostgreSQL: archiver crash safety, verify,
- * runs equal to an independent recomputation, cuts, late events, duplicates, kill -9 mid-run, determinism. */
+ * runs equal to an independent recomputation, cuts, late events, duplicates, kill -9 mid-run, determinism,
+ * a full disk, PostgreSQL lost mid-run. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,6 +26,7 @@
 #include "lam_pg.h"
 #include "lam_redis.h"
 #include "lam_service.h"
+#include "lam_store.h"
 #include "lam_view.h"
 #include "testlib.h"
 
@@ -511,6 +513,62 @@ static void test_torn_tail_truncated_on_restart(void **st)
 }
 
 /* A PostgreSQL error during the load: the run fails with the reason, the previous run stays published. */
+/*
+ * Request a run (batch_layer run) and wait up to 30 s until the service has claimed it; r gets its
+ * number as text. Returns the run (status then in status).
+ */
+static long long request_until_claimed(PGconn *c, char *r, size_t rsz, char *status, size_t ssz)
+{
+    char out[256];
+    assert_int_equal(cli("run", out, sizeof(out), NULL), 0);
+    long long k = 0;
+    assert_int_equal(sscanf(out, "run %lld requested", &k), 1);
+    snprintf(r, rsz, "%lld", k);
+    int64_t deadline = lam_now_mono_ms() + 30000;
+    while (lam_now_mono_ms() < deadline) {
+        q_text(c, "SELECT status FROM lam_runs WHERE run = $1::bigint", r, status, ssz);
+        if (strcmp(status, "requested"))
+            break;
+        usleep(500);
+    }
+    return k;
+}
+
+/* Wait up to 30 s while run r's status is `from`; status gets the one it moved to. */
+static void wait_status_leaves(PGconn *c, const char *r, const char *from, char *status, size_t ssz)
+{
+    int64_t deadline = lam_now_mono_ms() + 30000;
+    while (lam_now_mono_ms() < deadline) {
+        q_text(c, "SELECT status FROM lam_runs WHERE run = $1::bigint", r, status, ssz);
+        if (strcmp(status, from))
+            break;
+        usleep(20000);
+    }
+}
+
+/*
+ * `batch_layer run --wait` exited with rc and printed out: its run k failed with `reason` in its
+ * error, and run prev is still the published one with the same rows (checksum before). Returns k.
+ */
+static long long assert_failed_keeping(PGconn *c, int rc, const char *out, const char *reason, int64_t prev,
+                                       const char *before)
+{
+    assert_int_equal(rc, 1);
+    long long k = 0;
+    assert_int_equal(sscanf(out, "run %lld requested", &k), 1);
+    char r[32], status[32], error[512], after[128];
+    snprintf(r, sizeof(r), "%lld", k);
+    q_text(c, "SELECT status FROM lam_runs WHERE run = $1::bigint", r, status, sizeof(status));
+    q_text(c, "SELECT error FROM lam_runs WHERE run = $1::bigint", r, error, sizeof(error));
+    assert_string_equal(status, "failed");
+    if (!strstr(error, reason))
+        fail_msg("error of run %lld does not say \"%s\": %s", k, reason, error);
+    assert_int_equal(q_int(c, "SELECT run FROM lam_published", NULL), prev);
+    rows_checksum(prev, after, sizeof(after));
+    assert_string_equal(before, after);
+    return k;
+}
+
 static void test_pg_error_fails_run_cleanly(void **st)
 {
     (void)st;
@@ -526,19 +584,9 @@ static void test_pg_error_fails_run_cleanly(void **st)
                     0, NULL, err, sizeof(err)) < 0)
         fail_msg("%s", err);
     int rc = cli("run --wait", out, sizeof(out), NULL);
-    assert_int_equal(rc, 1);
-    long long k = 0;
-    assert_int_equal(sscanf(out, "run %lld requested", &k), 1);
-    char r[32], status[32], error[512], after[128];
+    long long k = assert_failed_keeping(c, rc, out, "itest injected failure", prev, before);
+    char r[32];
     snprintf(r, sizeof(r), "%lld", k);
-    q_text(c, "SELECT status FROM lam_runs WHERE run = $1::bigint", r, status, sizeof(status));
-    q_text(c, "SELECT error FROM lam_runs WHERE run = $1::bigint", r, error, sizeof(error));
-    assert_string_equal(status, "failed");
-    if (!strstr(error, "itest injected failure"))
-        fail_msg("error of run %lld: %s", k, error);
-    assert_int_equal(q_int(c, "SELECT run FROM lam_published", NULL), prev);
-    rows_checksum(prev, after, sizeof(after));
-    assert_string_equal(before, after);
     assert_int_equal(q_int(c, "SELECT count(*) FROM lam_view_rows WHERE run = $1::bigint", r), 0);
     assert_int_equal(lam_pg_exec(c, "DROP TRIGGER itest_fail ON lam_view_rows", 0, NULL, err, sizeof(err)), 0);
     assert_int_equal(lam_pg_exec(c, "DROP FUNCTION itest_fail()", 0, NULL, err, sizeof(err)), 0);
@@ -547,6 +595,90 @@ static void test_pg_error_fails_run_cleanly(void **st)
     char now[128];
     rows_checksum(k2, now, sizeof(now));
     assert_string_equal(before, now); /* nothing new was produced: same rows */
+    PQfinish(c);
+}
+
+/*
+ * Disk full: the data dir is a tmpfs of 512 KiB, far less than the master dataset. The archiver fails
+ * to write, the run cannot reach its markers and fails naming the full disk; the previous run
+ * stays published with the same rows; back on the real disk the next run succeeds.
+ */
+static void test_disk_full_fails_run_keeps_previous(void **st)
+{
+    (void)st;
+    if (geteuid() != 0)
+        skip(); /* mounting a tmpfs needs root */
+    PGconn *c = pg();
+    int64_t prev = q_int(c, "SELECT run FROM lam_published", NULL);
+    char before[128], full[1200], cmd[2600], out[4096];
+    rows_checksum(prev, before, sizeof(before));
+    kill_service(SIGTERM);
+    snprintf(full, sizeof(full), "%s-full", data_dir);
+    mkdir(full, 0755);
+    snprintf(cmd, sizeof(cmd), "mount -t tmpfs -o size=512k itest-batch-full '%s'", full);
+    assert_int_equal(system(cmd), 0);
+    setenv("LAM_DATA_DIR", full, 1);
+    setenv("LAM_BATCH_CUT_TIMEOUT", "5s", 1);
+    start_service();
+    /* The run once the archiver has met the full disk (joining the group can take a while). */
+    snprintf(cmd, sizeof(cmd), "curl -fs --max-time 5 http://%s/metrics | awk '$1 == \"lam_batch_archive_errors_total\""
+             " && $2 > 0 {ok = 1} END {exit !ok}'", lam_test_env("LAM_BATCH_ADDR", "127.0.0.1:8083"));
+    int64_t deadline = lam_now_mono_ms() + 60000;
+    int full_seen = 0;
+    while (!(full_seen = system(cmd) == 0) && lam_now_mono_ms() < deadline)
+        usleep(200000);
+    int rc = full_seen ? cli("run --wait", out, sizeof(out), NULL) : -1;
+    /* Back to the real disk before any assertion, so that a failure here does not break the tests after. */
+    kill_service(SIGTERM);
+    setenv("LAM_DATA_DIR", data_dir, 1);
+    unsetenv("LAM_BATCH_CUT_TIMEOUT");
+    snprintf(cmd, sizeof(cmd), "umount '%s' && rmdir '%s'", full, full);
+    int umount_rc = system(cmd);
+    start_service();
+    assert_true(full_seen);
+    long long k = assert_failed_keeping(c, rc, out, "No space left on device", prev, before);
+    assert_int_equal(umount_rc, 0);
+
+    int64_t k2 = run_and_wait();
+    assert_true(k2 > k);
+    char now[128];
+    rows_checksum(k2, now, sizeof(now));
+    assert_string_equal(before, now); /* no event was produced meanwhile: the same rows */
+    PQfinish(c);
+}
+
+/*
+ * PostgreSQL cuts the batch layer's connection mid-run (as when it restarts): the run fails with
+ * PostgreSQL's error, written once the batch layer is connected again (not as a crash), the
+ * previous run stays published, and the next run succeeds.
+ */
+static void test_pg_lost_mid_run_fails_with_its_reason(void **st)
+{
+    (void)st;
+    PGconn *c = pg();
+    int64_t prev = q_int(c, "SELECT run FROM lam_published", NULL);
+    char before[128], err[512], r[32], status[32] = "", error[512] = "";
+    rows_checksum(prev, before, sizeof(before));
+    long long k = request_until_claimed(c, r, sizeof(r), status, sizeof(status));
+    assert_string_equal(status, "running");
+    if (lam_pg_exec(c,
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND pid <> pg_backend_pid()",
+                    0, NULL, err, sizeof(err)) < 0)
+        fail_msg("%s", err);
+    wait_status_leaves(c, r, "running", status, sizeof(status));
+    assert_string_equal(status, "failed");
+    q_text(c, "SELECT error FROM lam_runs WHERE run = $1::bigint", r, error, sizeof(error));
+    if (!strstr(error, "postgresql") || strstr(error, "crash"))
+        fail_msg("error of run %lld does not say PostgreSQL failed: %s", k, error);
+    assert_int_equal(q_int(c, "SELECT run FROM lam_published", NULL), prev);
+    char after[128];
+    rows_checksum(prev, after, sizeof(after));
+    assert_string_equal(before, after);
+    int64_t k2 = run_and_wait();
+    assert_true(k2 > k);
+    rows_checksum(k2, after, sizeof(after));
+    assert_string_equal(before, after);
     PQfinish(c);
 }
 
@@ -751,20 +883,9 @@ static void test_kill9_mid_run_keeps_previous(void **st)
     (void)st;
     PGconn *c = pg();
     int64_t prev = q_int(c, "SELECT run FROM lam_published", NULL);
-    char before[128], out[256];
+    char before[128], r[32], status[32] = "";
     rows_checksum(prev, before, sizeof(before));
-    assert_int_equal(cli("run", out, sizeof(out), NULL), 0);
-    long long k = 0;
-    assert_int_equal(sscanf(out, "run %lld requested", &k), 1);
-    char r[32], status[32] = "";
-    snprintf(r, sizeof(r), "%lld", k);
-    int64_t deadline = lam_now_mono_ms() + 30000;
-    while (lam_now_mono_ms() < deadline) {
-        q_text(c, "SELECT status FROM lam_runs WHERE run = $1::bigint", r, status, sizeof(status));
-        if (strcmp(status, "requested"))
-            break;
-        usleep(500);
-    }
+    long long k = request_until_claimed(c, r, sizeof(r), status, sizeof(status));
     kill_service(SIGKILL);
     q_text(c, "SELECT status FROM lam_runs WHERE run = $1::bigint", r, status, sizeof(status));
     if (strcmp(status, "running"))
@@ -775,13 +896,7 @@ static void test_kill9_mid_run_keeps_previous(void **st)
     assert_string_equal(before, after);
 
     start_service();
-    deadline = lam_now_mono_ms() + 30000;
-    while (lam_now_mono_ms() < deadline) {
-        q_text(c, "SELECT status FROM lam_runs WHERE run = $1::bigint", r, status, sizeof(status));
-        if (!strcmp(status, "failed"))
-            break;
-        usleep(20000);
-    }
+    wait_status_leaves(c, r, "running", status, sizeof(status));
     assert_string_equal(status, "failed");
     char error[256];
     q_text(c, "SELECT error FROM lam_runs WHERE run = $1::bigint", r, error, sizeof(error));
@@ -790,6 +905,82 @@ static void test_kill9_mid_run_keeps_previous(void **st)
     assert_true(k2 > k);
     assert_int_equal(q_int(c, "SELECT run FROM lam_published", NULL), k2);
     compare_run(k2, &exp_c);
+    PQfinish(c);
+}
+
+/* While a run scans, its row holds the total to do and the records done, never going backwards. */
+static void test_progress_written_while_running(void **st)
+{
+    (void)st;
+    PGconn *c = pg();
+    char r[32], status[32] = "", err[512];
+    long long k = request_until_claimed(c, r, sizeof(r), status, sizeof(status));
+    const char *p[] = {r};
+    int64_t seen_total = 0, last = 0, backwards = 0, over = 0, rec = 0, tot = 0;
+    int64_t deadline = lam_now_mono_ms() + 60000;
+    while (lam_now_mono_ms() < deadline) {
+        PGresult *res = lam_pg_query(c, "SELECT status, records, records_total FROM lam_runs WHERE run = $1::bigint", 1,
+                                     p, err, sizeof(err));
+        if (!res)
+            fail_msg("%s", err);
+        snprintf(status, sizeof(status), "%s", PQgetvalue(res, 0, 0));
+        rec = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+        tot = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+        PQclear(res);
+        if (strcmp(status, "running"))
+            break;
+        if (tot > 0)
+            seen_total = tot;
+        backwards += rec < last;
+        over += rec > tot;
+        last = rec;
+        usleep(2000);
+    }
+    assert_string_equal(status, "succeeded");
+    if (seen_total <= 0)
+        fail_msg("run %lld: records_total never set while it ran", k);
+    assert_int_equal(backwards, 0);
+    assert_int_equal(over, 0);
+    /* Done: records = records_total = the events read (the estimate also counted the markers). */
+    assert_int_equal(rec, tot);
+    assert_true(rec > STREAM_N && rec <= seen_total);
+    PQfinish(c);
+}
+
+/*
+ * An idle batch layer starts a requested run within a second (NOTIFY); requests made while a run
+ * is in flight coalesce into ONE next run, which starts as soon as the first one ends.
+ */
+static void test_requests_during_a_run_coalesce(void **st)
+{
+    (void)st;
+    PGconn *c = pg();
+    char r[32], status[32] = "", err[512];
+    long long a = request_until_claimed(c, r, sizeof(r), status, sizeof(status));
+    assert_string_equal(status, "running");
+    long long b[3];
+    for (int i = 0; i < 3; i++) { /* as serving's POST /v1/batch/runs does, a few ms apart */
+        int created;
+        b[i] = lam_store_pg_request_run(c, &created, err, sizeof(err));
+        if (b[i] < 0)
+            fail_msg("%s", err);
+        assert_int_equal(created, i == 0);
+    }
+    assert_true(b[0] > a);
+    assert_true(b[1] == b[0] && b[2] == b[0]);
+    char rb[32];
+    snprintf(rb, sizeof(rb), "%lld", b[0]);
+    wait_status_leaves(c, r, "running", status, sizeof(status));
+    assert_string_equal(status, "succeeded");
+    wait_status_leaves(c, rb, "requested", status, sizeof(status));
+    wait_status_leaves(c, rb, "running", status, sizeof(status));
+    assert_string_equal(status, "succeeded");
+    assert_int_equal(q_int(c, "SELECT count(*) FROM lam_runs WHERE run > $1::bigint", r), 1);
+    /* Claimed within a second of the request (idle service), and of the previous run's end. */
+    assert_int_equal(q_int(c, "SELECT count(*) FROM lam_runs WHERE run = $1::bigint"
+                              " AND started_at - requested_at < interval '1 second'", r), 1);
+    assert_int_equal(q_int(c, "SELECT count(*) FROM lam_runs b JOIN lam_runs a ON a.run = $1::bigint"
+                              " WHERE b.run > a.run AND b.started_at - a.finished_at < interval '1 second'", r), 1);
     PQfinish(c);
 }
 
@@ -942,8 +1133,12 @@ int main(void)
         cmocka_unit_test(test_cut_late_event_and_skipped),
         cmocka_unit_test(test_determinism_same_content),
         cmocka_unit_test(test_kill9_mid_run_keeps_previous),
+        cmocka_unit_test(test_progress_written_while_running),
+        cmocka_unit_test(test_requests_during_a_run_coalesce),
         cmocka_unit_test(test_concurrent_reader_never_sees_a_mix),
         cmocka_unit_test(test_pg_error_fails_run_cleanly),
+        cmocka_unit_test(test_disk_full_fails_run_keeps_previous),
+        cmocka_unit_test(test_pg_lost_mid_run_fails_with_its_reason),
         cmocka_unit_test(test_interval_schedule),
         cmocka_unit_test(test_http_health_and_metrics),
     };
