@@ -49,6 +49,27 @@ typedef struct lam_json {
     char err[96];      /* message of the last LAM_JSON_ERROR */
 } lam_json_t;
 
+/**
+ * Offset of the first byte at or after p in b[0..len) that is '"', '\\', a control character
+ * or non-ASCII (len when there is none): the end of a string's plain run. 8 bytes at a time.
+ */
+static inline size_t lam_json_plain_run(const uint8_t *b, size_t p, size_t len)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    while (p + 8 <= len) {
+        uint64_t w;
+        __builtin_memcpy(&w, b + p, 8);
+        uint64_t q = w ^ (ones * '"'), bs = w ^ (ones * '\\');
+        uint64_t stop = (w | ((w - ones * 0x20) & ~w) | ((q - ones) & ~q) | ((bs - ones) & ~bs)) & highs;
+        if (stop)
+            return p + (size_t)(__builtin_ctzll(stop) >> 3);
+        p += 8;
+    }
+    while (p < len && b[p] >= 0x20 && b[p] < 0x80 && b[p] != '"' && b[p] != '\\')
+        p++;
+    return p;
+}
+
 /** Start a cursor over buf[0..len). */
 void lam_json_init(lam_json_t *j, const char *buf, size_t len, int flags);
 /** Next token. After LAM_JSON_ERROR every call returns LAM_JSON_ERROR again. */
