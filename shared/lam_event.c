@@ -286,7 +286,8 @@ static void parse_begin(lam_event_t *ev, int64_t now_ms)
  * pointers. canon is the canonical length so far without "ts". 0 or -1 with a message.
  */
 static int parse_finish(lam_event_t *ev, int seen_id, int seen_type, size_t canon, int64_t now_ms,
-                        int64_t max_future_ms, char *errstr, size_t errstr_size)
+                        int64_t max_future_ms, const char *ts_text, size_t ts_len, char *errstr,
+                        size_t errstr_size)
 {
     if (!seen_type)
         return ev_err(errstr, errstr_size, "type", 4, "required");
@@ -300,13 +301,18 @@ static int parse_finish(lam_event_t *ev, int seen_id, int seen_type, size_t cano
     int64_t tsm = ev->ts_ms;
     char *tb = ev->ts_buf + sizeof(ev->ts_buf) - 1;
     *tb = '\0';
-    uint64_t u = tsm < 0 ? (uint64_t)0 - (uint64_t)tsm : (uint64_t)tsm;
-    do {
-        *--tb = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (tsm < 0)
-        *--tb = '-';
+    if (ts_text) { /* already the canonical text of ts_ms */
+        tb -= ts_len;
+        memcpy(tb, ts_text, ts_len);
+    } else {
+        uint64_t u = tsm < 0 ? (uint64_t)0 - (uint64_t)tsm : (uint64_t)tsm;
+        do {
+            *--tb = (char)('0' + u % 10);
+            u /= 10;
+        } while (u);
+        if (tsm < 0)
+            *--tb = '-';
+    }
     ev->ts.type = LAM_VAL_NUMBER;
     ev->ts.val = tb;
     ev->ts.val_len = (uint32_t)(ev->ts_buf + sizeof(ev->ts_buf) - 1 - tb);
@@ -558,7 +564,7 @@ int lam_event_parse_general(lam_event_t *ev, const char *json, size_t len, int64
     }
     if (lam_json_next(&j) != LAM_JSON_EOF)
         return ev_err(errstr, errstr_size, "event", 5, "%s", j.err);
-    return parse_finish(ev, seen_id, seen_type, canon, now_ms, max_future_ms, errstr, errstr_size);
+    return parse_finish(ev, seen_id, seen_type, canon, now_ms, max_future_ms, NULL, 0, errstr, errstr_size);
 }
 
 /* ---- fast path ---- */
@@ -576,13 +582,11 @@ static inline size_t skip_ws(const char *s, size_t p)
  * escapes or control characters and is valid UTF-8 (so its canonical form is its raw bytes);
  * 0 otherwise.
  */
-static size_t plain_string_end(const char *s, size_t p, size_t len)
+static size_t plain_string_end_slow(const char *s, size_t start, size_t p, size_t len)
 {
     const uint8_t *b = (const uint8_t *)s;
-    size_t start = p;
     int high = 0;
     for (;;) {
-        p = lam_json_plain_run(b, p, len);
         if (p >= len)
             return 0;
         if (b[p] == '"')
@@ -590,11 +594,19 @@ static size_t plain_string_end(const char *s, size_t p, size_t len)
         if (b[p] < 0x80)
             return 0;
         high = 1;
-        p++;
+        p = lam_json_plain_run(b, p + 1, len);
     }
     if (high && !lam_json_utf8_valid(s + start, p - start))
         return 0;
     return p;
+}
+
+static inline __attribute__((always_inline)) size_t plain_string_end(const char *s, size_t p, size_t len)
+{
+    size_t e = lam_json_plain_run((const uint8_t *)s, p, len);
+    if (e < len && s[e] == '"')
+        return e;
+    return plain_string_end_slow(s, p, e, len);
 }
 
 static int is_digit(char c)
@@ -633,9 +645,10 @@ static size_t number_end(const char *s, size_t p)
 }
 
 /* ts as a plain non-negative integer (the common case) or an RFC 3339 string; 0 declines. */
-static int fast_ts(lam_event_t *ev, const char *s, size_t *pp, size_t len)
+static int fast_ts(lam_event_t *ev, const char *s, size_t *pp, size_t len, size_t *text_len)
 {
     size_t p = *pp;
+    *text_len = 0;
     int64_t ms = 0;
     if (s[p] == '"') {
         size_t e = plain_string_end(s, p + 1, len);
@@ -650,6 +663,7 @@ static int fast_ts(lam_event_t *ev, const char *s, size_t *pp, size_t len)
         if (p == st || (s[st] == '0' && p - st > 1) || is_digit(s[p]) || s[p] == '.' || s[p] == 'e' ||
             s[p] == 'E' || ms > LAM_TIME_MAX_MS)
             return 0;
+        *text_len = p - st; /* canonical: digits without a leading zero */
     }
     ev->ts_ms = ms;
     ev->ts_given = 1;
@@ -667,6 +681,7 @@ int lam_event_parse_fast(lam_event_t *ev, const char *json, size_t len, int64_t 
     size_t pre_off[LAM_EVENT_MAX_DEPTH + 1], pre_len[LAM_EVENT_MAX_DEPTH + 1];
     int depth = 0, seen_id = 0, seen_ts = 0, seen_type = 0;
     size_t canon = 2, term = 0; /* term: where to put a NUL once the byte there was read */
+    size_t ts_off = 0, ts_len = 0; /* ts given as canonical integer text in the copy */
 
     if (len > LAM_EVENT_MAX_BYTES * 4)
         return 0;
@@ -697,7 +712,8 @@ int lam_event_parse_fast(lam_event_t *ev, const char *json, size_t len, int64_t 
             ((kl == 2 && s[ks] == 't' && s[ks + 1] == 's') || (kl == 2 && s[ks] == 'i' && s[ks + 1] == 'd') ||
              (kl == 4 && memcmp(s + ks, "type", 4) == 0))) {
             if (s[ks + 1] == 's') {
-                if (seen_ts++ || !fast_ts(ev, s, &p, len))
+                ts_off = p;
+                if (seen_ts++ || !fast_ts(ev, s, &p, len, &ts_len))
                     return 0;
             } else {
                 int is_id = s[ks] == 'i';
@@ -829,7 +845,8 @@ int lam_event_parse_fast(lam_event_t *ev, const char *json, size_t len, int64_t 
 done:
     if (skip_ws(s, p + 1) != len)
         return 0;
-    return parse_finish(ev, seen_id, seen_type, canon, now_ms, max_future_ms, NULL, 0) == 0;
+    return parse_finish(ev, seen_id, seen_type, canon, now_ms, max_future_ms, ts_len ? s + ts_off : NULL, ts_len,
+                        NULL, 0) == 0;
 }
 
 int lam_event_parse(lam_event_t *ev, const char *json, size_t len, int64_t now_ms, int64_t max_future_ms,
