@@ -26,26 +26,38 @@ void lam_event_free(lam_event_t *ev)
     lam_event_init(ev);
 }
 
-uint32_t lam_event_name_hash(const char *name, size_t len)
+/* Field-name hash, word-at-a-time multiply/xorshift (names are short and hashed once per field):
+   the whole 8-byte words, then the tail word k (bytes little-endian) and the finalizer. */
+static inline uint64_t name_hash_words(const char **name, size_t *len)
 {
-    /* word-at-a-time multiply/xorshift: names are short and hashed once per field */
-    uint64_t h = 0x9e3779b97f4a7c15ULL ^ len;
-    while (len >= 8) {
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ *len;
+    while (*len >= 8) {
         uint64_t k;
-        memcpy(&k, name, 8);
+        memcpy(&k, *name, 8);
         h = (h ^ k) * 0xff51afd7ed558ccdULL;
         h ^= h >> 32;
-        name += 8;
-        len -= 8;
+        *name += 8;
+        *len -= 8;
     }
-    uint64_t k = 0;
-    for (size_t i = 0; i < len; i++)
-        k |= (uint64_t)(uint8_t)name[i] << (8 * i);
+    return h;
+}
+
+static inline uint32_t name_hash_final(uint64_t h, uint64_t k)
+{
     h = (h ^ k) * 0xff51afd7ed558ccdULL;
     h ^= h >> 29;
     h *= 0xc4ceb9fe1a85ec53ULL;
     h ^= h >> 32;
     return (uint32_t)h;
+}
+
+uint32_t lam_event_name_hash(const char *name, size_t len)
+{
+    uint64_t h = name_hash_words(&name, &len);
+    uint64_t k = 0;
+    for (size_t i = 0; i < len; i++)
+        k |= (uint64_t)(uint8_t)name[i] << (8 * i);
+    return name_hash_final(h, k);
 }
 
 /*
@@ -55,24 +67,11 @@ uint32_t lam_event_name_hash(const char *name, size_t len)
 static inline uint32_t name_hash_padded(const char *name, size_t len)
 {
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    uint64_t h = 0x9e3779b97f4a7c15ULL ^ len;
-    size_t n = len;
-    while (n >= 8) {
-        uint64_t k;
-        memcpy(&k, name, 8);
-        h = (h ^ k) * 0xff51afd7ed558ccdULL;
-        h ^= h >> 32;
-        name += 8;
-        n -= 8;
-    }
+    uint64_t h = name_hash_words(&name, &len);
     uint64_t k;
     memcpy(&k, name, 8);
-    k &= n ? ~0ULL >> (64 - 8 * n) : 0;
-    h = (h ^ k) * 0xff51afd7ed558ccdULL;
-    h ^= h >> 29;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    h ^= h >> 32;
-    return (uint32_t)h;
+    k &= len ? ~0ULL >> (64 - 8 * len) : 0;
+    return name_hash_final(h, k);
 #else
     return lam_event_name_hash(name, len);
 #endif
