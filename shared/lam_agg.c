@@ -172,7 +172,7 @@ static lam_cell_t *lookup(const lam_agg_t *a, size_t view, int64_t ts, const cha
         }
         if (sl->hash == (uint32_t)h) {
             lam_cell_t *c = (lam_cell_t *)(a->cells + (size_t)(sl->off8 - 1) * 8);
-            if (c->ts == ts && c->view == view && c->key_len == len && lam_event_bytes_eq_(cell_keyp(c), key, len))
+            if (c->ts == ts && c->view == view && c->key_len == len && memcmp(cell_keyp(c), key, len) == 0)
                 return c;
         }
         s = (s + 1) & a->mask;
@@ -304,7 +304,8 @@ void lam_agg_group_key(const lam_view_t *v, const lam_event_t *ev, lam_buf_t *ou
         else
             return group_key_slow(v, ev, out);
     }
-    lam_buf_reserve(out, need);
+    if (out->cap - out->len < need + 1)
+        lam_buf_reserve(out, need);
     char *p = out->data + out->len;
     *p++ = '[';
     for (size_t i = 0; i < v->ngroup; i++) {
@@ -395,13 +396,21 @@ int lam_agg_add_event(lam_agg_t *a, const lam_event_t *ev)
     const lam_field_t *hf[HCACHE];
     uint64_t hv[HCACHE];
     size_t nh = 0;
+    /* bucket start per granularity, computed once per event */
+    int64_t floor_ts[LAM_GRAN_ALL + 1];
+    unsigned floor_have = 0;
     for (size_t vi = 0; vi < a->nviews; vi++) {
         const lam_view_t *v = &a->varr[vi];
         if (!lam_view_match(v, ev))
             continue;
         matched++;
-        int64_t ts = lam_time_floor(ev->ts_ms, v->granularity);
-        lam_buf_clear(&a->key);
+        unsigned g = (unsigned)v->granularity;
+        if (!(floor_have & (1u << g))) {
+            floor_ts[g] = lam_time_floor(ev->ts_ms, v->granularity);
+            floor_have |= 1u << g;
+        }
+        int64_t ts = floor_ts[g];
+        a->key.len = 0;
         lam_agg_group_key(v, ev, &a->key);
         lam_cell_t *c = get_h(a, vi, ts, a->key.data, a->key.len, cell_hash(vi, ts, a->key.data, a->key.len));
         c->count++;

@@ -28,7 +28,7 @@ void lam_event_free(lam_event_t *ev)
 
 /* Field-name hash, word-at-a-time multiply/xorshift (names are short and hashed once per field):
    the whole 8-byte words, then the tail word k (bytes little-endian) and the finalizer. */
-static inline uint64_t name_hash_words(const char **name, size_t *len)
+static inline __attribute__((always_inline)) uint64_t name_hash_words(const char **name, size_t *len)
 {
     uint64_t h = 0x9e3779b97f4a7c15ULL ^ *len;
     while (*len >= 8) {
@@ -42,7 +42,7 @@ static inline uint64_t name_hash_words(const char **name, size_t *len)
     return h;
 }
 
-static inline uint32_t name_hash_final(uint64_t h, uint64_t k)
+static inline __attribute__((always_inline)) uint32_t name_hash_final(uint64_t h, uint64_t k)
 {
     h = (h ^ k) * 0xff51afd7ed558ccdULL;
     h ^= h >> 29;
@@ -64,7 +64,7 @@ uint32_t lam_event_name_hash(const char *name, size_t len)
  * lam_event_name_hash for a name followed by at least 8 readable bytes: the tail is one masked
  * load instead of a byte loop (little-endian, where both build the same word).
  */
-static inline uint32_t name_hash_padded(const char *name, size_t len)
+static inline __attribute__((always_inline)) uint32_t name_hash_padded(const char *name, size_t len)
 {
 #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     uint64_t h = name_hash_words(&name, &len);
