@@ -7,6 +7,10 @@
 
 #include "lam_buf.h"
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 /** Token kinds returned by lam_json_next(). */
 typedef enum lam_json_tok {
     LAM_JSON_ERROR = -1, /* see j->err; sticky */
@@ -55,6 +59,19 @@ typedef struct lam_json {
  */
 static inline size_t lam_json_plain_run(const uint8_t *b, size_t p, size_t len)
 {
+#ifdef __SSE2__
+    /* 16 bytes at a time: as signed bytes, controls and non-ASCII are both < 0x20 */
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'), space = _mm_set1_epi8(0x20);
+    while (p + 16 <= len) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(b + p));
+        __m128i stop = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, bslash)),
+                                    _mm_cmplt_epi8(x, space));
+        unsigned mask = (unsigned)_mm_movemask_epi8(stop);
+        if (mask)
+            return p + (size_t)__builtin_ctz(mask);
+        p += 16;
+    }
+#endif
     const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
     while (p + 8 <= len) {
         uint64_t w;
