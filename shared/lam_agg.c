@@ -172,7 +172,7 @@ static lam_cell_t *lookup(const lam_agg_t *a, size_t view, int64_t ts, const cha
         }
         if (sl->hash == (uint32_t)h) {
             lam_cell_t *c = (lam_cell_t *)(a->cells + (size_t)(sl->off8 - 1) * 8);
-            if (c->ts == ts && c->view == view && c->key_len == len && lam_event_bytes_eq_(cell_keyp(c), key, len))
+            if (c->ts == ts && c->view == view && c->key_len == len && memcmp(cell_keyp(c), key, len) == 0)
                 return c;
         }
         s = (s + 1) & a->mask;
@@ -273,7 +273,7 @@ static void append_value(lam_buf_t *out, const lam_field_t *f)
     }
 }
 
-void lam_agg_group_key(const lam_view_t *v, const lam_event_t *ev, lam_buf_t *out)
+static void group_key_slow(const lam_view_t *v, const lam_event_t *ev, lam_buf_t *out)
 {
     lam_buf_reserve(out, 2);
     out->data[out->len++] = '[';
@@ -287,6 +287,47 @@ void lam_agg_group_key(const lam_view_t *v, const lam_event_t *ev, lam_buf_t *ou
     lam_buf_reserve(out, 1);
     out->data[out->len++] = ']';
     out->data[out->len] = '\0';
+}
+
+void lam_agg_group_key(const lam_view_t *v, const lam_event_t *ev, lam_buf_t *out)
+{
+    /* one reservation and direct writes; a string that needs escaping takes the slow path */
+    const lam_field_t *fs[LAM_VIEW_GROUP_MAX];
+    size_t need = 2 + v->ngroup;
+    for (size_t i = 0; i < v->ngroup; i++) {
+        const lam_field_t *f = lam_view_field(ev, &v->group_by[i]);
+        fs[i] = f;
+        if (!f || f->type == LAM_VAL_NULL)
+            need += 4;
+        else if (f->type != LAM_VAL_STRING || f->canon_plain || plain_ascii(f->val, f->val_len))
+            need += f->val_len + 2;
+        else
+            return group_key_slow(v, ev, out);
+    }
+    if (out->cap - out->len < need + 1)
+        lam_buf_reserve(out, need);
+    char *p = out->data + out->len;
+    *p++ = '[';
+    for (size_t i = 0; i < v->ngroup; i++) {
+        const lam_field_t *f = fs[i];
+        if (i)
+            *p++ = ',';
+        if (!f || f->type == LAM_VAL_NULL) {
+            memcpy(p, "null", 4);
+            p += 4;
+        } else if (f->type == LAM_VAL_STRING) {
+            *p++ = '"';
+            memcpy(p, f->val, f->val_len);
+            p += f->val_len;
+            *p++ = '"';
+        } else {
+            memcpy(p, f->val, f->val_len);
+            p += f->val_len;
+        }
+    }
+    *p++ = ']';
+    *p = '\0';
+    out->len = (size_t)(p - out->data);
 }
 
 int lam_agg_key_decode(const char *key, size_t len, lam_keyval_t *vals, size_t max, size_t *n,
@@ -350,13 +391,26 @@ int lam_agg_event_cell(const lam_view_t *v, const lam_event_t *ev, int64_t *buck
 int lam_agg_add_event(lam_agg_t *a, const lam_event_t *ev)
 {
     int matched = 0;
+    /* distinct values hashed once per event, however many views count them */
+    enum { HCACHE = 4 };
+    const lam_field_t *hf[HCACHE];
+    uint64_t hv[HCACHE];
+    size_t nh = 0;
+    /* bucket start per granularity, computed once per event */
+    int64_t floor_ts[LAM_GRAN_ALL + 1];
+    unsigned floor_have = 0;
     for (size_t vi = 0; vi < a->nviews; vi++) {
         const lam_view_t *v = &a->varr[vi];
         if (!lam_view_match(v, ev))
             continue;
         matched++;
-        int64_t ts = lam_time_floor(ev->ts_ms, v->granularity);
-        lam_buf_clear(&a->key);
+        unsigned g = (unsigned)v->granularity;
+        if (!(floor_have & (1u << g))) {
+            floor_ts[g] = lam_time_floor(ev->ts_ms, v->granularity);
+            floor_have |= 1u << g;
+        }
+        int64_t ts = floor_ts[g];
+        a->key.len = 0;
         lam_agg_group_key(v, ev, &a->key);
         lam_cell_t *c = get_h(a, vi, ts, a->key.data, a->key.len, cell_hash(vi, ts, a->key.data, a->key.len));
         c->count++;
@@ -372,7 +426,20 @@ int lam_agg_add_event(lam_agg_t *a, const lam_event_t *ev)
             if (m->kind == LAM_METRIC_DISTINCT) {
                 if (!cm->u.hll)
                     cm->u.hll = lam_hll_new();
-                lam_hll_add(cm->u.hll, f->val, f->val_len);
+                size_t k = 0;
+                while (k < nh && hf[k] != f)
+                    k++;
+                uint64_t hash;
+                if (k < nh) {
+                    hash = hv[k];
+                } else {
+                    hash = lam_hll_hash(f->val, f->val_len);
+                    if (nh < HCACHE) {
+                        hf[nh] = f;
+                        hv[nh++] = hash;
+                    }
+                }
+                lam_hll_add_hash(cm->u.hll, hash);
                 continue;
             }
             if (f->type != LAM_VAL_NUMBER || !f->micro_ok) {

@@ -26,26 +26,55 @@ void lam_event_free(lam_event_t *ev)
     lam_event_init(ev);
 }
 
-uint32_t lam_event_name_hash(const char *name, size_t len)
+/* Field-name hash, word-at-a-time multiply/xorshift (names are short and hashed once per field):
+   the whole 8-byte words, then the tail word k (bytes little-endian) and the finalizer. */
+static inline __attribute__((always_inline)) uint64_t name_hash_words(const char **name, size_t *len)
 {
-    /* word-at-a-time multiply/xorshift: names are short and hashed once per field */
-    uint64_t h = 0x9e3779b97f4a7c15ULL ^ len;
-    while (len >= 8) {
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ *len;
+    while (*len >= 8) {
         uint64_t k;
-        memcpy(&k, name, 8);
+        memcpy(&k, *name, 8);
         h = (h ^ k) * 0xff51afd7ed558ccdULL;
         h ^= h >> 32;
-        name += 8;
-        len -= 8;
+        *name += 8;
+        *len -= 8;
     }
-    uint64_t k = 0;
-    for (size_t i = 0; i < len; i++)
-        k |= (uint64_t)(uint8_t)name[i] << (8 * i);
+    return h;
+}
+
+static inline __attribute__((always_inline)) uint32_t name_hash_final(uint64_t h, uint64_t k)
+{
     h = (h ^ k) * 0xff51afd7ed558ccdULL;
     h ^= h >> 29;
     h *= 0xc4ceb9fe1a85ec53ULL;
     h ^= h >> 32;
     return (uint32_t)h;
+}
+
+uint32_t lam_event_name_hash(const char *name, size_t len)
+{
+    uint64_t h = name_hash_words(&name, &len);
+    uint64_t k = 0;
+    for (size_t i = 0; i < len; i++)
+        k |= (uint64_t)(uint8_t)name[i] << (8 * i);
+    return name_hash_final(h, k);
+}
+
+/*
+ * lam_event_name_hash for a name followed by at least 8 readable bytes: the tail is one masked
+ * load instead of a byte loop (little-endian, where both build the same word).
+ */
+static inline __attribute__((always_inline)) uint32_t name_hash_padded(const char *name, size_t len)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t h = name_hash_words(&name, &len);
+    uint64_t k;
+    memcpy(&k, name, 8);
+    k &= len ? ~0ULL >> (64 - 8 * len) : 0;
+    return name_hash_final(h, k);
+#else
+    return lam_event_name_hash(name, len);
+#endif
 }
 
 /* Print a field name for an error message: verbatim when short and plain, else quoted/escaped. */
@@ -89,21 +118,6 @@ static void arena_reserve(lam_event_t *ev, size_t extra)
     ev->arena_cap = cap;
 }
 
-static size_t u64_digits(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 10) {
-        v /= 10;
-        n++;
-    }
-    return n;
-}
-
-static size_t i64_len(int64_t v)
-{
-    return v < 0 ? 1 + u64_digits((uint64_t)0 - (uint64_t)v) : u64_digits((uint64_t)v);
-}
-
 /* ---- field-name hash table: entries are (gen << 32) | (hash & 0xffff0000) | field index ---- */
 
 static int name_eq(const lam_event_t *ev, const lam_field_t *f, const char *name, size_t len)
@@ -127,7 +141,7 @@ static void htab_rebuild(lam_event_t *ev, size_t cap)
 }
 
 /* Insert field index idx (already in ev->fields); returns -1 when the name is a duplicate. */
-static int htab_insert(lam_event_t *ev, size_t idx)
+static inline __attribute__((always_inline)) int htab_insert(lam_event_t *ev, size_t idx)
 {
     if (!ev->htab || (idx + 1) * 2 > ev->hmask + 1)
         htab_rebuild(ev, ev->htab ? (ev->hmask + 1) * 2 : 64);
@@ -177,6 +191,10 @@ int lam_event_set_id(lam_event_t *ev, const char *id, size_t len, char *errstr, 
     ev->id.type = LAM_VAL_STRING;
     ev->id.val = ev->id_buf;
     ev->id.val_len = (uint32_t)len;
+    ev->id.canon_plain = 1;
+    for (size_t i = 0; i < len; i++)
+        if ((uint8_t)id[i] < 0x20 || (uint8_t)id[i] >= 0x7f || id[i] == '"' || id[i] == '\\')
+            ev->id.canon_plain = 0;
     ev->canonical_len += id_canon_len(ev);
     return 0;
 }
@@ -275,6 +293,98 @@ static int parse_ts(lam_event_t *ev, lam_json_t *j, lam_json_tok_t t, char *errs
     return 0;
 }
 
+/* Reset ev for a new parse. */
+static void parse_begin(lam_event_t *ev, int64_t now_ms)
+{
+    ev->nfields = 0;
+    ev->arena_len = 0;
+    ev->ts_given = 0;
+    ev->ts_ms = now_ms;
+    builtin_init(&ev->id, "id", 2);
+    builtin_init(&ev->ts, "ts", 2);
+    builtin_init(&ev->type, "type", 4);
+    if (++ev->gen == 0) { /* generation wrapped: forget every stale entry */
+        if (ev->htab)
+            memset(ev->htab, 0, (ev->hmask + 1) * sizeof(uint64_t));
+        ev->gen = 1;
+    }
+}
+
+/*
+ * Checks after the last field, the built-in ts as a field, canonical_len and the final field
+ * pointers. canon is the canonical length so far without "ts". 0 or -1 with a message.
+ */
+static int parse_finish(lam_event_t *ev, int seen_id, int seen_type, size_t canon, int64_t now_ms,
+                        int64_t max_future_ms, const char *ts_text, size_t ts_len, char *errstr,
+                        size_t errstr_size)
+{
+    if (!seen_type)
+        return ev_err(errstr, errstr_size, "type", 4, "required");
+    if (ev->ts_given && max_future_ms >= 0 && now_ms < INT64_MAX - max_future_ms &&
+        ev->ts_ms > now_ms + max_future_ms)
+        return ev_err(errstr, errstr_size, "ts", 2, "more than %lld s in the future",
+                      (long long)(max_future_ms / 1000));
+    if (ev->ts_ms < LAM_TIME_MIN_MS || ev->ts_ms > LAM_TIME_MAX_MS)
+        return ev_err(errstr, errstr_size, "ts", 2, "out of range (years 0000..9999)");
+
+    int64_t tsm = ev->ts_ms;
+    char *tb = ev->ts_buf + sizeof(ev->ts_buf) - 1;
+    *tb = '\0';
+    if (ts_text) { /* already the canonical text of ts_ms */
+        tb -= ts_len;
+        memcpy(tb, ts_text, ts_len);
+    } else {
+        uint64_t u = tsm < 0 ? (uint64_t)0 - (uint64_t)tsm : (uint64_t)tsm;
+        do {
+            *--tb = (char)('0' + u % 10);
+            u /= 10;
+        } while (u);
+        if (tsm < 0)
+            *--tb = '-';
+    }
+    ev->ts.type = LAM_VAL_NUMBER;
+    ev->ts.val = tb;
+    ev->ts.val_len = (uint32_t)(ev->ts_buf + sizeof(ev->ts_buf) - 1 - tb);
+    ev->ts.micro_ok = !__builtin_mul_overflow(tsm, (int64_t)1000000, &ev->ts.micro);
+    ev->ts.canon_plain = 1;
+    canon += 6 + ev->ts.val_len; /* "ts":N, */
+    if (canon + (seen_id ? 0 : 8 + LAM_EVENT_GENERATED_ID_LEN) > LAM_EVENT_MAX_BYTES)
+        return ev_err(errstr, errstr_size, "event", 5, "larger than %d bytes in canonical form",
+                      LAM_EVENT_MAX_BYTES);
+    ev->canonical_len = canon;
+
+    for (size_t i = 0; i < ev->nfields; i++) {
+        lam_field_t *f = &ev->fields[i];
+        f->name = ev->arena + f->name_off;
+        f->val = ev->arena + f->val_off;
+    }
+    return 0;
+}
+
+/*
+ * Number field fields[idx] from token text that is not already canonical: canonical text at the
+ * arena end, micro value. tok must not point into the arena unless the caller reserved
+ * LAM_JSON_NUM_MAXLEN + 1 bytes first. -1 when out of range. Returns the text length in *vl.
+ */
+static int number_slow(lam_event_t *ev, size_t idx, const char *tok, size_t tok_len, size_t *vl)
+{
+    lam_json_num_t n;
+    lam_json_num_parse(tok, tok_len, &n);
+    if (!lam_json_num_in_range(&n))
+        return -1;
+    arena_reserve(ev, LAM_JSON_NUM_MAXLEN(&n) + 1);
+    size_t off = ev->arena_len;
+    *vl = lam_json_num_format(&n, ev->arena + off);
+    ev->arena[off + *vl] = '\0';
+    ev->arena_len += *vl + 1;
+    lam_field_t *f = &ev->fields[idx];
+    f->type = LAM_VAL_NUMBER;
+    f->val_off = (uint32_t)off;
+    f->val_len = (uint32_t)*vl;
+    f->micro_ok = lam_json_num_to_fixed(&n, 6, &f->micro) == 0;
+    return 0;
+}
+
 static int push_field(lam_event_t *ev, size_t name_off, size_t name_len, uint32_t hash, char *errstr,
                       size_t errstr_size)
 {
@@ -293,8 +403,8 @@ static int push_field(lam_event_t *ev, size_t name_off, size_t name_len, uint32_
     return 0;
 }
 
-int lam_event_parse(lam_event_t *ev, const char *json, size_t len, int64_t now_ms, int64_t max_future_ms,
-                    char *errstr, size_t errstr_size)
+int lam_event_parse_general(lam_event_t *ev, const char *json, size_t len, int64_t now_ms, int64_t max_future_ms,
+                            char *errstr, size_t errstr_size)
 {
     lam_json_t j;
     /* per depth: length of the flattened-name prefix in ev->pbuf and whether it had escapes */
@@ -305,18 +415,7 @@ int lam_event_parse(lam_event_t *ev, const char *json, size_t len, int64_t now_m
     size_t last_off = 0, last_len = 0, last_end = 0;
     size_t canon = 2; /* {} */
 
-    ev->nfields = 0;
-    ev->arena_len = 0;
-    ev->ts_given = 0;
-    ev->ts_ms = now_ms;
-    builtin_init(&ev->id, "id", 2);
-    builtin_init(&ev->ts, "ts", 2);
-    builtin_init(&ev->type, "type", 4);
-    if (++ev->gen == 0) { /* generation wrapped: forget every stale entry */
-        if (ev->htab)
-            memset(ev->htab, 0, (ev->hmask + 1) * sizeof(uint64_t));
-        ev->gen = 1;
-    }
+    parse_begin(ev, now_ms);
     prefix_len[0] = 0;
     prefix_esc[0] = 0;
 
@@ -413,6 +512,7 @@ int lam_event_parse(lam_event_t *ev, const char *json, size_t len, int64_t now_m
             f->type = LAM_VAL_STRING;
             f->val = dst;
             f->val_len = (uint32_t)vl;
+            f->canon_plain = !j.tok_escaped;
             canon += (is_id ? 8 : 9) + (j.tok_escaped ? lam_json_escaped_len(dst, vl) : vl);
             continue;
         }
@@ -445,6 +545,7 @@ int lam_event_parse(lam_event_t *ev, const char *json, size_t len, int64_t now_m
         last_len = name_len;
         last_end = j.pos;
         lam_field_t *f = &ev->fields[ev->nfields - 1];
+        f->canon_plain = !name_esc && !(t == LAM_JSON_STRING && j.tok_escaped);
         size_t vcanon;
         int64_t micro;
         if (t == LAM_JSON_STRING) {
@@ -469,23 +570,9 @@ int lam_event_parse(lam_event_t *ev, const char *json, size_t len, int64_t now_m
             f->micro = micro;
             vcanon = j.tok_len;
         } else if (t == LAM_JSON_NUMBER) {
-            lam_json_num_t n;
-            lam_json_num_parse(j.tok, j.tok_len, &n);
-            if (!lam_json_num_in_range(&n)) {
-                const char *fn = ev->arena + name_off;
-                return ev_err(errstr, errstr_size, fn, name_len, "number out of range (1e-307..1e308)");
-            }
-            arena_reserve(ev, LAM_JSON_NUM_MAXLEN(&n) + 1);
-            size_t off = ev->arena_len;
-            size_t vl = lam_json_num_format(&n, ev->arena + off);
-            ev->arena[off + vl] = '\0';
-            ev->arena_len += vl + 1;
-            f = &ev->fields[ev->nfields - 1];
-            f->type = LAM_VAL_NUMBER;
-            f->val_off = (uint32_t)off;
-            f->val_len = (uint32_t)vl;
-            f->micro_ok = lam_json_num_to_fixed(&n, 6, &f->micro) == 0;
-            vcanon = vl;
+            if (number_slow(ev, ev->nfields - 1, j.tok, j.tok_len, &vcanon))
+                return ev_err(errstr, errstr_size, ev->arena + name_off, name_len,
+                              "number out of range (1e-307..1e308)");
         } else {
             const char *lit = t == LAM_JSON_TRUE ? "true" : t == LAM_JSON_FALSE ? "false" : "null";
             size_t vl = strlen(lit);
@@ -506,66 +593,456 @@ int lam_event_parse(lam_event_t *ev, const char *json, size_t len, int64_t now_m
     }
     if (lam_json_next(&j) != LAM_JSON_EOF)
         return ev_err(errstr, errstr_size, "event", 5, "%s", j.err);
-    if (!seen_type)
-        return ev_err(errstr, errstr_size, "type", 4, "required");
-    if (ev->ts_given && max_future_ms >= 0 && now_ms < INT64_MAX - max_future_ms &&
-        ev->ts_ms > now_ms + max_future_ms)
-        return ev_err(errstr, errstr_size, "ts", 2, "more than %lld s in the future",
-                      (long long)(max_future_ms / 1000));
-    if (ev->ts_ms < LAM_TIME_MIN_MS || ev->ts_ms > LAM_TIME_MAX_MS)
-        return ev_err(errstr, errstr_size, "ts", 2, "out of range (years 0000..9999)");
+    return parse_finish(ev, seen_id, seen_type, canon, now_ms, max_future_ms, NULL, 0, errstr, errstr_size);
+}
 
-    /* built-in ts as a field */
-    int64_t tsm = ev->ts_ms;
-    char *tb = ev->ts_buf + sizeof(ev->ts_buf) - 1;
-    *tb = '\0';
-    uint64_t u = tsm < 0 ? (uint64_t)0 - (uint64_t)tsm : (uint64_t)tsm;
-    do {
-        *--tb = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (tsm < 0)
-        *--tb = '-';
-    ev->ts.type = LAM_VAL_NUMBER;
-    ev->ts.val = tb;
-    ev->ts.val_len = (uint32_t)(ev->ts_buf + sizeof(ev->ts_buf) - 1 - tb);
-    ev->ts.micro_ok = !__builtin_mul_overflow(tsm, (int64_t)1000000, &ev->ts.micro);
-    canon += 6 + i64_len(tsm); /* "ts":N, */
-    if (canon + (seen_id ? 0 : 8 + LAM_EVENT_GENERATED_ID_LEN) > LAM_EVENT_MAX_BYTES)
-        return ev_err(errstr, errstr_size, "event", 5, "larger than %d bytes in canonical form",
-                      LAM_EVENT_MAX_BYTES);
-    ev->canonical_len = canon;
+/* ---- fast path ---- */
 
-    for (size_t i = 0; i < ev->nfields; i++) {
-        lam_field_t *f = &ev->fields[i];
-        f->name = ev->arena + f->name_off;
-        f->val = ev->arena + f->val_off;
+/* Skip JSON whitespace in a NUL-terminated buffer. */
+static inline size_t skip_ws(const char *s, size_t p)
+{
+    while (s[p] == ' ' || s[p] == '\n' || s[p] == '\r' || s[p] == '\t')
+        p++;
+    return p;
+}
+
+/*
+ * Offset of the closing quote of the string whose content starts at p, when the string has no
+ * escapes or control characters and is valid UTF-8 (so its canonical form is its raw bytes);
+ * 0 otherwise.
+ */
+static size_t plain_string_end_slow(const char *s, size_t start, size_t p, size_t len)
+{
+    const uint8_t *b = (const uint8_t *)s;
+    int high = 0;
+    for (;;) {
+        if (p >= len)
+            return 0;
+        if (b[p] == '"')
+            break;
+        if (b[p] < 0x80)
+            return 0;
+        high = 1;
+        p = lam_json_plain_run(b, p + 1, len);
+    }
+    if (high && !lam_json_utf8_valid(s + start, p - start))
+        return 0;
+    return p;
+}
+
+static inline __attribute__((always_inline)) size_t plain_string_end(const char *s, size_t p, size_t len)
+{
+    size_t e = lam_json_plain_run((const uint8_t *)s, p, len);
+    if (e < len && s[e] == '"')
+        return e;
+    return plain_string_end_slow(s, p, e, len);
+}
+
+static int is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* End of the JSON number starting at s[p] (NUL-terminated buffer), or 0 when it is not one. */
+static size_t number_end(const char *s, size_t p)
+{
+    if (s[p] == '-')
+        p++;
+    if (s[p] == '0')
+        p++;
+    else if (is_digit(s[p]))
+        while (is_digit(s[p]))
+            p++;
+    else
+        return 0;
+    if (s[p] == '.') {
+        if (!is_digit(s[++p]))
+            return 0;
+        while (is_digit(s[p]))
+            p++;
+    }
+    if (s[p] == 'e' || s[p] == 'E') {
+        p++;
+        if (s[p] == '+' || s[p] == '-')
+            p++;
+        if (!is_digit(s[p]))
+            return 0;
+        while (is_digit(s[p]))
+            p++;
+    }
+    return p;
+}
+
+/* ts as a plain non-negative integer (the common case) or an RFC 3339 string; 0 declines. */
+static int fast_ts(lam_event_t *ev, const char *s, size_t *pp, size_t len, size_t *text_len)
+{
+    size_t p = *pp;
+    *text_len = 0;
+    int64_t ms = 0;
+    if (s[p] == '"') {
+        size_t e = plain_string_end(s, p + 1, len);
+        char msg[8];
+        if (!e || lam_time_parse_rfc3339(s + p + 1, e - p - 1, &ms, msg, sizeof(msg)))
+            return 0;
+        p = e + 1;
+    } else {
+        size_t st = p;
+        while (is_digit(s[p]) && p - st < 16)
+            ms = ms * 10 + (s[p++] - '0');
+        if (p == st || (s[st] == '0' && p - st > 1) || is_digit(s[p]) || s[p] == '.' || s[p] == 'e' ||
+            s[p] == 'E' || ms > LAM_TIME_MAX_MS)
+            return 0;
+        *text_len = p - st; /* canonical: digits without a leading zero */
+    }
+    ev->ts_ms = ms;
+    ev->ts_given = 1;
+    *pp = p;
+    return 1;
+}
+
+int lam_event_parse_fast(lam_event_t *ev, const char *json, size_t len, int64_t now_ms, int64_t max_future_ms)
+{
+    /*
+     * Works on a copy of the input in the arena: names and values are NUL-terminated in place
+     * (closing quote, or the byte after a number/literal once read), so most fields need no
+     * copying. Flattened nested names and reformatted numbers go after the copy.
+     */
+    size_t pre_off[LAM_EVENT_MAX_DEPTH + 1], pre_len[LAM_EVENT_MAX_DEPTH + 1];
+    int depth = 0, seen_id = 0, seen_ts = 0, seen_type = 0;
+    size_t canon = 2, term = 0; /* term: where to put a NUL once the byte there was read */
+    size_t ts_off = 0, ts_len = 0; /* ts given as canonical integer text in the copy */
+
+    if (len > LAM_EVENT_MAX_BYTES * 4)
+        return 0;
+    parse_begin(ev, now_ms);
+    arena_reserve(ev, len + 1 + 8); /* + 8: name_hash_padded reads past a name */
+    char *s = ev->arena;
+    memcpy(s, json, len);
+    s[len] = '\0';
+    ev->arena_len = len + 1;
+
+    size_t p = skip_ws(s, 0);
+    if (s[p] != '{')
+        return 0;
+    p = skip_ws(s, p + 1);
+    for (;;) {
+        if (s[p] != '"')
+            return 0;
+        size_t ks = p + 1, ke = plain_string_end(s, ks, len), kl = ke - ks;
+        if (!ke || kl == 0 || (depth == 0 && s[ks] == '_'))
+            return 0;
+        s[ke] = '\0';
+        p = skip_ws(s, ke + 1);
+        if (s[p] != ':')
+            return 0;
+        p = skip_ws(s, p + 1);
+
+        if (depth == 0 && (kl == 2 || kl == 4) &&
+            ((kl == 2 && s[ks] == 't' && s[ks + 1] == 's') || (kl == 2 && s[ks] == 'i' && s[ks + 1] == 'd') ||
+             (kl == 4 && memcmp(s + ks, "type", 4) == 0))) {
+            if (s[ks + 1] == 's') {
+                ts_off = p;
+                if (seen_ts++ || !fast_ts(ev, s, &p, len, &ts_len))
+                    return 0;
+            } else {
+                int is_id = s[ks] == 'i';
+                size_t e = s[p] == '"' ? plain_string_end(s, p + 1, len) : 0, vl = e - p - 1;
+                if (!e || vl < 1 || vl > 128 || (is_id ? seen_id++ : seen_type++))
+                    return 0;
+                lam_field_t *f = is_id ? &ev->id : &ev->type;
+                char *dst = is_id ? ev->id_buf : ev->type_buf;
+                memcpy(dst, s + p + 1, vl);
+                dst[vl] = '\0';
+                f->type = LAM_VAL_STRING;
+                f->val = dst;
+                f->val_len = (uint32_t)vl;
+                f->canon_plain = 1;
+                canon += (is_id ? 8 : 9) + vl;
+                p = e + 1;
+            }
+        } else {
+            /* the flattened name: the key in place at depth 0, else prefix "." key after the copy */
+            size_t name_off = ks, name_len = kl;
+            if (depth > 0) {
+                size_t pl = pre_len[depth];
+                arena_reserve(ev, pl + kl + 2 + 8);
+                s = ev->arena;
+                name_off = ev->arena_len;
+                memcpy(s + name_off, s + pre_off[depth], pl);
+                s[name_off + pl] = '.';
+                memcpy(s + name_off + pl + 1, s + ks, kl);
+                name_len = pl + 1 + kl;
+                s[name_off + name_len] = '\0';
+                ev->arena_len += name_len + 1;
+            }
+            if (s[p] == '{') {
+                if (depth + 1 > LAM_EVENT_MAX_DEPTH)
+                    return 0;
+                depth++;
+                pre_off[depth] = name_off;
+                pre_len[depth] = name_len;
+                p = skip_ws(s, p + 1);
+                if (s[p] != '}')
+                    continue;
+                goto after_value; /* {} adds no field */
+            }
+            if (ev->nfields == ev->fields_cap) {
+                ev->fields_cap = ev->fields_cap ? ev->fields_cap * 2 : 32;
+                ev->fields = lam_realloc(ev->fields, ev->fields_cap * sizeof(lam_field_t));
+            }
+            size_t idx = ev->nfields;
+            lam_field_t *f = &ev->fields[idx];
+            f->name_off = (uint32_t)name_off;
+            f->name_len = (uint32_t)name_len;
+            f->hash = name_hash_padded(s + name_off, name_len);
+            f->micro_ok = 0;
+            f->micro = 0;
+            f->canon_plain = 1;
+            if (htab_insert(ev, idx))
+                return 0;
+            ev->nfields++;
+            char c = s[p];
+            size_t vcanon;
+            if (c == '"') {
+                size_t e = plain_string_end(s, p + 1, len);
+                if (!e)
+                    return 0;
+                s[e] = '\0';
+                f->type = LAM_VAL_STRING;
+                f->val_off = (uint32_t)(p + 1);
+                f->val_len = (uint32_t)(e - p - 1);
+                vcanon = 2 + f->val_len;
+                p = e + 1;
+            } else if (c == '-' || is_digit(c)) {
+                size_t e = number_end(s, p);
+                if (!e)
+                    return 0;
+                if (fast_number(s + p, e - p, &f->micro)) {
+                    f->type = LAM_VAL_NUMBER;
+                    f->val_off = (uint32_t)p;
+                    f->val_len = (uint32_t)(e - p);
+                    f->micro_ok = 1;
+                    vcanon = e - p;
+                    term = e;
+                } else {
+                    arena_reserve(ev, e - p + 48 + 1); /* LAM_JSON_NUM_MAXLEN: tok stays put */
+                    s = ev->arena;
+                    if (number_slow(ev, idx, s + p, e - p, &vcanon))
+                        return 0;
+                }
+                p = e;
+            } else {
+                lam_val_type_t vt;
+                size_t vl;
+                if (c == 't' && s[p + 1] == 'r' && s[p + 2] == 'u' && s[p + 3] == 'e')
+                    vt = LAM_VAL_TRUE, vl = 4;
+                else if (c == 'f' && s[p + 1] == 'a' && s[p + 2] == 'l' && s[p + 3] == 's' && s[p + 4] == 'e')
+                    vt = LAM_VAL_FALSE, vl = 5;
+                else if (c == 'n' && s[p + 1] == 'u' && s[p + 2] == 'l' && s[p + 3] == 'l')
+                    vt = LAM_VAL_NULL, vl = 4;
+                else
+                    return 0;
+                f->type = (uint8_t)vt;
+                f->val_off = (uint32_t)p;
+                f->val_len = (uint32_t)vl;
+                vcanon = vl;
+                p += vl;
+                term = p;
+            }
+            canon += 4 + name_len + vcanon;
+            if (canon > LAM_EVENT_MAX_BYTES)
+                return 0;
+        }
+    after_value:
+        p = skip_ws(s, p);
+        char c = s[p];
+        if (term) {
+            s[term] = '\0';
+            term = 0;
+        }
+        while (c == '}') {
+            if (depth == 0)
+                goto done;
+            depth--;
+            p = skip_ws(s, p + 1);
+            c = s[p];
+        }
+        if (c != ',')
+            return 0;
+        p = skip_ws(s, p + 1);
+    }
+done:
+    if (skip_ws(s, p + 1) != len)
+        return 0;
+    return parse_finish(ev, seen_id, seen_type, canon, now_ms, max_future_ms, ts_len ? s + ts_off : NULL, ts_len,
+                        NULL, 0) == 0;
+}
+
+int lam_event_parse(lam_event_t *ev, const char *json, size_t len, int64_t now_ms, int64_t max_future_ms,
+                    char *errstr, size_t errstr_size)
+{
+    if (lam_event_parse_fast(ev, json, len, now_ms, max_future_ms))
+        return 0;
+    return lam_event_parse_general(ev, json, len, now_ms, max_future_ms, errstr, errstr_size);
+}
+
+static int field_compare(const char *what, const lam_field_t *a, const lam_field_t *b, char *errstr,
+                         size_t errstr_size)
+{
+    const char *d = NULL;
+    if (a->type != b->type)
+        d = "type";
+    else if (a->type == LAM_VAL_ABSENT)
+        return 0;
+    else if (a->name_len != b->name_len || memcmp(a->name, b->name, a->name_len) != 0)
+        d = "name";
+    else if (a->hash != b->hash)
+        d = "hash";
+    else if (a->val_len != b->val_len || memcmp(a->val, b->val, a->val_len) != 0)
+        d = "value";
+    else if (a->val[a->val_len] != '\0' || b->val[b->val_len] != '\0')
+        d = "value terminator";
+    else if (a->micro_ok != b->micro_ok || (a->micro_ok && a->micro != b->micro))
+        d = "micro value";
+    if (!d)
+        return 0;
+    snprintf(errstr, errstr_size, "%s: %s differs", what, d);
+    return -1;
+}
+
+int lam_event_compare(const lam_event_t *a, const lam_event_t *b, char *errstr, size_t errstr_size)
+{
+    if (a->ts_ms != b->ts_ms || a->ts_given != b->ts_given) {
+        snprintf(errstr, errstr_size, "ts: %lld/%d vs %lld/%d", (long long)a->ts_ms, a->ts_given,
+                 (long long)b->ts_ms, b->ts_given);
+        return -1;
+    }
+    if (a->canonical_len != b->canonical_len) {
+        snprintf(errstr, errstr_size, "canonical_len: %zu vs %zu", a->canonical_len, b->canonical_len);
+        return -1;
+    }
+    if (field_compare("id", &a->id, &b->id, errstr, errstr_size) ||
+        field_compare("ts", &a->ts, &b->ts, errstr, errstr_size) ||
+        field_compare("type", &a->type, &b->type, errstr, errstr_size))
+        return -1;
+    if (a->nfields != b->nfields) {
+        snprintf(errstr, errstr_size, "nfields: %zu vs %zu", a->nfields, b->nfields);
+        return -1;
+    }
+    for (size_t i = 0; i < a->nfields; i++) {
+        char what[32];
+        snprintf(what, sizeof(what), "field %zu", i);
+        if (field_compare(what, &a->fields[i], &b->fields[i], errstr, errstr_size))
+            return -1;
+        if (lam_event_get(a, a->fields[i].name, a->fields[i].name_len) != &a->fields[i] ||
+            lam_event_get(b, b->fields[i].name, b->fields[i].name_len) != &b->fields[i]) {
+            snprintf(errstr, errstr_size, "%s: lookup by name fails", what);
+            return -1;
+        }
     }
     return 0;
+}
+
+/* ---- canonical form ---- */
+
+/* Writer straight into a lam_buf: p/end cache the free space, synced back on growth and at the end. */
+typedef struct canon_w {
+    lam_buf_t *b;
+    char *p, *end;
+} canon_w_t;
+
+static void cw_sync(canon_w_t *w)
+{
+    w->b->len = (size_t)(w->p - w->b->data);
+}
+
+static void cw_load(canon_w_t *w)
+{
+    w->p = w->b->data + w->b->len;
+    w->end = w->b->data + w->b->cap - 1; /* room for the NUL */
+}
+
+static inline void cw_need(canon_w_t *w, size_t n)
+{
+    if ((size_t)(w->end - w->p) < n) {
+        cw_sync(w);
+        lam_buf_reserve(w->b, n);
+        cw_load(w);
+    }
+}
+
+static inline void cw_put(canon_w_t *w, const char *s, size_t n)
+{
+    memcpy(w->p, s, n);
+    w->p += n;
+}
+
+/* A JSON string: verbatim between quotes when plain, else through the escaper. */
+static inline void cw_string(canon_w_t *w, const char *s, size_t n, int plain)
+{
+    if (plain) {
+        cw_need(w, n + 2);
+        *w->p++ = '"';
+        cw_put(w, s, n);
+        *w->p++ = '"';
+        return;
+    }
+    cw_sync(w);
+    lam_json_append_string(w->b, s, n);
+    cw_load(w);
 }
 
 void lam_event_canonical(const lam_event_t *ev, lam_buf_t *out)
 {
     lam_buf_reserve(out, ev->canonical_len);
-    lam_buf_append_char(out, '{');
+    canon_w_t w = {out, NULL, NULL};
+    cw_load(&w);
+    cw_need(&w, 6);
+    cw_put(&w, "{", 1);
     if (ev->id.type != LAM_VAL_ABSENT) {
-        lam_buf_append(out, "\"id\":", 5);
-        lam_json_append_string(out, ev->id.val, ev->id.val_len);
-        lam_buf_append_char(out, ',');
+        cw_put(&w, "\"id\":", 5);
+        cw_string(&w, ev->id.val, ev->id.val_len, ev->id.canon_plain);
+        cw_need(&w, 6);
+        *w.p++ = ',';
     }
-    lam_buf_append(out, "\"ts\":", 5);
-    lam_buf_append(out, ev->ts.val, ev->ts.val_len);
-    lam_buf_append(out, ",\"type\":", 8);
-    lam_json_append_string(out, ev->type.val, ev->type.val_len);
+    cw_need(&w, ev->ts.val_len + 13);
+    cw_put(&w, "\"ts\":", 5);
+    cw_put(&w, ev->ts.val, ev->ts.val_len);
+    cw_put(&w, ",\"type\":", 8);
+    cw_string(&w, ev->type.val, ev->type.val_len, ev->type.canon_plain);
     for (size_t i = 0; i < ev->nfields; i++) {
         const lam_field_t *f = &ev->fields[i];
-        lam_buf_append_char(out, ',');
+        if (f->canon_plain) {
+            cw_need(&w, f->name_len + f->val_len + 6);
+            w.p[0] = ',';
+            w.p[1] = '"';
+            w.p += 2;
+            cw_put(&w, f->name, f->name_len);
+            w.p[0] = '"';
+            w.p[1] = ':';
+            w.p += 2;
+            if (f->type == LAM_VAL_STRING) {
+                *w.p++ = '"';
+                cw_put(&w, f->val, f->val_len);
+                *w.p++ = '"';
+            } else {
+                cw_put(&w, f->val, f->val_len);
+            }
+            continue;
+        }
+        cw_need(&w, 1);
+        *w.p++ = ',';
+        cw_sync(&w);
         lam_json_append_string(out, f->name, f->name_len);
         lam_buf_append_char(out, ':');
         if (f->type == LAM_VAL_STRING)
             lam_json_append_string(out, f->val, f->val_len);
         else
             lam_buf_append(out, f->val, f->val_len);
+        cw_load(&w);
     }
-    lam_buf_append_char(out, '}');
+    cw_need(&w, 1);
+    *w.p++ = '}';
+    cw_sync(&w);
+    out->data[out->len] = '\0';
 }

@@ -37,6 +37,7 @@ typedef struct lam_field {
     uint32_t hash;   /* lam_event_name_hash(name) */
     uint8_t type;    /* lam_val_type_t */
     uint8_t micro_ok; /* NUMBER whose value * 10^6 (half-even) fits in int64 */
+    uint8_t canon_plain; /* private: name and value are written verbatim in the canonical form */
     int64_t micro;   /* value in micro-units when micro_ok */
     uint32_t name_off, val_off; /* private */
 } lam_field_t;
@@ -82,6 +83,28 @@ void lam_event_free(lam_event_t *ev);
  */
 int lam_event_parse(lam_event_t *ev, const char *json, size_t len, int64_t now_ms, int64_t max_future_ms,
                     char *errstr, size_t errstr_size);
+
+/**
+ * The general parser behind lam_event_parse: same arguments, results and messages. It is the
+ * reference the fast path is tested against; callers use lam_event_parse.
+ */
+int lam_event_parse_general(lam_event_t *ev, const char *json, size_t len, int64_t now_ms, int64_t max_future_ms,
+                            char *errstr, size_t errstr_size);
+
+/**
+ * The fast path of lam_event_parse, for the common shape: strings without escapes, nested
+ * objects, numbers, literals. Returns 1 when it parsed the event (ev exactly as
+ * lam_event_parse_general leaves it), 0 when it declined (anything unusual or invalid; ev is
+ * then unspecified and lam_event_parse_general gives the result and the message).
+ */
+int lam_event_parse_fast(lam_event_t *ev, const char *json, size_t len, int64_t now_ms, int64_t max_future_ms);
+
+/**
+ * Compare two parsed events field by field (ts, id, type, every field's name, value, type,
+ * micro value and hash, canonical_len) and check each field is found by lam_event_get.
+ * Returns 0 when identical, else -1 with what differs in errstr. For tests and fuzzing.
+ */
+int lam_event_compare(const lam_event_t *a, const lam_event_t *b, char *errstr, size_t errstr_size);
 
 /** Set/replace the id (1..128 bytes, copied). Returns 0 or -1 with a message. */
 int lam_event_set_id(lam_event_t *ev, const char *id, size_t len, char *errstr, size_t errstr_size);

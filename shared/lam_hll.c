@@ -210,8 +210,12 @@ static int set_max(lam_hll_t *h, unsigned reg, unsigned val)
 
 int lam_hll_add(lam_hll_t *h, const void *data, size_t len)
 {
+    return lam_hll_add_hash(h, lam_hll_hash(data, len));
+}
+
+int lam_hll_add_hash(lam_hll_t *h, uint64_t hash)
+{
     /* Redis's hllPatLen */
-    uint64_t hash = lam_hll_hash(data, len);
     unsigned index = (unsigned)(hash & (LAM_HLL_REGISTERS - 1));
     hash >>= LAM_HLL_P;
     hash |= (uint64_t)1 << HLL_Q;

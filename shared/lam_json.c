@@ -8,10 +8,6 @@
 
 enum { ST_VALUE, ST_ARR_FIRST, ST_OBJ_FIRST, ST_KEY, ST_COLON, ST_AFTER, ST_DONE, ST_ERROR };
 
-/* 1 for bytes that end the fast path of the string scanner: '"', '\\', controls and non-ASCII */
-static const uint8_t str_stop[256] = {
-    [0 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1, [0x80 ... 0xff] = 1,
-};
 
 void lam_json_init(lam_json_t *j, const char *buf, size_t len, int flags)
 {
@@ -98,19 +94,7 @@ static int scan_string(lam_json_t *j)
     int esc = 0;
     j->tok_pos = j->pos;
     for (;;) {
-        /* 8 bytes at a time until a byte that is '"', '\\', < 0x20 or >= 0x80 */
-        while (p + 8 <= len) {
-            uint64_t w;
-            memcpy(&w, b + p, 8);
-            const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
-            uint64_t q = w ^ (ones * '"'), bs = w ^ (ones * '\\');
-            uint64_t stop = (w | ((w - ones * 0x20) & ~w) | ((q - ones) & ~q) | ((bs - ones) & ~bs)) & highs;
-            if (stop)
-                break;
-            p += 8;
-        }
-        while (p < len && !str_stop[b[p]])
-            p++;
+        p = lam_json_plain_run(b, p, len);
         if (p >= len) {
             fail(j, j->tok_pos, "unterminated string");
             return -1;

@@ -7,6 +7,10 @@
 
 #include "lam_buf.h"
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 /** Token kinds returned by lam_json_next(). */
 typedef enum lam_json_tok {
     LAM_JSON_ERROR = -1, /* see j->err; sticky */
@@ -48,6 +52,40 @@ typedef struct lam_json {
     size_t err_pos;    /* byte offset of the last LAM_JSON_ERROR */
     char err[96];      /* message of the last LAM_JSON_ERROR */
 } lam_json_t;
+
+/**
+ * Offset of the first byte at or after p in b[0..len) that is '"', '\\', a control character
+ * or non-ASCII (len when there is none): the end of a string's plain run. 8 bytes at a time.
+ */
+static inline size_t lam_json_plain_run(const uint8_t *b, size_t p, size_t len)
+{
+#ifdef __SSE2__
+    /* 16 bytes at a time: as signed bytes, controls and non-ASCII are both < 0x20 */
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'), space = _mm_set1_epi8(0x20);
+    while (p + 16 <= len) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(b + p));
+        __m128i stop = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, bslash)),
+                                    _mm_cmplt_epi8(x, space));
+        unsigned mask = (unsigned)_mm_movemask_epi8(stop);
+        if (mask)
+            return p + (size_t)__builtin_ctz(mask);
+        p += 16;
+    }
+#endif
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    while (p + 8 <= len) {
+        uint64_t w;
+        __builtin_memcpy(&w, b + p, 8);
+        uint64_t q = w ^ (ones * '"'), bs = w ^ (ones * '\\');
+        uint64_t stop = (w | ((w - ones * 0x20) & ~w) | ((q - ones) & ~q) | ((bs - ones) & ~bs)) & highs;
+        if (stop)
+            return p + (size_t)(__builtin_ctzll(stop) >> 3);
+        p += 8;
+    }
+    while (p < len && b[p] >= 0x20 && b[p] < 0x80 && b[p] != '"' && b[p] != '\\')
+        p++;
+    return p;
+}
 
 /** Start a cursor over buf[0..len). */
 void lam_json_init(lam_json_t *j, const char *buf, size_t len, int flags);

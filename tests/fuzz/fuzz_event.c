@@ -1,4 +1,7 @@
-/* fuzz_event.c - libFuzzer target: parse an event; if valid, canonical form must be a fixed point. */
+/*
+ * fuzz_event.c - libFuzzer target: parse an event; the fast path must agree with the general
+ * parser; if valid, canonical form must be a fixed point.
+ */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,25 +12,51 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static lam_event_t ev, ev2;
+    static lam_event_t ev, ev2, evg;
     static int init;
-    static lam_buf_t c1, c2;
+    static lam_buf_t c1, c2, cg;
     if (!init) {
         lam_event_init(&ev);
         lam_event_init(&ev2);
+        lam_event_init(&evg);
         init = 1;
     }
-    char err[256];
+    char err[256], errg[256], why[128];
     const int64_t now = 1700000000000LL;
-    if (lam_event_parse(&ev, (const char *)data, size, now, 86400000, err, sizeof(err)) != 0) {
+    /* differential: the fast path accepts only what the general parser accepts, identically */
+    int rg = lam_event_parse_general(&evg, (const char *)data, size, now, 86400000, errg, sizeof(errg));
+    if (lam_event_parse_fast(&ev, (const char *)data, size, now, 86400000)) {
+        if (rg != 0) {
+            fprintf(stderr, "fast path accepted, general parser: %s\n", errg);
+            abort();
+        }
+        if (lam_event_compare(&ev, &evg, why, sizeof(why))) {
+            fprintf(stderr, "fast path differs: %s\n", why);
+            abort();
+        }
+    }
+    int r = lam_event_parse(&ev, (const char *)data, size, now, 86400000, err, sizeof(err));
+    if (r != rg || (r != 0 && strcmp(err, errg) != 0)) {
+        fprintf(stderr, "lam_event_parse %d '%s', general %d '%s'\n", r, r ? err : "", rg, rg ? errg : "");
+        abort();
+    }
+    if (r != 0) {
         /* every rejection names a field: "<name>: ..." */
         if (!strstr(err, ": "))
             abort();
         return 0;
     }
+    if (lam_event_compare(&ev, &evg, why, sizeof(why))) {
+        fprintf(stderr, "lam_event_parse differs from the general parser: %s\n", why);
+        abort();
+    }
+    lam_buf_clear(&cg);
+    lam_event_canonical(&evg, &cg);
     lam_buf_clear(&c1);
     lam_event_canonical(&ev, &c1);
     if (c1.len != ev.canonical_len || c1.len > LAM_EVENT_MAX_BYTES)
+        abort();
+    if (c1.len != cg.len || memcmp(c1.data, cg.data, c1.len) != 0)
         abort();
     if (lam_event_parse(&ev2, c1.data, c1.len, now, 86400000, err, sizeof(err)) != 0) {
         fprintf(stderr, "canonical form rejected: %s\n", err);

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "lam_agg.h"
+#include "lam_json.h"
 #include "lam_mem.h"
 #include "testlib.h"
 
@@ -577,10 +578,141 @@ static void test_memory_bounded(void **state)
     lam_views_free(vs);
 }
 
+/* Reference group key: every value through the general JSON writer. */
+static void ref_key(const lam_view_t *v, const lam_event_t *ev, lam_buf_t *out)
+{
+    lam_buf_append_char(out, '[');
+    for (size_t i = 0; i < v->ngroup; i++) {
+        const lam_field_t *f = lam_event_get(ev, v->group_by[i].name, v->group_by[i].len);
+        if (i)
+            lam_buf_append_char(out, ',');
+        if (!f || f->type == LAM_VAL_NULL)
+            lam_buf_append_str(out, "null");
+        else if (f->type == LAM_VAL_STRING)
+            lam_json_append_string(out, f->val, f->val_len);
+        else
+            lam_buf_append(out, f->val, f->val_len);
+    }
+    lam_buf_append_char(out, ']');
+}
+
+/* lam_agg_add_event against a straightforward reference: group keys, counts and HLL registers
+   (six distinct metrics over five fields: more than the per-event hash cache holds). */
+static void test_apply_matches_reference(void **state)
+{
+    (void)state;
+    static const char *doc =
+        "{\"views\":["
+        "{\"name\":\"a\",\"group_by\":[\"s\",\"n\"],\"granularity\":\"hour\","
+        "\"metrics\":[\"count\",\"distinct:u\",\"distinct:s\",\"distinct:n\"]},"
+        "{\"name\":\"b\",\"where\":{\"type\":\"x\"},\"group_by\":[\"g.c\",\"b\",\"missing\"],"
+        "\"granularity\":\"minute\",\"metrics\":[\"distinct:u\",\"distinct:v\",\"distinct:w\",\"count\"]},"
+        "{\"name\":\"c\",\"granularity\":\"day\",\"metrics\":[\"distinct:w\",\"distinct:s\",\"distinct:v\"]}"
+        "]}";
+    static const char *strs[] = {"\"p\"", "\"q\\\"r\"", "\"\\u00e9\"", "\"\xc3\xa9\"", "\"t\\u0000\"", "\"\"",
+                                 "\"a\\\\b\"", "\"long value with spaces\"", "null", "1", "2.50", "true"};
+    char err[256];
+    lam_views_t *vs = lam_views_parse(doc, strlen(doc), "t", err, sizeof(err));
+    if (!vs)
+        fail_msg("%s", err);
+    lam_agg_t *a = lam_agg_new(vs);
+    lam_event_t ev;
+    lam_event_init(&ev);
+    lam_buf_t in = LAM_BUF_INIT, key = LAM_BUF_INIT, rkey = LAM_BUF_INIT;
+    enum { MAXREF = 4096 };
+    static struct {
+        size_t view;
+        int64_t ts;
+        char key[128];
+        size_t key_len;
+        int64_t count;
+        lam_hll_t *h[4];
+    } ref[MAXREF];
+    size_t nref = 0;
+    for (int it = 0; it < 3000; it++) {
+        lam_buf_clear(&in);
+        lam_buf_printf(&in, "{\"type\":\"%s\",\"ts\":%d", lam_test_rand() % 3 ? "x" : "y",
+                       (int)(lam_test_rand() % 7200000));
+        const char *names[] = {"s", "n", "u", "v", "w", "b"};
+        for (size_t k = 0; k < 6; k++)
+            if (lam_test_rand() % 2) /* values of each field of their own, so HLLs differ by field */
+                lam_buf_printf(&in, ",\"%s\":\"%s%u\"", names[k], names[k], (unsigned)(lam_test_rand() % 50));
+            else if (lam_test_rand() % 3)
+                lam_buf_printf(&in, ",\"%s\":%s", names[k], strs[lam_test_rand() % 12]);
+        if (lam_test_rand() % 2)
+            lam_buf_printf(&in, ",\"g\":{\"c\":%s}", strs[lam_test_rand() % 12]);
+        lam_buf_append_char(&in, '}');
+        if (lam_event_parse(&ev, in.data, in.len, 0, -1, err, sizeof(err)))
+            fail_msg("%s: %s", in.data, err);
+        int matched = lam_agg_add_event(a, &ev), rmatched = 0;
+        for (size_t vi = 0; vi < lam_views_count(vs); vi++) {
+            const lam_view_t *v = lam_views_get(vs, vi);
+            int64_t ts;
+            lam_buf_clear(&key);
+            lam_buf_clear(&rkey);
+            if (!lam_agg_event_cell(v, &ev, &ts, &key))
+                continue;
+            rmatched++;
+            ref_key(v, &ev, &rkey);
+            if (key.len != rkey.len || memcmp(key.data, rkey.data, key.len) != 0)
+                fail_msg("group key %s, reference %s", key.data, rkey.data);
+            size_t r = 0;
+            while (r < nref && !(ref[r].view == vi && ref[r].ts == ts && ref[r].key_len == key.len &&
+                                 memcmp(ref[r].key, key.data, key.len) == 0))
+                r++;
+            if (r == nref) {
+                assert_true(nref < MAXREF && key.len <= sizeof(ref[r].key));
+                ref[r].view = vi;
+                ref[r].ts = ts;
+                memcpy(ref[r].key, key.data, key.len);
+                ref[r].key_len = key.len;
+                ref[r].count = 0;
+                for (size_t h = 0; h < 4; h++)
+                    ref[r].h[h] = lam_hll_new();
+                nref++;
+            }
+            ref[r].count++;
+            for (size_t m = 0; m < v->nmetrics; m++) {
+                const lam_field_t *f = lam_event_get(&ev, v->metrics[m].field.name, v->metrics[m].field.len);
+                if (v->metrics[m].kind == LAM_METRIC_DISTINCT && f && f->type != LAM_VAL_NULL)
+                    lam_hll_add(ref[r].h[m], f->val, f->val_len);
+            }
+        }
+        assert_int_equal(matched, rmatched);
+    }
+    assert_int_equal(lam_agg_size(a), nref);
+    size_t compared = 0;
+    for (size_t r = 0; r < nref; r++) {
+        const lam_view_t *v = lam_views_get(vs, ref[r].view);
+        lam_cell_t *c = lam_agg_find(a, ref[r].view, ref[r].ts, ref[r].key, ref[r].key_len);
+        assert_non_null(c);
+        assert_int_equal(lam_cell_count(c), ref[r].count);
+        for (size_t m = 0; m < v->nmetrics; m++) {
+            if (v->metrics[m].kind != LAM_METRIC_DISTINCT)
+                continue;
+            const lam_hll_t *h = lam_cell_hll(c, m);
+            if (lam_hll_count(ref[r].h[m]) == 0)
+                assert_true(!h || lam_hll_count(h) == 0);
+            else if (++compared && (!h || !lam_hll_equal(h, ref[r].h[m])))
+                fail_msg("view %zu metric %zu: HLL differs from the reference", ref[r].view, m);
+        }
+        for (size_t h = 0; h < 4; h++)
+            lam_hll_free(ref[r].h[h]);
+    }
+    print_message("%zu cells, %zu HLLs compared\n", nref, compared);
+    lam_agg_free(a);
+    lam_views_free(vs);
+    lam_event_free(&ev);
+    lam_buf_free(&in);
+    lam_buf_free(&key);
+    lam_buf_free(&rkey);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_micro),          cmocka_unit_test(test_group_key),
+        cmocka_unit_test(test_apply_matches_reference),
         cmocka_unit_test(test_apply),          cmocka_unit_test(test_overflow),
         cmocka_unit_test(test_merge_property), cmocka_unit_test(test_blob_errors),
         cmocka_unit_test(test_merge_rt_rebuilds_cells),

@@ -466,6 +466,224 @@ static void test_canonical_fixed_point_random(void **state)
     lam_buf_free(&c2);
 }
 
+/* ---- differential: fast path vs general parser ---- */
+
+static uint64_t g_rng;
+static unsigned rnd_below(unsigned n)
+{
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (unsigned)(g_rng % n);
+}
+
+#define PICK(arr) (arr)[rnd_below(sizeof(arr) / sizeof((arr)[0]))]
+
+static const char *const d_ws[] = {"", "", "", "", " ", "\n", " \t\r\n "};
+static const char *const d_keys[] = {
+    "\"a\"", "\"b\"", "\"user\"", "\"geo\"", "\"cc\"", "\"url\"", "\"price\"", "\"id\"", "\"ts\"", "\"type\"",
+    "\"_x\"", "\"a.b\"", "\"\"", "\"k\\u0000\"", "\"\\u00e9t\\u00e9\"", "\"\xc3\xa9t\xc3\xa9\"", "\"q\\\"\"",
+    "\"x y\"", "\"\\u0061\"", "\"sl\\/ash\"", "\"\xff\"", "\"\x01\"",
+    "\"a_rather_long_field_name_that_goes_past_sixty_four_bytes_of_text_in_total\"", "\"\xd1\x82\xd0\xb8\"",
+    "\"t\\u0079pe\"", "\"ty\"", "\"tsx\"", "\"i\"", "a", "\"unterminated"};
+static const char *const d_strs[] = {
+    "\"\"", "\"x\"", "\"page_view\"", "\"/shop/swords\"", "\"a\\nb\"", "\"\\u0000\"", "\"nul\\u0000mid\"",
+    "\"\\ud83d\\ude00\"", "\"\\ud83d\"", "\"\\ude00\"", "\"\xf0\x9f\x98\x80\"", "\"\xe2\x82\xac\"", "\"\xc3\"",
+    "\"\xed\xa0\x80\"", "\"\xff\xfe\"", "\"\x01\"", "\"\x7f\"", "\"\\/\"", "\"\\\"\\\\\"", "\"\\x\"", "\"\\u12\"",
+    "\"https://example.com/?q=1&r=2\"", "\"tab\there\"", "\"a somewhat longer string value with spaces\"",
+    "\"unterminated"};
+static const char *const d_nums[] = {
+    "0", "-0", "1", "-1", "01", "00", "1.0", "1.50", "19.99", "-3.5", "0.5", "-0.5", "0.000001", "0.0000005",
+    "0.0000015", "1e3", "1E+3", "1e-3", "-1e-400", "1e-307", "1e308", "1e309", "2e307", "123456789012",
+    "1234567890123", "999999999999.999999", "9223372036854.775807", "9223372036854.775808",
+    "-9223372036854.775808", "12345678901234567890123", "1.", ".5", "-", "1e", "1e+", "+1", "0x10", "1.2.3",
+    "--1", "1-", "100000000000000000000000000000"};
+static const char *const d_lits[] = {"true", "false", "null", "tru", "nul", "falsey", "True", "[]", "[1]"};
+static const char *const d_ts[] = {
+    "1700000000000", "1700000000001", "0", "-1", "017", "1700000000000.0", "1700000000000.5", "1.7e12",
+    "253402300799999", "253402300800000", "-62167219200000", "-62167219200001", "1800000000000",
+    "99999999999999999999", "\"2023-11-14T22:13:20Z\"", "\"2023-11-14T22:13:20.123+07:00\"", "\"yesterday\"",
+    "\"2023-11-14T22:13:20\\u005a\"", "\"\"", "null", "true", "{}"};
+static const char *const d_types[] = {"\"page_view\"", "\"purchase\"", "\"\"", "\"\\u0070v\"", "1", "null",
+                                      "\"x\xc3\xa9\"", "\"a\\\"b\""};
+
+static void d_value(lam_buf_t *b, int depth);
+
+static void d_object(lam_buf_t *b, int depth)
+{
+    lam_buf_append_str(b, "{");
+    lam_buf_append_str(b, PICK(d_ws));
+    int n = (int)rnd_below(depth ? 4 : 9) + (depth == 0);
+    for (int i = 0; i < n; i++) {
+        if (i) {
+            lam_buf_append_str(b, PICK(d_ws));
+            lam_buf_append_str(b, rnd_below(60) ? "," : rnd_below(2) ? ",," : ";");
+            lam_buf_append_str(b, PICK(d_ws));
+        }
+        unsigned r = depth == 0 && i == 0 && rnd_below(4) ? 0 : 1 + rnd_below(19);
+        if (depth == 0 && r < 2) {
+            lam_buf_append_str(b, "\"type\"");
+            lam_buf_append_str(b, PICK(d_ws));
+            lam_buf_append_str(b, ":");
+            lam_buf_append_str(b, PICK(d_ws));
+            lam_buf_append_str(b, rnd_below(4) ? "\"page_view\"" : PICK(d_types));
+            continue;
+        }
+        if (depth == 0 && r < 5) {
+            lam_buf_append_str(b, "\"ts\":");
+            lam_buf_append_str(b, rnd_below(2) ? "1700000000000" : PICK(d_ts));
+            continue;
+        }
+        if (depth == 0 && r < 6) {
+            lam_buf_append_str(b, "\"id\":");
+            lam_buf_append_str(b, rnd_below(3) ? "\"0190f1a2-aaaa-7bbb-8ccc-000000000001\"" : PICK(d_strs));
+            continue;
+        }
+        if (rnd_below(4) == 0)
+            lam_buf_append_str(b, PICK(d_keys));
+        else
+            lam_buf_printf(b, "\"k%u\"", rnd_below(12)); /* sometimes a duplicate */
+        lam_buf_append_str(b, PICK(d_ws));
+        lam_buf_append_str(b, rnd_below(80) ? ":" : "=");
+        lam_buf_append_str(b, PICK(d_ws));
+        d_value(b, depth);
+    }
+    lam_buf_append_str(b, PICK(d_ws));
+    lam_buf_append_str(b, rnd_below(80) ? "}" : "]");
+}
+
+static void d_value(lam_buf_t *b, int depth)
+{
+    unsigned r = rnd_below(20);
+    if (r < 8 && rnd_below(3))
+        lam_buf_printf(b, "\"v%u\"", rnd_below(1000));
+    else if (r < 8)
+        lam_buf_append_str(b, PICK(d_strs));
+    else if (r < 14 && rnd_below(3))
+        lam_buf_printf(b, "%u.%02u", rnd_below(1000), rnd_below(100));
+    else if (r < 14)
+        lam_buf_append_str(b, PICK(d_nums));
+    else if (r < 17)
+        lam_buf_append_str(b, PICK(d_lits));
+    else if (depth < 6)
+        d_object(b, depth + 1);
+    else
+        lam_buf_append_str(b, "{}");
+}
+
+/* Generated corpus: lam_event_parse (fast path first) must agree with the general parser on
+   results, messages and every field; whatever the fast path accepts, the general one accepts. */
+static void test_fast_path_differential(void **state)
+{
+    (void)state;
+    unsigned long long seed = lam_test_seed();
+    g_rng = seed * 2654435761ULL + 1;
+    lam_event_t eg, ef;
+    lam_event_init(&eg);
+    lam_event_init(&ef);
+    lam_buf_t in = LAM_BUF_INIT, cg = LAM_BUF_INIT, cf = LAM_BUF_INIT;
+    int total = 200000, fast = 0, valid = 0;
+    for (int it = 0; it < total; it++) {
+        lam_buf_clear(&in);
+        d_object(&in, 0);
+        unsigned m = rnd_below(10);
+        if (m == 0 && in.len > 1) /* truncated */
+            in.len = rnd_below((unsigned)in.len);
+        else if (m == 1) /* one byte replaced */
+            in.data[rnd_below((unsigned)in.len)] = (char)rnd_below(256);
+        else if (m == 2)
+            lam_buf_append_str(&in, PICK(d_ws));
+        int64_t future = rnd_below(4) ? DAY : -1;
+        char eg_err[256] = "", ep_err[256] = "";
+        int rg = lam_event_parse_general(&eg, in.data, in.len, NOW, future, eg_err, sizeof(eg_err));
+        int rf = lam_event_parse_fast(&ef, in.data, in.len, NOW, future);
+        if (rf) {
+            fast++;
+            if (rg != 0)
+                fail_msg("seed %llu: fast path accepted what the general parser rejects (%s): %.*s", seed, eg_err,
+                         (int)in.len, in.data);
+            char why[128];
+            if (lam_event_compare(&ef, &eg, why, sizeof(why)))
+                fail_msg("seed %llu: fast path differs: %s: %.*s", seed, why, (int)in.len, in.data);
+            lam_buf_clear(&cg);
+            lam_buf_clear(&cf);
+            lam_event_canonical(&eg, &cg);
+            lam_event_canonical(&ef, &cf);
+            if (cg.len != cf.len || memcmp(cg.data, cf.data, cg.len) != 0 || cf.len != ef.canonical_len)
+                fail_msg("seed %llu: canonical differs:\n%s\n%s", seed, cg.data, cf.data);
+        }
+        int rp = lam_event_parse(&ef, in.data, in.len, NOW, future, ep_err, sizeof(ep_err));
+        if (rp != rg || strcmp(ep_err, eg_err) != 0)
+            fail_msg("seed %llu: lam_event_parse %d '%s' vs general %d '%s': %.*s", seed, rp, ep_err, rg, eg_err,
+                     (int)in.len, in.data);
+        if (rg == 0) {
+            valid++;
+            char why[128];
+            if (lam_event_compare(&ef, &eg, why, sizeof(why)))
+                fail_msg("seed %llu: lam_event_parse differs: %s", seed, why);
+        }
+    }
+    /* the corpus exercises both paths: the fast path takes a good share of the valid events */
+    if (valid < total / 20 || fast < valid / 4)
+        fail_msg("seed %llu: %d valid, %d by the fast path, of %d", seed, valid, fast, total);
+    print_message("differential: %d inputs, %d valid, %d by the fast path\n", total, valid, fast);
+    lam_event_free(&eg);
+    lam_event_free(&ef);
+    lam_buf_free(&in);
+    lam_buf_free(&cg);
+    lam_buf_free(&cf);
+}
+
+/* Hand-picked shapes on both sides of every fast-path decision. */
+static void test_fast_path_cases(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in;
+        int fast; /* the fast path takes it */
+    } cases[] = {
+        {"{\"type\":\"a\",\"ts\":1700000000000,\"x\":1,\"g\":{\"cc\":\"TH\",\"h\":{\"i\":true}},\"n\":null}", 1},
+        {" { \"type\" : \"a\" ,\n\"x\" :\t-1.5 , \"e\":{ } } \n", 1},
+        {"{\"type\":\"a\",\"p\":12.50}", 1},        /* non-canonical number: reformatted */
+        {"{\"type\":\"a\",\"p\":1e3}", 1},
+        {"{\"type\":\"a\",\"p\":1e309}", 0},        /* out of range */
+        {"{\"type\":\"a\",\"u\":\"\xc3\xa9\"}", 1},  /* valid UTF-8 */
+        {"{\"type\":\"a\",\"u\":\"\xc3\"}", 0},      /* invalid UTF-8 */
+        {"{\"type\":\"a\",\"u\":\"a\\nb\"}", 0},      /* escape */
+        {"{\"type\":\"a\",\"_u\":1}", 0},
+        {"{\"type\":\"a\",\"g\":{\"_u\":1}}", 1},    /* '_' only reserved at the start of the name */
+        {"{\"type\":\"a\",\"x\":1,\"x\":2}", 0},
+        {"{\"type\":\"a\",\"g.c\":1,\"g\":{\"c\":2}}", 0},
+        {"{\"type\":\"a\",\"a\":{\"b\":{\"c\":{\"d\":1}}}}", 1},
+        {"{\"type\":\"a\",\"a\":{\"b\":{\"c\":{\"d\":{\"e\":1}}}}}", 1},
+        {"{\"type\":\"a\",\"a\":{\"b\":{\"c\":{\"d\":{\"e\":{\"f\":1}}}}}}", 0},
+        {"{\"type\":\"a\",\"ts\":\"2023-11-14T22:13:20Z\"}", 1},
+        {"{\"type\":\"a\",\"ts\":1700000000000.0}", 0},
+        {"{\"type\":\"a\",\"ts\":-5}", 0},
+        {"{\"type\":\"a\",\"ts\":1900000000000}", 0}, /* future */
+        {"{\"type\":\"a\",\"id\":\"x\",\"id\":\"y\"}", 0},
+        {"{\"ts\":1}", 0},
+        {"{\"type\":\"a\"}x", 0},
+        {"{\"type\":\"a\",\"x\":01}", 0},
+        {"{\"type\":\"a\",\"x\":[1]}", 0},
+        {"{\"type\":\"a\",\"x\":tru}", 0},
+    };
+    lam_event_t eg;
+    lam_event_init(&eg);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *in = cases[i].in;
+        size_t n = strlen(in);
+        char err[256] = "", why[128];
+        int rg = lam_event_parse_general(&eg, in, n, NOW, DAY, err, sizeof(err));
+        int rf = lam_event_parse_fast(&g_ev, in, n, NOW, DAY);
+        if (rf != cases[i].fast)
+            fail_msg("%s: fast path %d, want %d", in, rf, cases[i].fast);
+        if (rf && (rg != 0 || lam_event_compare(&g_ev, &eg, why, sizeof(why))))
+            fail_msg("%s: differs from the general parser: %s", in, rg ? err : why);
+    }
+    lam_event_free(&eg);
+}
+
 /* ---- lam_uuid ---- */
 
 static void test_uuid7(void **state)
@@ -536,6 +754,8 @@ int main(void)
         cmocka_unit_test(test_set_id_and_reuse),
         cmocka_unit_test(test_numbers),
         cmocka_unit_test(test_canonical_fixed_point_random),
+        cmocka_unit_test(test_fast_path_differential),
+        cmocka_unit_test(test_fast_path_cases),
         cmocka_unit_test(test_uuid7),
         cmocka_unit_test(test_uuid7_threads),
     };
