@@ -114,7 +114,20 @@ static void consume(speed_ctx_t *ctx)
             timeout = left < 0 ? 0 : (int)left;
         }
         size_t room = cap - ctx->nrecs;
-        ssize_t n = rd_kafka_consume_batch_queue(q, timeout, msgs, room);
+        ssize_t n;
+        if (!ctx->nrecs) {
+            /* Idle: wait for ONE record, so the batch window starts when it arrives
+             * (rd_kafka_consume_batch_queue waits its whole timeout for the array to fill), then
+             * take what is already queued without waiting. */
+            msgs[0] = rd_kafka_consume_queue(q, timeout);
+            n = msgs[0] ? 1 : 0;
+            if (n && room > 1) {
+                ssize_t more = rd_kafka_consume_batch_queue(q, 0, msgs + 1, room - 1);
+                n += more > 0 ? more : 0;
+            }
+        } else {
+            n = rd_kafka_consume_batch_queue(q, timeout, msgs, room);
+        }
         if (n <= 0)
             speed_batch_complete(ctx); /* idle: the pending batch's counters should not wait for the next one */
         for (ssize_t i = 0; i < n; i++) {

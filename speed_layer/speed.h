@@ -20,7 +20,7 @@
 #define SPEED_REDIS_TIMEOUT_MS 5000 /* connect and command timeout */
 #define SPEED_REFRESH_MS 3600000  /* EXPIRE of a real-time key is renewed at most this often */
 #ifndef SPEED_PREFETCH_KB
-#define SPEED_PREFETCH_KB "4096" /* librdkafka queued.max.messages.kbytes (README "Prefetch") */
+#define SPEED_PREFETCH_KB "16384" /* librdkafka queued.max.messages.kbytes (README "Prefetch") */
 #endif
 #define SPEED_NO_OFFSET (-1)        /* partition has no offset stored in Redis: start at the beginning */
 

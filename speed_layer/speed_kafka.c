@@ -64,7 +64,8 @@ int speed_kafka_init(speed_ctx_t *ctx, char *errstr, size_t errstr_size)
         lam_kafka_conf_set(conf, "queued.max.messages.kbytes", SPEED_PREFETCH_KB, errstr, errstr_size) < 0 ||
         /* librdkafka 2.0 backs a partition's fetcher off for fetch.error.backoff.ms (500) whenever the
          * prefetch queue is full, which stalled catch-up for ~0.5 s every ~30k records */
-        lam_kafka_conf_set(conf, "fetch.error.backoff.ms", "10", errstr, errstr_size) < 0) {
+        lam_kafka_conf_set(conf, "fetch.error.backoff.ms", "10", errstr, errstr_size) < 0 ||
+        lam_kafka_conf_apply_env(conf, errstr, errstr_size) < 0) { /* operators' LAM_KAFKA_X_* win */
         rd_kafka_conf_destroy(conf);
         return -1;
     }
