@@ -32,7 +32,7 @@ static const lam_config_entry_t serving_config_table[] = {
      "most buckets one view query may return", 1, 10000000},
     {"LAM_SERVING_CACHE_MB", LAM_CFG_INT, "32", offsetof(serving_config_t, cache_bytes),
      "memory for cached batch view rows, MiB (0 = no cache)", 0, 65536},
-    {"LAM_SERVING_RESULT_MS", LAM_CFG_MS, "100ms", offsetof(serving_config_t, result_ms),
+    {"LAM_SERVING_RESULT_MS", LAM_CFG_MS, "50ms", offsetof(serving_config_t, result_ms),
      "reuse a merged answer this long (adds at most 2x this much lag; 0 = off)", 0, 60000},
     {"LAM_SPEED_GROUP", LAM_CFG_STR, "speed", offsetof(serving_config_t, speed_group),
      "speed_layer consumer group (for its offsets and stats in Redis)"},
