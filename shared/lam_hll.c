@@ -170,7 +170,6 @@ static void to_dense(lam_hll_t *h)
 /* register = max(register, val); returns 1 if it changed */
 static int set_max(lam_hll_t *h, unsigned reg, unsigned val)
 {
-    h->card = -1; /* (over-eager when nothing changes: only a cache) */
     if (h->dense) {
         if (dense_get(h->dense, reg) >= val)
             return 0;
@@ -225,7 +224,10 @@ int lam_hll_add_hash(lam_hll_t *h, uint64_t hash)
         count++;
         bit <<= 1;
     }
-    return set_max(h, index, count);
+    if (!set_max(h, index, count))
+        return 0;
+    h->card = -1;
+    return 1;
 }
 
 void lam_hll_merge(lam_hll_t *dst, const lam_hll_t *src)
