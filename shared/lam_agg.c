@@ -36,6 +36,16 @@ typedef struct slot {
     uint32_t hash; /* low 32 bits of the cell hash */
 } slot_t;
 
+#define FC_MAX 64      /* fields an event remembers (bits of a uint64_t) */
+#define FC_NONE 0xffu  /* beyond FC_MAX: looked up every time */
+
+typedef struct agg_view {
+    uint32_t wrep;     /* first view with the same where clause: its match result is shared */
+    uint8_t wfi[8];    /* field-cache index of the first where fields (FC_NONE: look up) */
+    uint8_t gfi[LAM_VIEW_GROUP_MAX];
+    uint8_t *mfi;      /* per metric (count: unused) */
+} agg_view_t;
+
 struct lam_agg {
     const lam_views_t *views;
     char *cells; /* arena of cells, 8-aligned */
@@ -48,6 +58,11 @@ struct lam_agg {
     const lam_view_t *varr; /* views are one contiguous array in lam_views_t */
     size_t nviews;
     size_t *mbase;     /* flat index of each view's first metric */
+    /* Compiled at lam_agg_new so each event resolves and hashes a field once, however many views
+       use it, and views with the same where clause share one match. */
+    const lam_fieldref_t **fref; /* the distinct field names of every where, group_by and metric */
+    size_t nfref;
+    agg_view_t *av;    /* per view */
 };
 
 static size_t cell_size(uint32_t nmetrics, uint32_t key_len)
@@ -61,20 +76,101 @@ static char *cell_keyp(const lam_cell_t *c)
 }
 
 
-static uint64_t cell_hash(size_t view, int64_t ts, const char *key, size_t len)
+static inline __attribute__((always_inline)) uint64_t cell_hash_head(size_t view, int64_t ts, const char **key,
+                                                                    size_t *len)
 {
-    uint64_t h = ((uint64_t)ts * 0x9e3779b97f4a7c15ULL) ^ ((uint64_t)(view + 1) << 48) ^ len;
-    size_t i = 0;
-    for (; i + 8 <= len; i += 8) {
+    uint64_t h = ((uint64_t)ts * 0x9e3779b97f4a7c15ULL) ^ ((uint64_t)(view + 1) << 48) ^ *len;
+    for (; *len >= 8; *len -= 8, *key += 8) {
         uint64_t k;
-        memcpy(&k, key + i, 8);
+        memcpy(&k, *key, 8);
         h = (h ^ k) * 0xff51afd7ed558ccdULL;
         h ^= h >> 29;
     }
+    return h;
+}
+
+static uint64_t cell_hash(size_t view, int64_t ts, const char *key, size_t len)
+{
+    uint64_t h = cell_hash_head(view, ts, &key, &len);
     uint64_t k = 0;
-    for (size_t s = 0; i + s < len; s++)
-        k |= (uint64_t)(uint8_t)key[i + s] << (8 * s);
+    for (size_t s = 0; s < len; s++)
+        k |= (uint64_t)(uint8_t)key[s] << (8 * s);
     return lam_mix64(h ^ k);
+}
+
+/*
+ * cell_hash of a key followed by at least 8 readable bytes: the tail is one masked load
+ * (little-endian, where both build the same word).
+ */
+static inline __attribute__((always_inline)) uint64_t cell_hash_padded(size_t view, int64_t ts, const char *key,
+                                                                       size_t len)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t h = cell_hash_head(view, ts, &key, &len);
+    uint64_t k;
+    memcpy(&k, key, 8);
+    k &= len ? ~0ULL >> (64 - 8 * len) : 0;
+    return lam_mix64(h ^ k);
+#else
+    return cell_hash(view, ts, key, len);
+#endif
+}
+
+/* Key bytes equal; both sides readable up to len rounded up to 8 (cells pad their keys). */
+static inline __attribute__((always_inline)) int key_eq_padded(const char *a, const char *b, size_t len)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    for (; len >= 8; len -= 8, a += 8, b += 8) {
+        uint64_t x, y;
+        memcpy(&x, a, 8);
+        memcpy(&y, b, 8);
+        if (x != y)
+            return 0;
+    }
+    if (!len)
+        return 1;
+    uint64_t x, y;
+    memcpy(&x, a, 8);
+    memcpy(&y, b, 8);
+    return ((x ^ y) & (~0ULL >> (64 - 8 * len))) == 0;
+#else
+    return memcmp(a, b, len) == 0;
+#endif
+}
+
+/* Field-cache index of ref: its position among the distinct names, FC_NONE past FC_MAX of them. */
+static uint8_t field_index(lam_agg_t *a, const lam_fieldref_t *ref)
+{
+    for (size_t i = 0; i < a->nfref; i++)
+        if (a->fref[i]->len == ref->len && memcmp(a->fref[i]->name, ref->name, ref->len) == 0)
+            return (uint8_t)i;
+    if (a->nfref >= FC_MAX)
+        return FC_NONE;
+    a->fref[a->nfref] = ref;
+    return (uint8_t)a->nfref++;
+}
+
+static void compile_views(lam_agg_t *a)
+{
+    a->fref = lam_malloc(FC_MAX * sizeof(*a->fref));
+    a->av = lam_calloc(a->nviews ? a->nviews : 1, sizeof(agg_view_t));
+    for (size_t vi = 0; vi < a->nviews; vi++) {
+        const lam_view_t *v = &a->varr[vi];
+        agg_view_t *av = &a->av[vi];
+        av->wrep = (uint32_t)vi;
+        for (size_t u = 0; u < vi; u++)
+            if (lam_view_where_equal(&a->varr[u], v)) {
+                av->wrep = (uint32_t)u;
+                break;
+            }
+        for (size_t i = 0; i < v->nwhere && i < sizeof(av->wfi); i++)
+            av->wfi[i] = field_index(a, &v->where[i].field);
+        for (size_t i = 0; i < v->ngroup; i++)
+            av->gfi[i] = field_index(a, &v->group_by[i]);
+        av->mfi = lam_malloc(v->nmetrics ? v->nmetrics : 1);
+        for (size_t i = 0; i < v->nmetrics; i++)
+            av->mfi[i] = v->metrics[i].kind == LAM_METRIC_COUNT ? FC_NONE : field_index(a, &v->metrics[i].field);
+    }
 }
 
 lam_agg_t *lam_agg_new(const lam_views_t *views)
@@ -89,6 +185,7 @@ lam_agg_t *lam_agg_new(const lam_views_t *views)
     a->mbase = lam_malloc((a->nviews + 1) * sizeof(size_t));
     for (size_t i = 0; i < a->nviews; i++)
         a->mbase[i] = lam_views_metric_base(views, i);
+    compile_views(a);
     return a;
 }
 
@@ -114,6 +211,10 @@ void lam_agg_free(lam_agg_t *a)
     lam_free(a->tab);
     lam_free(a->skipped);
     lam_free(a->mbase);
+    for (size_t i = 0; a->av && i < a->nviews; i++)
+        lam_free(a->av[i].mfi);
+    lam_free(a->av);
+    lam_free(a->fref);
     lam_buf_free(&a->key);
     lam_free(a);
 }
@@ -234,6 +335,29 @@ static lam_cell_t *get_h(lam_agg_t *a, size_t view, int64_t ts, const char *key,
     return c;
 }
 
+/*
+ * get_h for the apply path: key is followed by 8 readable bytes, so the hash and the compare work
+ * a word at a time and a hit costs no call.
+ */
+static inline __attribute__((always_inline)) lam_cell_t *get_padded(lam_agg_t *a, size_t view, int64_t ts,
+                                                                    const char *key, size_t len)
+{
+    uint64_t h = cell_hash_padded(view, ts, key, len);
+    size_t s = (uint32_t)h & a->mask;
+    for (;;) {
+        const slot_t *sl = &a->tab[s];
+        if (!sl->off8)
+            break;
+        if (sl->hash == (uint32_t)h) {
+            lam_cell_t *c = (lam_cell_t *)(a->cells + (size_t)(sl->off8 - 1) * 8);
+            if (c->ts == ts && c->view == view && c->key_len == len && key_eq_padded(cell_keyp(c), key, len))
+                return c;
+        }
+        s = (s + 1) & a->mask;
+    }
+    return get_h(a, view, ts, key, len, h);
+}
+
 lam_cell_t *lam_agg_get(lam_agg_t *a, size_t view, int64_t ts, const char *key, size_t len)
 {
     return get_h(a, view, ts, key, len, cell_hash(view, ts, key, len));
@@ -273,7 +397,7 @@ static void append_value(lam_buf_t *out, const lam_field_t *f)
     }
 }
 
-static void group_key_slow(const lam_view_t *v, const lam_event_t *ev, lam_buf_t *out)
+static void group_key_slow(const lam_view_t *v, const lam_field_t *const *fs, lam_buf_t *out)
 {
     lam_buf_reserve(out, 2);
     out->data[out->len++] = '[';
@@ -282,27 +406,33 @@ static void group_key_slow(const lam_view_t *v, const lam_event_t *ev, lam_buf_t
             lam_buf_reserve(out, 1);
             out->data[out->len++] = ',';
         }
-        append_value(out, lam_view_field(ev, &v->group_by[i]));
+        append_value(out, fs[i]);
     }
     lam_buf_reserve(out, 1);
     out->data[out->len++] = ']';
     out->data[out->len] = '\0';
 }
 
-void lam_agg_group_key(const lam_view_t *v, const lam_event_t *ev, lam_buf_t *out)
+/* Short copies (group-key values): a plain loop beats a call to memcpy. */
+static inline void copy_small(char *dst, const char *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = src[i];
+}
+
+/* The group key of the resolved group_by fields fs[0..v->ngroup) (NULL: absent). */
+static void group_key_fields(const lam_view_t *v, const lam_field_t *const *fs, lam_buf_t *out)
 {
     /* one reservation and direct writes; a string that needs escaping takes the slow path */
-    const lam_field_t *fs[LAM_VIEW_GROUP_MAX];
     size_t need = 2 + v->ngroup;
     for (size_t i = 0; i < v->ngroup; i++) {
-        const lam_field_t *f = lam_view_field(ev, &v->group_by[i]);
-        fs[i] = f;
+        const lam_field_t *f = fs[i];
         if (!f || f->type == LAM_VAL_NULL)
             need += 4;
         else if (f->type != LAM_VAL_STRING || f->canon_plain || plain_ascii(f->val, f->val_len))
             need += f->val_len + 2;
         else
-            return group_key_slow(v, ev, out);
+            return group_key_slow(v, fs, out);
     }
     if (out->cap - out->len < need + 1)
         lam_buf_reserve(out, need);
@@ -317,17 +447,25 @@ void lam_agg_group_key(const lam_view_t *v, const lam_event_t *ev, lam_buf_t *ou
             p += 4;
         } else if (f->type == LAM_VAL_STRING) {
             *p++ = '"';
-            memcpy(p, f->val, f->val_len);
+            copy_small(p, f->val, f->val_len);
             p += f->val_len;
             *p++ = '"';
         } else {
-            memcpy(p, f->val, f->val_len);
+            copy_small(p, f->val, f->val_len);
             p += f->val_len;
         }
     }
     *p++ = ']';
     *p = '\0';
     out->len = (size_t)(p - out->data);
+}
+
+void lam_agg_group_key(const lam_view_t *v, const lam_event_t *ev, lam_buf_t *out)
+{
+    const lam_field_t *fs[LAM_VIEW_GROUP_MAX];
+    for (size_t i = 0; i < v->ngroup; i++)
+        fs[i] = lam_view_field(ev, &v->group_by[i]);
+    group_key_fields(v, fs, out);
 }
 
 int lam_agg_key_decode(const char *key, size_t len, lam_keyval_t *vals, size_t max, size_t *n,
@@ -388,21 +526,78 @@ int lam_agg_event_cell(const lam_view_t *v, const lam_event_t *ev, int64_t *buck
 
 /* ---- apply ---- */
 
+/* One event's fields by field-cache index, each looked up (and HLL-hashed) at most once. */
+typedef struct ev_cache {
+    const lam_event_t *ev;
+    uint64_t have, hashed;
+    const lam_field_t *f[FC_MAX];
+    uint64_t h[FC_MAX];
+} ev_cache_t;
+
+static inline __attribute__((always_inline)) const lam_field_t *ec_field(const lam_agg_t *a, ev_cache_t *c,
+                                                                         uint8_t fi, const lam_fieldref_t *ref)
+{
+    if (fi == FC_NONE)
+        return lam_view_field(c->ev, ref);
+    if (!(c->have & (1ULL << fi))) {
+        c->f[fi] = lam_view_field(c->ev, a->fref[fi]);
+        c->have |= 1ULL << fi;
+    }
+    return c->f[fi];
+}
+
+/* lam_hll_hash of field f (index fi) of the event. */
+static inline __attribute__((always_inline)) uint64_t ec_hash(ev_cache_t *c, uint8_t fi, const lam_field_t *f)
+{
+    if (fi == FC_NONE)
+        return lam_hll_hash(f->val, f->val_len);
+    if (!(c->hashed & (1ULL << fi))) {
+        c->h[fi] = lam_hll_hash(f->val, f->val_len);
+        c->hashed |= 1ULL << fi;
+    }
+    return c->h[fi];
+}
+
+static int ec_match(const lam_agg_t *a, ev_cache_t *c, const lam_view_t *v, const agg_view_t *av)
+{
+    for (size_t i = 0; i < v->nwhere; i++) {
+        const lam_where_t *w = &v->where[i];
+        uint8_t fi = i < sizeof(av->wfi) ? av->wfi[i] : FC_NONE;
+        if (!lam_where_match(w, ec_field(a, c, fi, &w->field)))
+            return 0;
+    }
+    return 1;
+}
+
 int lam_agg_add_event(lam_agg_t *a, const lam_event_t *ev)
 {
     int matched = 0;
-    /* distinct values hashed once per event, however many views count them */
-    enum { HCACHE = 4 };
-    const lam_field_t *hf[HCACHE];
-    uint64_t hv[HCACHE];
-    size_t nh = 0;
+    ev_cache_t c;
+    c.ev = ev;
+    c.have = c.hashed = 0;
+    /* where results of the first 64 views, shared by the views with the same clause */
+    uint64_t wdone = 0, wok = 0;
     /* bucket start per granularity, computed once per event */
     int64_t floor_ts[LAM_GRAN_ALL + 1];
     unsigned floor_have = 0;
     for (size_t vi = 0; vi < a->nviews; vi++) {
         const lam_view_t *v = &a->varr[vi];
-        if (!lam_view_match(v, ev))
-            continue;
+        const agg_view_t *av = &a->av[vi];
+        if (v->nwhere) {
+            uint32_t r = av->wrep;
+            int ok;
+            if (r < 64 && (wdone & (1ULL << r))) {
+                ok = (int)((wok >> r) & 1);
+            } else {
+                ok = ec_match(a, &c, v, av);
+                if (r < 64) {
+                    wdone |= 1ULL << r;
+                    wok |= (uint64_t)ok << r;
+                }
+            }
+            if (!ok)
+                continue;
+        }
         matched++;
         unsigned g = (unsigned)v->granularity;
         if (!(floor_have & (1u << g))) {
@@ -410,36 +605,28 @@ int lam_agg_add_event(lam_agg_t *a, const lam_event_t *ev)
             floor_have |= 1u << g;
         }
         int64_t ts = floor_ts[g];
+        const lam_field_t *fs[LAM_VIEW_GROUP_MAX];
+        for (size_t i = 0; i < v->ngroup; i++)
+            fs[i] = ec_field(a, &c, av->gfi[i], &v->group_by[i]);
         a->key.len = 0;
-        lam_agg_group_key(v, ev, &a->key);
-        lam_cell_t *c = get_h(a, vi, ts, a->key.data, a->key.len, cell_hash(vi, ts, a->key.data, a->key.len));
-        c->count++;
+        group_key_fields(v, fs, &a->key);
+        if (a->key.cap - a->key.len < 9)
+            lam_buf_reserve(&a->key, 8); /* get_padded reads a word past the key */
+        lam_cell_t *cell = get_padded(a, vi, ts, a->key.data, a->key.len);
+        cell->count++;
         uint64_t *skipped = a->skipped + a->mbase[vi];
         for (size_t mi = 0; mi < v->nmetrics; mi++) {
             const lam_metric_t *m = &v->metrics[mi];
             if (m->kind == LAM_METRIC_COUNT)
                 continue;
-            const lam_field_t *f = lam_view_field(ev, &m->field);
+            const lam_field_t *f = ec_field(a, &c, av->mfi[mi], &m->field);
             if (!f || f->type == LAM_VAL_NULL)
                 continue; /* the metric does not apply */
-            cell_metric_t *cm = &c->m[mi];
+            cell_metric_t *cm = &cell->m[mi];
             if (m->kind == LAM_METRIC_DISTINCT) {
                 if (!cm->u.hll)
                     cm->u.hll = lam_hll_new();
-                size_t k = 0;
-                while (k < nh && hf[k] != f)
-                    k++;
-                uint64_t hash;
-                if (k < nh) {
-                    hash = hv[k];
-                } else {
-                    hash = lam_hll_hash(f->val, f->val_len);
-                    if (nh < HCACHE) {
-                        hf[nh] = f;
-                        hv[nh++] = hash;
-                    }
-                }
-                lam_hll_add_hash(cm->u.hll, hash);
+                lam_hll_add_hash(cm->u.hll, ec_hash(&c, av->mfi[mi], f));
                 continue;
             }
             if (f->type != LAM_VAL_NUMBER || !f->micro_ok) {

@@ -546,22 +546,25 @@ int lam_view_metric_index(const lam_view_t *v, const char *text, size_t len)
 
 int lam_view_match(const lam_view_t *v, const lam_event_t *ev)
 {
-    for (size_t i = 0; i < v->nwhere; i++) {
-        const lam_where_t *w = &v->where[i];
-        const lam_field_t *f = lam_view_field(ev, &w->field);
-        lam_val_type_t ft = f ? (lam_val_type_t)f->type : LAM_VAL_NULL;
-        int ok = 0;
-        for (size_t k = 0; k < w->nvalues && !ok; k++) {
-            const lam_where_value_t *wv = &w->values[k];
-            if (wv->type != ft)
-                continue;
-            if (ft == LAM_VAL_NULL || ft == LAM_VAL_TRUE || ft == LAM_VAL_FALSE)
-                ok = 1;
-            else
-                ok = f->val_len == wv->len && lam_event_bytes_eq_(f->val, wv->val, wv->len);
-        }
-        if (!ok)
+    for (size_t i = 0; i < v->nwhere; i++)
+        if (!lam_where_match(&v->where[i], lam_view_field(ev, &v->where[i].field)))
             return 0;
+    return 1;
+}
+
+int lam_view_where_equal(const lam_view_t *a, const lam_view_t *b)
+{
+    if (a->nwhere != b->nwhere)
+        return 0;
+    for (size_t i = 0; i < a->nwhere; i++) {
+        const lam_where_t *x = &a->where[i], *y = &b->where[i];
+        if (x->field.len != y->field.len || memcmp(x->field.name, y->field.name, x->field.len) != 0 ||
+            x->nvalues != y->nvalues)
+            return 0;
+        for (size_t k = 0; k < x->nvalues; k++)
+            if (x->values[k].type != y->values[k].type || x->values[k].len != y->values[k].len ||
+                memcmp(x->values[k].val, y->values[k].val, x->values[k].len) != 0)
+                return 0;
     }
     return 1;
 }

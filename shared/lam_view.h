@@ -97,6 +97,23 @@ static inline const lam_field_t *lam_view_field(const lam_event_t *ev, const lam
 }
 /** 1 when the event passes the view's where clause (absent fields compare as null). */
 int lam_view_match(const lam_view_t *v, const lam_event_t *ev);
+/** 1 when field f (NULL when absent: compares as null) passes one condition w of a where clause. */
+static inline int lam_where_match(const lam_where_t *w, const lam_field_t *f)
+{
+    lam_val_type_t ft = f ? (lam_val_type_t)f->type : LAM_VAL_NULL;
+    for (size_t k = 0; k < w->nvalues; k++) {
+        const lam_where_value_t *wv = &w->values[k];
+        if (wv->type != ft)
+            continue;
+        if (ft == LAM_VAL_NULL || ft == LAM_VAL_TRUE || ft == LAM_VAL_FALSE)
+            return 1;
+        if (f->val_len == wv->len && lam_event_bytes_eq_(f->val, wv->val, wv->len))
+            return 1;
+    }
+    return 0;
+}
+/** 1 when views a and b have the same where clause (same conditions in the same order). */
+int lam_view_where_equal(const lam_view_t *a, const lam_view_t *b);
 
 /** Append {"views":[...]} (the validated definitions, canonical JSON) to out. */
 void lam_views_to_json(const lam_views_t *vs, lam_buf_t *out);

@@ -708,11 +708,122 @@ static void test_apply_matches_reference(void **state)
     lam_buf_free(&rkey);
 }
 
+/*
+ * The apply path resolves each field once per event, shares one where match between views with
+ * the same clause, and hashes/compares keys a word at a time: check it against lam_agg_event_cell
+ * (each view on its own) with shared and near-identical where clauses, key lengths around 8,
+ * and more distinct field names (70 sums) than the per-event field cache holds.
+ */
+static void test_apply_shared_where(void **state)
+{
+    (void)state;
+    lam_buf_t doc = LAM_BUF_INIT;
+    lam_buf_append_str(&doc, "{\"views\":["
+        "{\"name\":\"v0\",\"where\":{\"type\":\"x\"},\"group_by\":[\"s\"],\"granularity\":\"minute\",\"metrics\":[\"count\",\"sum:n\"]},"
+        "{\"name\":\"v1\",\"where\":{\"type\":\"x\"},\"group_by\":[\"k\"],\"granularity\":\"hour\",\"metrics\":[\"count\"]},"
+        "{\"name\":\"v2\",\"where\":{\"type\":[\"x\",\"y\"]},\"group_by\":[\"s\",\"k\"],\"granularity\":\"hour\",\"metrics\":[\"count\"]},"
+        "{\"name\":\"v3\",\"where\":{\"type\":\"y\",\"s\":\"s1\"},\"granularity\":\"day\",\"metrics\":[\"count\",\"sum:n\"]},"
+        "{\"name\":\"v4\",\"where\":{\"s\":\"s1\",\"type\":\"y\"},\"granularity\":\"day\",\"metrics\":[\"count\"]},"
+        "{\"name\":\"v5\",\"where\":{\"type\":\"y\",\"s\":\"s2\"},\"granularity\":\"day\",\"metrics\":[\"count\"]},"
+        "{\"name\":\"v6\",\"where\":{\"n\":null},\"group_by\":[\"type\"],\"granularity\":\"day\",\"metrics\":[\"count\"]},"
+        "{\"name\":\"v7\",\"where\":{\"type\":\"x\"},\"group_by\":[\"s\"],\"granularity\":\"minute\",\"metrics\":[\"count\",\"sum:n\"]},"
+        "{\"name\":\"wide\",\"group_by\":[\"k\"],\"granularity\":\"day\",\"metrics\":[\"count\"");
+    for (int i = 0; i < 70; i++)
+        lam_buf_printf(&doc, ",\"sum:f%d\"", i);
+    lam_buf_append_str(&doc, "]}]}");
+    char err[256];
+    lam_views_t *vs = lam_views_parse(doc.data, doc.len, "t", err, sizeof(err));
+    if (!vs)
+        fail_msg("%s", err);
+    assert_true(lam_view_where_equal(lam_views_get(vs, 0), lam_views_get(vs, 1)));
+    assert_false(lam_view_where_equal(lam_views_get(vs, 0), lam_views_get(vs, 2)));
+    assert_false(lam_view_where_equal(lam_views_get(vs, 3), lam_views_get(vs, 4))); /* order differs */
+    assert_false(lam_view_where_equal(lam_views_get(vs, 3), lam_views_get(vs, 5)));
+    lam_agg_t *a = lam_agg_new(vs);
+    lam_event_t ev;
+    lam_event_init(&ev);
+    lam_buf_t in = LAM_BUF_INIT, key = LAM_BUF_INIT;
+    enum { MAXREF = 8192 };
+    static struct {
+        size_t view;
+        int64_t ts;
+        char key[64];
+        size_t key_len;
+        int64_t count, sum;
+    } ref[MAXREF];
+    size_t nref = 0;
+    static const char *keys[] = {"", "a", "abcdef", "abcdefg", "abcdefgh", "abcdefghi", "abcdefghijklmno",
+                                 "abcdefghijklmnop", "abcdefghijklmnopq"};
+    for (int it = 0; it < 4000; it++) {
+        lam_buf_clear(&in);
+        lam_buf_printf(&in, "{\"type\":\"%s\",\"ts\":%d,\"s\":\"s%u\",\"k\":\"%s\"", lam_test_rand() % 2 ? "x" : "y",
+                       (int)(lam_test_rand() % 172800000), (unsigned)(lam_test_rand() % 3), keys[lam_test_rand() % 9]);
+        if (lam_test_rand() % 4)
+            lam_buf_printf(&in, ",\"n\":%u", (unsigned)(lam_test_rand() % 100));
+        for (int i = 0; i < 70; i++)
+            if (lam_test_rand() % 8 == 0)
+                lam_buf_printf(&in, ",\"f%d\":%d", i, i + 1);
+        lam_buf_append_char(&in, '}');
+        if (lam_event_parse(&ev, in.data, in.len, 0, -1, err, sizeof(err)))
+            fail_msg("%s: %s", in.data, err);
+        int matched = lam_agg_add_event(a, &ev), rmatched = 0;
+        for (size_t vi = 0; vi < lam_views_count(vs); vi++) {
+            const lam_view_t *v = lam_views_get(vs, vi);
+            int64_t ts;
+            lam_buf_clear(&key);
+            if (!lam_agg_event_cell(v, &ev, &ts, &key))
+                continue;
+            rmatched++;
+            size_t r = 0;
+            while (r < nref && !(ref[r].view == vi && ref[r].ts == ts && ref[r].key_len == key.len &&
+                                 memcmp(ref[r].key, key.data, key.len) == 0))
+                r++;
+            if (r == nref) {
+                assert_true(nref < MAXREF && key.len <= sizeof(ref[r].key));
+                memset(&ref[r], 0, sizeof(ref[r]));
+                ref[r].view = vi;
+                ref[r].ts = ts;
+                memcpy(ref[r].key, key.data, key.len);
+                ref[r].key_len = key.len;
+                nref++;
+            }
+            ref[r].count++;
+            /* the sum of every sum metric of the view (n, or the 70 f fields) */
+            for (size_t m = 0; m < v->nmetrics; m++) {
+                const lam_field_t *f = lam_event_get(&ev, v->metrics[m].field.name, v->metrics[m].field.len);
+                if (v->metrics[m].kind == LAM_METRIC_SUM && f && f->type == LAM_VAL_NUMBER)
+                    ref[r].sum += f->micro;
+            }
+        }
+        assert_int_equal(matched, rmatched);
+    }
+    assert_int_equal(lam_agg_size(a), nref);
+    for (size_t r = 0; r < nref; r++) {
+        const lam_view_t *v = lam_views_get(vs, ref[r].view);
+        lam_cell_t *c = lam_agg_find(a, ref[r].view, ref[r].ts, ref[r].key, ref[r].key_len);
+        assert_non_null(c);
+        assert_int_equal(lam_cell_count(c), ref[r].count);
+        int64_t sum = 0;
+        for (size_t m = 0; m < v->nmetrics; m++) {
+            int64_t x;
+            if (v->metrics[m].kind == LAM_METRIC_SUM && lam_cell_sum(c, m, &x) == LAM_CELL_VALUE)
+                sum += x;
+        }
+        assert_int_equal(sum, ref[r].sum);
+    }
+    lam_agg_free(a);
+    lam_views_free(vs);
+    lam_event_free(&ev);
+    lam_buf_free(&in);
+    lam_buf_free(&key);
+    lam_buf_free(&doc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_micro),          cmocka_unit_test(test_group_key),
-        cmocka_unit_test(test_apply_matches_reference),
+        cmocka_unit_test(test_apply_matches_reference), cmocka_unit_test(test_apply_shared_where),
         cmocka_unit_test(test_apply),          cmocka_unit_test(test_overflow),
         cmocka_unit_test(test_merge_property), cmocka_unit_test(test_blob_errors),
         cmocka_unit_test(test_merge_rt_rebuilds_cells),
