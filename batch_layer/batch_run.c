@@ -161,9 +161,13 @@ static int idset_add(idset_t *s, const char *id, size_t len, uint64_t hash)
     }
     s->slots[j].hash = h;
     s->slots[j].off = s->arena.len;
-    unsigned char l2[2] = {(unsigned char)(len & 0xff), (unsigned char)(len >> 8)};
-    lam_buf_append(&s->arena, l2, 2);
-    lam_buf_append(&s->arena, id, len);
+    lam_buf_reserve(&s->arena, len + 2);
+    unsigned char *e = (unsigned char *)s->arena.data + s->arena.len;
+    e[0] = (unsigned char)(len & 0xff);
+    e[1] = (unsigned char)(len >> 8);
+    for (size_t i = 0; i < len; i++) /* ids are short: no call to memcpy */
+        e[2 + i] = (unsigned char)id[i];
+    s->arena.len += len + 2;
     s->n++;
     return 1;
 }

@@ -176,13 +176,18 @@ static int set_max(lam_hll_t *h, unsigned reg, unsigned val)
         dense_set(h->dense, reg, val);
         return 1;
     }
-    uint32_t lo = 0, hi = h->n;
-    while (lo < hi) {
-        uint32_t mid = (lo + hi) / 2;
-        if ((h->sp[mid] >> 8) < reg)
-            lo = mid + 1;
-        else
-            hi = mid;
+    /* first entry with register >= reg (entries are reg << 8 | val with val > 0): a branch-free
+       lower bound, as the registers of random hashes mispredict half of a branchy search's steps */
+    uint32_t lo = 0;
+    if (h->n) {
+        const uint32_t key = reg << 8, *base = h->sp;
+        uint32_t len = h->n;
+        while (len > 1) {
+            uint32_t half = len / 2;
+            base = base[half] < key ? base + half : base;
+            len -= half;
+        }
+        lo = (uint32_t)(base - h->sp) + (*base < key);
     }
     if (lo < h->n && (h->sp[lo] >> 8) == reg) {
         if ((h->sp[lo] & 0xff) >= val)
@@ -218,12 +223,7 @@ int lam_hll_add_hash(lam_hll_t *h, uint64_t hash)
     unsigned index = (unsigned)(hash & (LAM_HLL_REGISTERS - 1));
     hash >>= LAM_HLL_P;
     hash |= (uint64_t)1 << HLL_Q;
-    unsigned count = 1;
-    uint64_t bit = 1;
-    while ((hash & bit) == 0) {
-        count++;
-        bit <<= 1;
-    }
+    unsigned count = (unsigned)__builtin_ctzll(hash) + 1; /* hash != 0: bit HLL_Q is set */
     if (!set_max(h, index, count))
         return 0;
     h->card = -1;
