@@ -607,6 +607,29 @@ static inline size_t skip_ws(const char *s, size_t p)
 }
 
 /*
+ * When the 8 bytes at s are all ASCII digits, their value (little-endian SWAR, as in simdjson's
+ * parse_eight_digits_unrolled); else -1.
+ */
+static inline int64_t digits8(const char *s)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t v;
+    memcpy(&v, s, 8);
+    if ((((v & 0xF0F0F0F0F0F0F0F0ULL) | (((v + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) >> 4))) !=
+        0x3333333333333333ULL)
+        return -1;
+    v -= 0x3030303030303030ULL;
+    v = (v * 10) + (v >> 8);
+    v = (((v & 0x000000FF000000FFULL) * (100 + (1000000ULL << 32))) +
+         (((v >> 16) & 0x000000FF000000FFULL) * (1 + (10000ULL << 32)))) >> 32;
+    return (int64_t)v;
+#else
+    (void)s;
+    return -1;
+#endif
+}
+
+/*
  * Offset of the closing quote of the string whose content starts at p, when the string has no
  * escapes or control characters and is valid UTF-8 (so its canonical form is its raw bytes);
  * 0 otherwise.
@@ -687,6 +710,11 @@ static int fast_ts(lam_event_t *ev, const char *s, size_t *pp, size_t len, size_
         p = e + 1;
     } else {
         size_t st = p;
+        int64_t d8 = digits8(s + p); /* s has 8 readable bytes past its NUL */
+        if (d8 >= 0) {
+            ms = d8;
+            p += 8;
+        }
         while (is_digit(s[p]) && p - st < 16)
             ms = ms * 10 + (s[p++] - '0');
         if (p == st || (s[st] == '0' && p - st > 1) || is_digit(s[p]) || s[p] == '.' || s[p] == 'e' ||
