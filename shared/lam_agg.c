@@ -116,28 +116,6 @@ static inline __attribute__((always_inline)) uint64_t cell_hash_padded(size_t vi
 #endif
 }
 
-/* Key bytes equal; both sides readable up to len rounded up to 8 (cells pad their keys). */
-static inline __attribute__((always_inline)) int key_eq_padded(const char *a, const char *b, size_t len)
-{
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    for (; len >= 8; len -= 8, a += 8, b += 8) {
-        uint64_t x, y;
-        memcpy(&x, a, 8);
-        memcpy(&y, b, 8);
-        if (x != y)
-            return 0;
-    }
-    if (!len)
-        return 1;
-    uint64_t x, y;
-    memcpy(&x, a, 8);
-    memcpy(&y, b, 8);
-    return ((x ^ y) & (~0ULL >> (64 - 8 * len))) == 0;
-#else
-    return memcmp(a, b, len) == 0;
-#endif
-}
-
 /* Field-cache index of ref: its position among the distinct names, FC_NONE past FC_MAX of them. */
 static uint8_t field_index(lam_agg_t *a, const lam_fieldref_t *ref)
 {
@@ -350,7 +328,7 @@ static inline __attribute__((always_inline)) lam_cell_t *get_padded(lam_agg_t *a
             break;
         if (sl->hash == (uint32_t)h) {
             lam_cell_t *c = (lam_cell_t *)(a->cells + (size_t)(sl->off8 - 1) * 8);
-            if (c->ts == ts && c->view == view && c->key_len == len && key_eq_padded(cell_keyp(c), key, len))
+            if (c->ts == ts && c->view == view && c->key_len == len && lam_event_bytes_eq_padded_(cell_keyp(c), key, len))
                 return c;
         }
         s = (s + 1) & a->mask;
@@ -569,6 +547,16 @@ static int ec_match(const lam_agg_t *a, ev_cache_t *c, const lam_view_t *v, cons
     return 1;
 }
 
+/* lam_time_floor, inline for the fixed-length granularities views use (a remainder by a constant). */
+static inline int64_t bucket_floor(int64_t ms, lam_gran_t g)
+{
+    int64_t len = g == LAM_GRAN_MINUTE ? 60000 : g == LAM_GRAN_HOUR ? 3600000 : g == LAM_GRAN_DAY ? 86400000 : 0;
+    if (!len)
+        return lam_time_floor(ms, g);
+    int64_t r = ms % len;
+    return ms - (r < 0 ? r + len : r);
+}
+
 int lam_agg_add_event(lam_agg_t *a, const lam_event_t *ev)
 {
     int matched = 0;
@@ -601,7 +589,7 @@ int lam_agg_add_event(lam_agg_t *a, const lam_event_t *ev)
         matched++;
         unsigned g = (unsigned)v->granularity;
         if (!(floor_have & (1u << g))) {
-            floor_ts[g] = lam_time_floor(ev->ts_ms, v->granularity);
+            floor_ts[g] = bucket_floor(ev->ts_ms, v->granularity);
             floor_have |= 1u << g;
         }
         int64_t ts = floor_ts[g];

@@ -353,6 +353,7 @@ static int parse_finish(lam_event_t *ev, int seen_id, int seen_type, size_t cano
                       LAM_EVENT_MAX_BYTES);
     ev->canonical_len = canon;
 
+    arena_reserve(ev, 8); /* 8 readable bytes after the last name in the arena (lam_event_get_padded) */
     for (size_t i = 0; i < ev->nfields; i++) {
         lam_field_t *f = &ev->fields[i];
         f->name = ev->arena + f->name_off;

@@ -92,9 +92,10 @@ static int set_fieldref(pctx_t *c, const char *what, lam_fieldref_t *f, char *na
         lam_free(name);
         return -1;
     }
-    f->name = name;
+    f->name = lam_realloc(name, len + 9); /* padded: lam_event_get_padded loads whole words */
+    memset(f->name + len, 0, 9);
     f->len = len;
-    f->hash = lam_event_name_hash(name, len);
+    f->hash = lam_event_name_hash(f->name, len);
     return 0;
 }
 
@@ -196,7 +197,7 @@ static int parse_group_by(pctx_t *c, lam_view_t *v)
         char *name = dup_tok(&c->j, &len, &nul);
         if (set_fieldref(c, "group_by", &v->group_by[v->ngroup], name, len, nul))
             return -1;
-        v->ngroup++;
+        name = v->group_by[v->ngroup++].name; /* set_fieldref may have moved it */
         for (size_t i = 0; i + 1 < v->ngroup; i++)
             if (v->group_by[i].len == len && memcmp(v->group_by[i].name, name, len) == 0)
                 return perr(c, "group_by: duplicate field \"%s\"", name);

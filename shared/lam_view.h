@@ -20,7 +20,7 @@ typedef enum lam_metric_kind {
     LAM_METRIC_DISTINCT
 } lam_metric_kind_t;
 
-/** A compiled reference to an event field (name NUL-terminated, hash precomputed). */
+/** A compiled reference to an event field (name NUL-terminated and zero-padded by 8 bytes, hash precomputed). */
 typedef struct lam_fieldref {
     char *name;
     size_t len;
@@ -93,7 +93,7 @@ const char *lam_metric_kind_name(lam_metric_kind_t k);
 /** Resolve a field reference on an event; NULL when absent. Owned by the event. */
 static inline const lam_field_t *lam_view_field(const lam_event_t *ev, const lam_fieldref_t *ref)
 {
-    return lam_event_get_h(ev, ref->name, ref->len, ref->hash);
+    return lam_event_get_padded(ev, ref->name, ref->len, ref->hash);
 }
 /** 1 when the event passes the view's where clause (absent fields compare as null). */
 int lam_view_match(const lam_view_t *v, const lam_event_t *ev);

@@ -757,7 +757,7 @@ static void test_apply_shared_where(void **state)
     for (int it = 0; it < 4000; it++) {
         lam_buf_clear(&in);
         lam_buf_printf(&in, "{\"type\":\"%s\",\"ts\":%d,\"s\":\"s%u\",\"k\":\"%s\"", lam_test_rand() % 2 ? "x" : "y",
-                       (int)(lam_test_rand() % 172800000), (unsigned)(lam_test_rand() % 3), keys[lam_test_rand() % 9]);
+                       (int)(lam_test_rand() % 345600000) - 172800000, (unsigned)(lam_test_rand() % 3), keys[lam_test_rand() % 9]);
         if (lam_test_rand() % 4)
             lam_buf_printf(&in, ",\"n\":%u", (unsigned)(lam_test_rand() % 100));
         for (int i = 0; i < 70; i++)
