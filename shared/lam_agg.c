@@ -518,7 +518,8 @@ static inline __attribute__((always_inline)) const lam_field_t *ec_field(const l
     if (fi == FC_NONE)
         return lam_view_field(c->ev, ref);
     if (!(c->have & (1ULL << fi))) {
-        c->f[fi] = lam_view_field(c->ev, a->fref[fi]);
+        const lam_fieldref_t *r = a->fref[fi];
+        c->f[fi] = lam_event_get_(c->ev, r->name, r->len, r->hash, 1); /* padded, inline */
         c->have |= 1ULL << fi;
     }
     return c->f[fi];
