@@ -42,7 +42,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (lam_event_parse(&ev, k_events[i], strlen(k_events[i]), 1700000000000LL, -1, err, sizeof(err)))
             abort();
         lam_agg_add_event(i % 2 ? a : b, &ev);
-        lam_agg_add_event(all, &ev);
+        /* the shared apply path (field cache, where results shared between views) against each
+           view on its own: the same views match and their cells exist */
+        int matched = lam_agg_add_event(all, &ev), ref = 0;
+        for (size_t vi = 0; vi < lam_views_count(vs); vi++) {
+            int64_t ts;
+            lam_buf_t k = LAM_BUF_INIT;
+            if (lam_agg_event_cell(lam_views_get(vs, vi), &ev, &ts, &k)) {
+                ref++;
+                if (!lam_agg_find(all, vi, ts, k.data, k.len))
+                    abort();
+            }
+            lam_buf_free(&k);
+        }
+        if (matched != ref)
+            abort();
     }
     lam_agg_merge(a, b);
     if (lam_agg_size(a) != lam_agg_size(all))
