@@ -401,17 +401,11 @@ static inline void copy_small(char *dst, const char *src, size_t n)
 /* The group key of the resolved group_by fields fs[0..v->ngroup) (NULL: absent). */
 static void group_key_fields(const lam_view_t *v, const lam_field_t *const *fs, lam_buf_t *out)
 {
-    /* one reservation and direct writes; a string that needs escaping takes the slow path */
-    size_t need = 2 + v->ngroup;
-    for (size_t i = 0; i < v->ngroup; i++) {
-        const lam_field_t *f = fs[i];
-        if (!f || f->type == LAM_VAL_NULL)
-            need += 4;
-        else if (f->type != LAM_VAL_STRING || f->canon_plain || plain_ascii(f->val, f->val_len))
-            need += f->val_len + 2;
-        else
-            return group_key_slow(v, fs, out);
-    }
+    /* one pass of direct writes into room for the longest plain key; a string that needs
+       escaping starts over on the slow path */
+    size_t need = 2 + 5 * v->ngroup;
+    for (size_t i = 0; i < v->ngroup; i++)
+        need += fs[i] ? fs[i]->val_len : 0;
     if (out->cap - out->len < need + 1)
         lam_buf_reserve(out, need);
     char *p = out->data + out->len;
@@ -424,6 +418,8 @@ static void group_key_fields(const lam_view_t *v, const lam_field_t *const *fs, 
             memcpy(p, "null", 4);
             p += 4;
         } else if (f->type == LAM_VAL_STRING) {
+            if (!f->canon_plain && !plain_ascii(f->val, f->val_len))
+                return group_key_slow(v, fs, out);
             *p++ = '"';
             copy_small(p, f->val, f->val_len);
             p += f->val_len;
