@@ -31,9 +31,10 @@ static int64_t now_us(void)
 
 /*
  * lam_view_rows is partitioned by run, one table per run (lam_view_rows_<k>). A run's rows are loaded
- * into a table created in the publish transaction, without index (PostgreSQL skips its WAL with
- * wal_level=minimal), then indexed by one sorted build and attached: per-row btree inserts into one
- * big primary key made COPY 4x slower. Dropping an old run is DROP TABLE instead of DELETE.
+ * into a table created in the same transaction, without index (PostgreSQL skips its WAL with
+ * wal_level=minimal), then indexed by one sorted build, and attached by the publish transaction:
+ * per-row btree inserts into one big primary key cost PostgreSQL 2.5x the CPU. Dropping an old run is
+ * DROP TABLE instead of DELETE.
  * Identifiers carry only the run number (an int64 of ours, never user text): DDL takes no parameters.
  */
 #define PART_FMT "lam_view_rows_%" PRId64
@@ -320,6 +321,56 @@ static int rollback(PGconn *pg)
     return -1;
 }
 
+/*
+ * The publish transaction of run k (its table loaded and committed). Returns 0, -1 (rolled back), or 1
+ * when the lock on lam_view_rows was not granted in time (rolled back; try again).
+ */
+static int publish_txn(PGconn *pg, int64_t run, const char *rec, const char *sk, const char *nrows, char *errstr,
+                       size_t errstr_size)
+{
+    char r[32];
+    snprintf(r, sizeof(r), "%" PRId64, run);
+    const char *p1[] = {r};
+    /*
+     * ACCESS EXCLUSIVE on lam_view_rows for these few ms: ATTACH alone takes a lock that readers do not
+     * wait for, and a reader planned before the commit (without partition k) but executed after it
+     * (seeing lam_published = k) would read no rows of k. The lock waits for running readers; new ones
+     * wait for the commit, then plan with partition k. A reader holding it long makes us retry.
+     */
+    if (lam_pg_exec(pg, "BEGIN", 0, NULL, errstr, errstr_size) < 0)
+        return -1;
+    if (lam_pg_exec(pg, "SET LOCAL lock_timeout = '2s'", 0, NULL, errstr, errstr_size) < 0 ||
+        lam_pg_exec(pg, "LOCK TABLE lam_view_rows IN ACCESS EXCLUSIVE MODE", 0, NULL, errstr, errstr_size) < 0) {
+        rollback(pg);
+        return strstr(errstr, "lock timeout") ? 1 : -1;
+    }
+    if (lam_pg_exec(pg, "SET LOCAL lock_timeout = 0", 0, NULL, errstr, errstr_size) < 0 ||
+        part_attach(pg, run, errstr, errstr_size) < 0)
+        return rollback(pg);
+    PGresult *res = lam_pg_query(pg,
+                       "UPDATE lam_runs SET status = 'succeeded', finished_at = clock_timestamp(), records = $2::bigint,"
+                       " records_total = $2::bigint, skipped = $3::bigint, view_rows = $4::bigint"
+                       " WHERE run = $1::bigint AND status = 'running'",
+                       4, (const char *[]){r, rec, sk, nrows}, errstr, errstr_size);
+    if (!res)
+        return rollback(pg);
+    int updated = atoi(PQcmdTuples(res));
+    PQclear(res);
+    if (updated != 1) {
+        snprintf(errstr, errstr_size, "run %s is no longer running (marked failed meanwhile)", r);
+        return rollback(pg);
+    }
+    if (lam_pg_exec(pg,
+                    "INSERT INTO lam_published (singleton, run, published_at) VALUES (true, $1::bigint, clock_timestamp())"
+                    " ON CONFLICT (singleton) DO UPDATE SET run = EXCLUDED.run, published_at = EXCLUDED.published_at"
+                    " WHERE lam_published.run < EXCLUDED.run",
+                    1, p1, errstr, errstr_size) < 0 ||
+        lam_pg_exec(pg, "SELECT pg_notify('" LAM_STORE_NOTIFY_PUBLISHED "', $1)", 1, p1, errstr, errstr_size) < 0 ||
+        lam_pg_exec(pg, "COMMIT", 0, NULL, errstr, errstr_size) < 0)
+        return rollback(pg);
+    return 0;
+}
+
 /* A publish that failed after the load: roll back, and drop the loaded table now (else the next cleanup does). */
 static int unload(PGconn *pg, int64_t run)
 {
@@ -337,7 +388,6 @@ int batch_pg_publish(PGconn *pg, int64_t run, const lam_agg_t *agg, int64_t reco
     snprintf(rec, sizeof(rec), "%" PRId64, records);
     snprintf(sk, sizeof(sk), "%" PRId64, skipped);
     snprintf(nrows, sizeof(nrows), "%zu", lam_agg_size(agg));
-    const char *p1[] = {r};
     int64_t t0 = now_us(), cpu0 = clock_us(CLOCK_THREAD_CPUTIME_ID);
     if (lam_pg_exec(pg, "BEGIN", 0, NULL, errstr, errstr_size) < 0)
         return -1;
@@ -425,28 +475,13 @@ int batch_pg_publish(PGconn *pg, int64_t run, const lam_agg_t *agg, int64_t reco
         return rollback(pg);
     int64_t t1 = now_us();
     /* Publish, ONE transaction: run k's rows, its status and lam_published become visible together. */
-    if (lam_pg_exec(pg, "BEGIN", 0, NULL, errstr, errstr_size) < 0 || part_attach(pg, run, errstr, errstr_size) < 0)
-        return unload(pg, run);
-    res = lam_pg_query(pg,
-                       "UPDATE lam_runs SET status = 'succeeded', finished_at = clock_timestamp(), records = $2::bigint,"
-                       " records_total = $2::bigint, skipped = $3::bigint, view_rows = $4::bigint"
-                       " WHERE run = $1::bigint AND status = 'running'",
-                       4, (const char *[]){r, rec, sk, nrows}, errstr, errstr_size);
-    if (!res)
-        return unload(pg, run);
-    int updated = atoi(PQcmdTuples(res));
-    PQclear(res);
-    if (updated != 1) {
-        snprintf(errstr, errstr_size, "run %s is no longer running (marked failed meanwhile)", r);
-        return unload(pg, run);
+    int prc;
+    for (int attempt = 1; (prc = publish_txn(pg, run, rec, sk, nrows, errstr, errstr_size)) == 1; attempt++) {
+        if (attempt == 10)
+            return unload(pg, run);
+        lam_warn("msg=\"publish waits for readers of lam_view_rows\" run=%s attempt=%d", r, attempt);
     }
-    if (lam_pg_exec(pg,
-                    "INSERT INTO lam_published (singleton, run, published_at) VALUES (true, $1::bigint, clock_timestamp())"
-                    " ON CONFLICT (singleton) DO UPDATE SET run = EXCLUDED.run, published_at = EXCLUDED.published_at"
-                    " WHERE lam_published.run < EXCLUDED.run",
-                    1, p1, errstr, errstr_size) < 0 ||
-        lam_pg_exec(pg, "SELECT pg_notify('" LAM_STORE_NOTIFY_PUBLISHED "', $1)", 1, p1, errstr, errstr_size) < 0 ||
-        lam_pg_exec(pg, "COMMIT", 0, NULL, errstr, errstr_size) < 0)
+    if (prc < 0)
         return unload(pg, run);
     int64_t t2 = now_us();
     /* client_cpu_ms: this thread's CPU for building, sorting and sending the rows (PostgreSQL's is apart) */
@@ -464,14 +499,17 @@ int batch_pg_cleanup(PGconn *pg, int64_t run, char *errstr, size_t errstr_size)
     snprintf(r, sizeof(r), "%" PRId64, run);
     const char *p[] = {r};
     /* Run tables older than k but the previous succeeded run: attached, half detached, or left standalone. */
+    /* The CASE keeps the cast away from other names (index names such as lam_view_rows_7_key). */
     PGresult *res = lam_pg_query(
         pg,
-        "SELECT substr(c.relname, 15)::bigint, CASE WHEN i.inhrelid IS NULL THEN 's' WHEN i.inhdetachpending"
-        " THEN 'p' ELSE 'a' END FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        "SELECT run, state FROM (SELECT CASE WHEN c.relname ~ '^lam_view_rows_[0-9]{1,18}$' THEN"
+        " substr(c.relname, 15)::bigint END AS run, CASE WHEN i.inhrelid IS NULL THEN 's' WHEN"
+        " i.inhdetachpending THEN 'p' ELSE 'a' END AS state FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
         " LEFT JOIN pg_inherits i ON i.inhrelid = c.oid AND i.inhparent = 'lam_view_rows'::regclass"
-        " WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname ~ '^lam_view_rows_[0-9]{1,18}$'"
-        " AND substr(c.relname, 15)::bigint < $1::bigint AND substr(c.relname, 15)::bigint <> COALESCE((SELECT"
-        " max(run) FROM lam_runs WHERE status = 'succeeded' AND run < $1::bigint), -1) ORDER BY 1",
+        " WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname LIKE 'lam\\_view\\_rows\\_%') t"
+        " WHERE run < $1::bigint AND run <> COALESCE((SELECT max(run) FROM lam_runs WHERE status = 'succeeded'"
+        " AND run < $1::bigint), -1) ORDER BY run",
         1, p, errstr, errstr_size);
     if (!res)
         return -1;

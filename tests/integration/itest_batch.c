@@ -1019,6 +1019,47 @@ static void test_runs_are_partitions_old_ones_dropped(void **st)
     PQfinish(c);
 }
 
+/* A plain lam_view_rows with rows (lam_store_pg_migrate's layout, an older version's data) is turned
+ * into the partitioned table at start-up: the published run's rows are the same, in its partition. */
+static void test_plain_view_rows_converted_at_start(void **st)
+{
+    (void)st;
+    PGconn *c = pg();
+    char err[512], before[128], after[128], r[32];
+    int64_t prev = q_int(c, "SELECT run FROM lam_published", NULL);
+    snprintf(r, sizeof(r), "%lld", (long long)prev);
+    rows_checksum(prev, before, sizeof(before));
+    kill_service(SIGTERM);
+    const char *plain[] = {
+        "BEGIN",
+        "CREATE TABLE itest_plain AS SELECT * FROM lam_view_rows",
+        "DROP TABLE lam_view_rows",
+        "ALTER TABLE itest_plain RENAME TO lam_view_rows",
+        "ALTER TABLE lam_view_rows ADD PRIMARY KEY (run, view, bucket, gkey)",
+        "COMMIT",
+    };
+    for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++)
+        if (lam_pg_exec(c, plain[i], 0, NULL, err, sizeof(err)) < 0)
+            fail_msg("%s: %s", plain[i], err);
+    assert_int_equal(q_int(c, "SELECT count(*) FROM pg_class WHERE relname ~ '^lam_view_rows_[0-9]+$'", NULL), 0);
+    start_service();
+    int64_t k = run_and_wait(); /* the executor runs once the set-up (and so the conversion) is done */
+    assert_true(k > prev);
+    assert_int_equal(q_int(c, "SELECT count(*) FROM pg_class WHERE oid = 'lam_view_rows'::regclass AND relkind = 'p'",
+                           NULL),
+                     1);
+    assert_int_equal(q_int(c,
+                           "SELECT count(*) FROM pg_inherits WHERE inhparent = 'lam_view_rows'::regclass"
+                           " AND inhrelid = to_regclass('lam_view_rows_' || $1::text)",
+                           r),
+                     1);
+    rows_checksum(prev, after, sizeof(after));
+    assert_string_equal(before, after);
+    rows_checksum(k, after, sizeof(after));
+    assert_string_equal(before, after); /* nothing new was produced: same rows */
+    PQfinish(c);
+}
+
 static volatile int reader_stop;
 static atomic_llong reader_reads, reader_mixed;
 
@@ -1172,6 +1213,7 @@ int main(void)
         cmocka_unit_test(test_requests_during_a_run_coalesce),
         cmocka_unit_test(test_concurrent_reader_never_sees_a_mix),
         cmocka_unit_test(test_runs_are_partitions_old_ones_dropped),
+        cmocka_unit_test(test_plain_view_rows_converted_at_start),
         cmocka_unit_test(test_pg_error_fails_run_cleanly),
         cmocka_unit_test(test_disk_full_fails_run_keeps_previous),
         cmocka_unit_test(test_pg_lost_mid_run_fails_with_its_reason),
