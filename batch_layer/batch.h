@@ -203,7 +203,8 @@ void batch_run_loop(batch_ctx_t *ctx, const batch_schedule_t *sched);
 int batch_run_execute(batch_ctx_t *ctx, int64_t run);
 
 /* ---- PostgreSQL (batch_pg.c) ---- */
-/** The batch layer's own settings on the shared schema (after lam_store_pg_migrate). 0 or -1. */
+/** The batch layer's own settings on the shared schema (after lam_store_pg_migrate): lam_view_rows
+ * partitioned by run (a plain one is converted, rows kept). 0 or -1. */
 int batch_pg_prepare(PGconn *pg, char *errstr, size_t errstr_size);
 /** Coalescing request: the pending 'requested' run, or a new one (NOTIFY lam_batch_runs). */
 int batch_pg_request_run(PGconn *pg, int64_t *run, char *errstr, size_t errstr_size);
@@ -218,13 +219,14 @@ int batch_pg_progress(PGconn *pg, int64_t run, int64_t records, int64_t total, i
                       size_t errstr_size);
 int batch_pg_fail(PGconn *pg, int64_t run, const char *reason, char *errstr, size_t errstr_size);
 /**
- * COPY the agg's cells as rows of run k and publish them in ONE transaction (lam_published,
- * lam_runs succeeded, NOTIFY lam_batch_published). 0 or -1 with errstr (nothing changed).
+ * COPY the agg's cells into run k's own table (committed, not yet visible), then publish it in ONE
+ * transaction (ATTACH as lam_view_rows' partition k, lam_published, lam_runs succeeded, NOTIFY
+ * lam_batch_published). 0 or -1 with errstr (nothing published; the loaded table is dropped).
  */
 struct lam_agg;
 int batch_pg_publish(PGconn *pg, int64_t run, const struct lam_agg *agg, int64_t records, int64_t skipped,
                      char *errstr, size_t errstr_size);
-/** Delete view rows of runs older than run k except the previous succeeded one. */
+/** Detach and drop the tables of runs older than run k except the previous succeeded one. */
 int batch_pg_cleanup(PGconn *pg, int64_t run, char *errstr, size_t errstr_size);
 
 /* ---- CLI (batch_cli.c) and HTTP ---- */

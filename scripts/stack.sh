@@ -128,8 +128,12 @@ start_pg() {
     as_pg_user "$bin/initdb" -D "$dir" -U "$user" --auth=trust -E UTF8 --locale=C.UTF-8 \
       >>"$LOGS/postgres.log" 2>&1 || lam_die "initdb failed, see $LOGS/postgres.log"
   fi
+  # wal_level=minimal: the batch layer's COPY into a run table created in the same transaction writes
+  # no WAL (no replicas or WAL archive here). LAM_PG_WAL_LEVEL=replica restores the default.
+  local pg_wal="-c wal_level=${LAM_PG_WAL_LEVEL:-minimal}"
+  [ "${LAM_PG_WAL_LEVEL:-minimal}" != minimal ] || pg_wal="$pg_wal -c max_wal_senders=0"
   as_pg_user "$bin/pg_ctl" -D "$dir" -l "$LOGS/postgres.log" -w -t 60 \
-    -o "-c listen_addresses=$host -p $port -k $STATE/pgsock -c fsync=${LAM_PG_FSYNC:-on} -c max_connections=100" \
+    -o "-c listen_addresses=$host -p $port -k $STATE/pgsock -c fsync=${LAM_PG_FSYNC:-on} -c max_connections=100 $pg_wal" \
     start >/dev/null || lam_die "postgresql did not start, see $LOGS/postgres.log"
   head -1 "$dir/postmaster.pid" >"$pidf"
   if ! psql -h "$host" -p "$port" -U "$user" -d postgres -tAc "select 1 from pg_database where datname='$db'" | grep -q 1; then

@@ -271,6 +271,9 @@ static centry_t *load_rows(serving_ctx_t *ctx, PGconn *pg, const serving_query_t
                                  "SELECT p.run, (extract(epoch FROM lr.cut_at) * 1000)::bigint, v.bucket, v.gkey, v.state"
                                  " FROM lam_published p LEFT JOIN lam_runs lr ON lr.run = p.run"
                                  " LEFT JOIN lam_view_rows v ON v.run = p.run AND v.view = $1"
+                                 /* the same run as a value known at executor start-up: PostgreSQL then
+                                  * scans only that run's partition (lam_view_rows is partitioned by run) */
+                                 " AND v.run = (SELECT run FROM lam_published)"
                                  " AND v.bucket >= $2::bigint AND v.bucket < $3::bigint",
                                  3, NULL, params, NULL, NULL, 1);
     int ok = PQresultStatus(res) == PGRES_TUPLES_OK;

@@ -576,11 +576,12 @@ static void test_pg_error_fails_run_cleanly(void **st)
     char err[512], before[128], out[4096];
     int64_t prev = q_int(c, "SELECT run FROM lam_published", NULL);
     rows_checksum(prev, before, sizeof(before));
+    /* The failure comes in the publish transaction, after the run's rows were loaded and attached. */
     if (lam_pg_exec(c,
-                    "CREATE FUNCTION itest_fail() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'itest injected failure';"
-                    " END $$ LANGUAGE plpgsql",
+                    "CREATE FUNCTION itest_fail() RETURNS trigger AS $$ BEGIN IF NEW.status = 'succeeded' THEN"
+                    " RAISE EXCEPTION 'itest injected failure'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
                     0, NULL, err, sizeof(err)) < 0 ||
-        lam_pg_exec(c, "CREATE TRIGGER itest_fail BEFORE INSERT ON lam_view_rows FOR EACH ROW EXECUTE FUNCTION itest_fail()",
+        lam_pg_exec(c, "CREATE TRIGGER itest_fail BEFORE UPDATE ON lam_runs FOR EACH ROW EXECUTE FUNCTION itest_fail()",
                     0, NULL, err, sizeof(err)) < 0)
         fail_msg("%s", err);
     int rc = cli("run --wait", out, sizeof(out), NULL);
@@ -588,7 +589,9 @@ static void test_pg_error_fails_run_cleanly(void **st)
     char r[32];
     snprintf(r, sizeof(r), "%lld", k);
     assert_int_equal(q_int(c, "SELECT count(*) FROM lam_view_rows WHERE run = $1::bigint", r), 0);
-    assert_int_equal(lam_pg_exec(c, "DROP TRIGGER itest_fail ON lam_view_rows", 0, NULL, err, sizeof(err)), 0);
+    /* The run's loaded table went with it. */
+    assert_int_equal(q_int(c, "SELECT count(*) FROM pg_class WHERE relname = 'lam_view_rows_' || $1::text", r), 0);
+    assert_int_equal(lam_pg_exec(c, "DROP TRIGGER itest_fail ON lam_runs", 0, NULL, err, sizeof(err)), 0);
     assert_int_equal(lam_pg_exec(c, "DROP FUNCTION itest_fail()", 0, NULL, err, sizeof(err)), 0);
     int64_t k2 = run_and_wait();
     assert_true(k2 > k);
@@ -984,6 +987,79 @@ static void test_requests_during_a_run_coalesce(void **st)
     PQfinish(c);
 }
 
+/* lam_view_rows is partitioned by run: after runs, exactly the published and the previous succeeded run
+ * have a table (older ones were dropped, not deleted row by row), each indexed and attached. */
+static void test_runs_are_partitions_old_ones_dropped(void **st)
+{
+    (void)st;
+    PGconn *c = pg();
+    run_and_wait();
+    int64_t k = run_and_wait();
+    char r[32];
+    snprintf(r, sizeof(r), "%lld", (long long)k);
+    assert_int_equal(q_int(c, "SELECT count(*) FROM pg_class WHERE oid = 'lam_view_rows'::regclass AND relkind = 'p'",
+                           NULL),
+                     1);
+    int64_t prev = q_int(c, "SELECT max(run) FROM lam_runs WHERE status = 'succeeded' AND run < $1::bigint", r);
+    char want[64];
+    snprintf(want, sizeof(want), "lam_view_rows_%lld,lam_view_rows_%lld", (long long)prev, (long long)k);
+    char got[256];
+    q_text(c,
+           "SELECT string_agg(relname, ',' ORDER BY substr(relname, 15)::bigint) FROM pg_class WHERE relkind = 'r'"
+           " AND relname ~ '^lam_view_rows_[0-9]+$'",
+           NULL, got, sizeof(got));
+    assert_string_equal(got, want);
+    /* both attached, both with their unique index */
+    assert_int_equal(q_int(c,
+                           "SELECT count(*) FROM pg_inherits i JOIN pg_index x ON x.indrelid = i.inhrelid AND"
+                           " x.indisunique WHERE i.inhparent = 'lam_view_rows'::regclass",
+                           NULL),
+                     2);
+    assert_int_equal(q_int(c, "SELECT count(DISTINCT run) FROM lam_view_rows", NULL), 2);
+    PQfinish(c);
+}
+
+/* A plain lam_view_rows with rows (lam_store_pg_migrate's layout, an older version's data) is turned
+ * into the partitioned table at start-up: the published run's rows are the same, in its partition. */
+static void test_plain_view_rows_converted_at_start(void **st)
+{
+    (void)st;
+    PGconn *c = pg();
+    char err[512], before[128], after[128], r[32];
+    int64_t prev = q_int(c, "SELECT run FROM lam_published", NULL);
+    snprintf(r, sizeof(r), "%lld", (long long)prev);
+    rows_checksum(prev, before, sizeof(before));
+    kill_service(SIGTERM);
+    const char *plain[] = {
+        "BEGIN",
+        "CREATE TABLE itest_plain AS SELECT * FROM lam_view_rows",
+        "DROP TABLE lam_view_rows",
+        "ALTER TABLE itest_plain RENAME TO lam_view_rows",
+        "ALTER TABLE lam_view_rows ADD PRIMARY KEY (run, view, bucket, gkey)",
+        "COMMIT",
+    };
+    for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++)
+        if (lam_pg_exec(c, plain[i], 0, NULL, err, sizeof(err)) < 0)
+            fail_msg("%s: %s", plain[i], err);
+    assert_int_equal(q_int(c, "SELECT count(*) FROM pg_class WHERE relname ~ '^lam_view_rows_[0-9]+$'", NULL), 0);
+    start_service();
+    int64_t k = run_and_wait(); /* the executor runs once the set-up (and so the conversion) is done */
+    assert_true(k > prev);
+    assert_int_equal(q_int(c, "SELECT count(*) FROM pg_class WHERE oid = 'lam_view_rows'::regclass AND relkind = 'p'",
+                           NULL),
+                     1);
+    assert_int_equal(q_int(c,
+                           "SELECT count(*) FROM pg_inherits WHERE inhparent = 'lam_view_rows'::regclass"
+                           " AND inhrelid = to_regclass('lam_view_rows_' || $1::text)",
+                           r),
+                     1);
+    rows_checksum(prev, after, sizeof(after));
+    assert_string_equal(before, after);
+    rows_checksum(k, after, sizeof(after));
+    assert_string_equal(before, after); /* nothing new was produced: same rows */
+    PQfinish(c);
+}
+
 static volatile int reader_stop;
 static atomic_llong reader_reads, reader_mixed;
 
@@ -1136,6 +1212,8 @@ int main(void)
         cmocka_unit_test(test_progress_written_while_running),
         cmocka_unit_test(test_requests_during_a_run_coalesce),
         cmocka_unit_test(test_concurrent_reader_never_sees_a_mix),
+        cmocka_unit_test(test_runs_are_partitions_old_ones_dropped),
+        cmocka_unit_test(test_plain_view_rows_converted_at_start),
         cmocka_unit_test(test_pg_error_fails_run_cleanly),
         cmocka_unit_test(test_disk_full_fails_run_keeps_previous),
         cmocka_unit_test(test_pg_lost_mid_run_fails_with_its_reason),
