@@ -177,6 +177,19 @@ int main(int argc, char **argv)
         lam_error("msg=\"bad views file\" error=\"%s\"", err);
         return 2;
     }
+    /* The engine's own HLLs are not used (the batch PFADDs the raw values, see README "Distinct"): the
+     * aggregation runs on a copy of the views whose distinct metrics are counts (no field of their own). */
+    ctx.agg_views = lam_views_load(ctx.cfg.common.views_path, err, sizeof(err));
+    if (!ctx.agg_views) {
+        lam_error("msg=\"bad views file\" error=\"%s\"", err);
+        return 2;
+    }
+    for (size_t v = 0; v < lam_views_count(ctx.agg_views); v++) {
+        lam_view_t *view = (lam_view_t *)lam_views_get(ctx.agg_views, v);
+        for (size_t m = 0; m < view->nmetrics; m++)
+            if (view->metrics[m].kind == LAM_METRIC_DISTINCT)
+                view->metrics[m].kind = LAM_METRIC_COUNT;
+    }
     lam_buf_t k = LAM_BUF_INIT;
     lam_store_speed_key(&k, ctx.cfg.group, "offsets");
     snprintf(ctx.offsets_key, sizeof(ctx.offsets_key), "%s", k.data);
@@ -223,6 +236,7 @@ int main(int argc, char **argv)
         redisFree(ctx.redis);
     speed_apply_free(&ctx);
     lam_views_free(ctx.views);
+    lam_views_free(ctx.agg_views);
     lam_free(ctx.parts);
     lam_config_free(speed_config_table, &ctx.cfg);
     lam_info("msg=stopped");

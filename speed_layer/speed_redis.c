@@ -338,6 +338,67 @@ int speed_redis_dedup_lookup(speed_ctx_t *ctx, size_t nkeys, const char **keys, 
     return rc;
 }
 
+int speed_redis_get_each(speed_ctx_t *ctx, size_t n, const char *names,
+                         void (*fn)(speed_ctx_t *ctx, void *opaque, size_t i, const char *v, size_t len), void *opaque)
+{
+    enum { ROUND = 64 }; /* keys per round trip: bounds the replies held at once */
+    const char *k = names;
+    for (size_t i = 0; i < n;) {
+        if (!ctx->redis)
+            return -1;
+        size_t m = n - i < ROUND ? n - i : ROUND;
+        for (size_t j = 0; j < m; j++, k += strlen(k) + 1) {
+            const char *argv[2] = {"GET", k};
+            size_t alen[2] = {3, strlen(k)};
+            redisAppendCommandArgv(ctx->redis, 2, argv, alen);
+        }
+        int rc = 0;
+        for (size_t j = 0; j < m; j++) {
+            redisReply *r = NULL;
+            if (rc == 0 && redisGetReply(ctx->redis, (void **)&r) != REDIS_OK) {
+                speed_redis_lost(ctx, ctx->redis->errstr);
+                rc = -1;
+            }
+            if (rc == 0 && r->type == REDIS_REPLY_STRING) /* an error (WRONGTYPE): no record there */
+                fn(ctx, opaque, i + j, r->str, r->len);
+            if (r)
+                freeReplyObject(r);
+        }
+        if (rc < 0)
+            return -1;
+        i += m;
+    }
+    return 0;
+}
+
+typedef struct others_load {
+    const char **tokens; /* the other sessions, in key order */
+    int64_t lo, nslots;
+    size_t entries;
+} others_load_t;
+
+/* One record string of another session: its ids into that session's filter of that slot. */
+static void load_record(speed_ctx_t *ctx, void *opaque, size_t i, const char *v, size_t len)
+{
+    others_load_t *o = opaque;
+    size_t ks = i / SPEED_DEDUP_SHARDS;
+    const char *token = o->tokens[ks / (size_t)o->nslots];
+    int64_t slot = o->lo + (int64_t)(ks % (size_t)o->nslots);
+    const char *p = v, *end = v + len, *id;
+    size_t idlen;
+    int64_t part, off;
+    int rc;
+    while ((rc = speed_dedup_entry_next(&p, end, &id, &idlen, &part, &off)) == 1) {
+        speed_dedup_add(ctx, token, slot, id, idlen);
+        o->entries++;
+    }
+    if (rc < 0) {
+        /* cannot tell which ids it holds: every id of that slot is checked against it */
+        lam_warn("msg=\"malformed dedup record, reading it for every id\" slot=%" PRId64 " session=%s", slot, token);
+        speed_dedup_all_maybe(ctx, token, slot);
+    }
+}
+
 int speed_redis_read_sessions(speed_ctx_t *ctx)
 {
     lam_buf_t k = LAM_BUF_INIT, tokens = LAM_BUF_INIT;
@@ -395,6 +456,29 @@ int speed_redis_read_sessions(speed_ctx_t *ctx)
         lam_buf_free(&cand[c]);
     }
     lam_free(cand);
+    /* their record strings (this layout): the ids into a filter per (session, slot), read again every time */
+    speed_dedup_drop_others(ctx);
+    if (rc == 0 && ntok > 1) {
+        int64_t nslots = cur + 2 - lo;
+        const char **toks = lam_malloc((ntok - 1) * sizeof(*toks));
+        lam_buf_t names = LAM_BUF_INIT;
+        tok = tokens.data + 1; /* after "" */
+        for (size_t t = 1; t < ntok; t++, tok += strlen(tok) + 1) {
+            toks[t - 1] = tok;
+            for (int64_t sl = lo; sl <= cur + 1; sl++)
+                for (unsigned sh = 0; sh < SPEED_DEDUP_SHARDS; sh++) {
+                    speed_dedup_shard_key(&k, sl, tok, sh);
+                    lam_buf_append(&names, k.data, k.len + 1);
+                }
+        }
+        others_load_t o = {toks, lo, nslots, 0};
+        int64_t t0 = lam_now_mono_ms();
+        rc = speed_redis_get_each(ctx, (ntok - 1) * (size_t)nslots * SPEED_DEDUP_SHARDS, names.data, load_record, &o);
+        lam_info("msg=\"dedup records of other sessions read\" sessions=%zu ids=%zu ms=%" PRId64, ntok - 1, o.entries,
+                 lam_now_mono_ms() - t0);
+        lam_buf_free(&names);
+        lam_free(toks);
+    }
     lam_buf_free(&tokens);
     lam_buf_free(&k);
     return rc;
