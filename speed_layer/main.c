@@ -29,6 +29,9 @@ static const lam_config_entry_t speed_config_table[] = {
     {"LAM_SPEED_KEY_TTL_S", LAM_CFG_SEC, "691200", offsetof(speed_config_t, key_ttl_ms),
      "safety-net EXPIRE of real-time keys, renewed on every write (publish deletes them earlier)", 60000,
      365LL * 86400000},
+    {"LAM_SPEED_DEDUP_FILTER_KB", LAM_CFG_INT, "8192", offsetof(speed_config_t, bloom_max_kb),
+     "memory for the dedup Bloom filters (ids of the window); beyond it ids are kept one Redis hash field each", 0,
+     4194304},
     {NULL}};
 
 /* Every second: published run, cleanup of covered epochs, lag, stats push, Kafka reachability. */

@@ -32,6 +32,7 @@ typedef struct speed_config {
     int64_t batch_max;
     int64_t batch_ms;
     int64_t key_ttl_ms;
+    int64_t bloom_max_kb;
 } speed_config_t;
 
 /** What the speed layer knows about one partition of the topic. */
@@ -104,12 +105,13 @@ typedef struct speed_bloom {
     int64_t slot;
     char token[17];
     uint64_t *bits;
-    size_t nbits;  /* power of two; 0: over SPEED_BLOOM_MAX_BYTES, every id may be in this slot */
+    size_t nbits;  /* power of two; 0: over LAM_SPEED_DEDUP_FILTER_KB (the slot hash holds the later ids) */
     size_t cap, n; /* ids it is sized for, ids added */
 } speed_bloom_t;
 
-#define SPEED_BLOOM_MAX_BYTES (8u << 20) /* all Bloom filters together */
-#define SPEED_DEDUP_SHARDS 256           /* dedup record strings per (session, slot) */
+/* all Bloom filters together: LAM_SPEED_DEDUP_FILTER_KB (default 8192) */
+#define SPEED_DEDUP_SHARDS 1024          /* dedup record strings per (session, slot) */
+#define SPEED_SHARD_HASH 0xffff          /* speed_rec_t.shard: the id goes to the slot hash (filters over budget) */
 
 /** A partition of the batch and the stored offset we believe it has (checked under WATCH before MULTI). */
 typedef struct speed_fence {
@@ -175,6 +177,7 @@ typedef struct speed_ctx {
     uint32_t *dorder;            /* dedup: counted records ordered by shard */
     size_t dorder_cap;
     uint32_t *idset;   /* open-addressing set of record indexes (within-batch dedup) */
+    uint64_t *idset_h; /* the hash of each idset entry's id */
     size_t idset_cap;
 
     /* distinct values of the batch per HLL cell, PFADD'ed by the script (see README "Distinct") */
@@ -295,9 +298,15 @@ void speed_dedup_free(speed_ctx_t *ctx);
 int speed_dedup_maybe(const speed_ctx_t *ctx, const char *id, size_t len);
 /** Append the shard keys that may hold id (one per (session, slot) whose filter hits), NUL-terminated. */
 size_t speed_dedup_hit_keys(const speed_ctx_t *ctx, const char *id, size_t len, unsigned shard, lam_buf_t *keys);
-void speed_dedup_add(speed_ctx_t *ctx, const char *token, int64_t slot, const char *id, size_t len);
-/** Every id may be in the record of (token, slot): it is read for every id (a record we cannot parse). */
-void speed_dedup_all_maybe(speed_ctx_t *ctx, const char *token, int64_t slot);
+/**
+ * Remember id in the filter of (token, slot): 1, or 0 when the filters are over LAM_SPEED_DEDUP_FILTER_KB (from
+ * then on that slot's ids are kept in its slot hash, one field per id, and looked up with HMGET).
+ */
+int speed_dedup_add(speed_ctx_t *ctx, const char *token, int64_t slot, const char *id, size_t len);
+/** 1 when (token, slot) went over the budget: its later ids are in lam:dedup:@{slot}:{token} (a hash). */
+int speed_dedup_over_budget(const speed_ctx_t *ctx, const char *token, int64_t slot);
+/** Forget the filters of (token, slot). */
+void speed_dedup_forget(speed_ctx_t *ctx, const char *token, int64_t slot);
 /** Forget the filters of the other sessions (before they are loaded again). */
 void speed_dedup_drop_others(speed_ctx_t *ctx);
 /** Forget the filters of slots before lo. */

@@ -58,6 +58,7 @@ void speed_apply_free(speed_ctx_t *ctx)
     lam_free(ctx->dorder);
     lam_free(ctx->arg_off);
     lam_free(ctx->idset);
+    lam_free(ctx->idset_h);
     lam_free(ctx->hcells);
     lam_free(ctx->hcell_tab);
     lam_free(ctx->hvals);
@@ -411,14 +412,16 @@ static int seen_in_batch(speed_ctx_t *ctx, uint32_t ri)
     const speed_rec_t *r = &ctx->recs[ri];
     const char *id = ctx->ids.data + r->id_off;
     size_t mask = ctx->idset_cap - 1;
-    for (size_t i = id_hash(id, r->id_len) & mask;; i = (i + 1) & mask) {
+    uint64_t h = id_hash(id, r->id_len);
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
         uint32_t o = ctx->idset[i];
         if (!o) {
             ctx->idset[i] = ri + 1;
+            ctx->idset_h[i] = h;
             return 0;
         }
         const speed_rec_t *q = &ctx->recs[o - 1];
-        if (q->id_len == r->id_len && !memcmp(ctx->ids.data + q->id_off, id, r->id_len))
+        if (ctx->idset_h[i] == h && q->id_len == r->id_len && !memcmp(ctx->ids.data + q->id_off, id, r->id_len))
             return 1;
     }
 }
@@ -641,12 +644,13 @@ static void apply_records(speed_ctx_t *ctx, batch_counts_t *cnt, int checked)
 static long batch_find_id(const speed_ctx_t *ctx, const char *id, size_t len)
 {
     size_t mask = ctx->idset_cap - 1;
-    for (size_t i = id_hash(id, len) & mask;; i = (i + 1) & mask) {
+    uint64_t h = id_hash(id, len);
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
         uint32_t o = ctx->idset[i];
         if (!o)
             return -1;
         const speed_rec_t *q = &ctx->recs[o - 1];
-        if (q->id_len == len && !memcmp(ctx->ids.data + q->id_off, id, len))
+        if (ctx->idset_h[i] == h && q->id_len == len && !memcmp(ctx->ids.data + q->id_off, id, len))
             return (long)o - 1;
     }
 }
@@ -683,17 +687,29 @@ static int cmp_cstr(const void *a, const void *b)
  * of the (session, slot)s whose filters may hold them; with the slot hashes of the previous layout that
  * existed when the offsets were read, every id in them. 0 or -1 (Redis failed).
  */
-static int dedup_lookup(speed_ctx_t *ctx, size_t nlookup)
+static int dedup_lookup(speed_ctx_t *ctx, size_t nlookup, int64_t lo, int64_t hi)
 {
     int rc = 0;
-    if (ctx->nother_keys) {
+    /* slot hashes: the previous layout's and the ones over the filters' budget (other sessions' copied
+     * when the offsets were read, this session's written) */
+    lam_buf_t hkeys = LAM_BUF_INIT, one = LAM_BUF_INIT;
+    size_t nh = ctx->nother_keys;
+    lam_buf_append(&hkeys, ctx->other_keys.data, ctx->other_keys.len);
+    for (int64_t sl = lo; sl <= hi; sl++)
+        if (speed_dedup_over_budget(ctx, ctx->dedup_token, sl)) {
+            speed_dedup_slot_key(&one, sl, ctx->dedup_token);
+            lam_buf_append(&hkeys, one.data, one.len + 1);
+            nh++;
+        }
+    lam_buf_free(&one);
+    if (nh) {
         const char **ids = lam_malloc(nlookup * sizeof(*ids));
         size_t *lens = lam_malloc(nlookup * sizeof(*lens));
         uint32_t *which = lam_malloc(nlookup * sizeof(*which));
         uint8_t *found = lam_calloc(nlookup, 1), *maybe = lam_calloc(nlookup, 1);
-        const char **keys = lam_malloc(ctx->nother_keys * sizeof(*keys));
-        size_t *klens = lam_malloc(ctx->nother_keys * sizeof(*klens));
-        uint8_t *key_own = lam_calloc(ctx->nother_keys, 1);
+        const char **keys = lam_malloc(nh * sizeof(*keys));
+        size_t *klens = lam_malloc(nh * sizeof(*klens));
+        uint8_t *key_own = lam_calloc(nh, 1);
         size_t n = 0;
         for (size_t i = 0; i < ctx->nrecs; i++) {
             speed_rec_t *r = &ctx->recs[i];
@@ -703,12 +719,12 @@ static int dedup_lookup(speed_ctx_t *ctx, size_t nlookup)
             lens[n] = r->id_len;
             which[n++] = (uint32_t)i;
         }
-        const char *k = ctx->other_keys.data;
-        for (size_t i = 0; i < ctx->nother_keys; i++, k += klens[i - 1] + 1) {
+        const char *k = hkeys.data;
+        for (size_t i = 0; i < nh; i++, k += klens[i - 1] + 1) {
             keys[i] = k;
             klens[i] = strlen(k);
         }
-        rc = speed_redis_dedup_lookup(ctx, ctx->nother_keys, keys, klens, key_own, n, ids, lens, which, maybe, found);
+        rc = speed_redis_dedup_lookup(ctx, nh, keys, klens, key_own, n, ids, lens, which, maybe, found);
         for (size_t j = 0; rc == 0 && j < n; j++)
             if (found[j])
                 ctx->recs[which[j]].kind = SPEED_REC_DUP;
@@ -720,9 +736,10 @@ static int dedup_lookup(speed_ctx_t *ctx, size_t nlookup)
         lam_free(which);
         lam_free(found);
         lam_free(maybe);
-        if (rc < 0)
-            return -1;
     }
+    lam_buf_free(&hkeys);
+    if (rc < 0)
+        return -1;
     /* this layout: each shard key whose filter hits, once */
     lam_buf_clear(&ctx->dkeys);
     size_t nk = 0;
@@ -772,7 +789,9 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
         need *= 2;
     if (need > ctx->idset_cap) {
         lam_free(ctx->idset);
+        lam_free(ctx->idset_h);
         ctx->idset = lam_malloc(need * sizeof(*ctx->idset));
+        ctx->idset_h = lam_malloc(need * sizeof(*ctx->idset_h));
         ctx->idset_cap = need;
     }
     memset(ctx->idset, 0, ctx->idset_cap * sizeof(*ctx->idset));
@@ -853,7 +872,7 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
     apply_records(ctx, cnt, 0);
     if (ctx->pending && speed_batch_complete(ctx) < 0)
         return -1;
-    if (nlookup && dedup_lookup(ctx, nlookup) < 0)
+    if (nlookup && dedup_lookup(ctx, nlookup, lo, cur_slot + 1) < 0)
         return -1;
     apply_records(ctx, cnt, 1);
 
@@ -913,12 +932,18 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
      * Dedup: every counted event with an id, where it was first counted, appended to the record string
      * of its shard in the current slot (README "Dedup"): one APPEND per shard, not one hash field per id.
      */
-    size_t nd = 0;
+    size_t nd = 0, nhash = 0;
     unsigned scnt[SPEED_DEDUP_SHARDS + 1] = {0};
     for (size_t i = 0; i < ctx->nrecs; i++) {
         speed_rec_t *r = &ctx->recs[i];
         if (r->kind != SPEED_REC_EVENT || !r->id_len)
             continue;
+        /* into the filter before the outcome is known: a superset is safe, a hit is only a reason to look */
+        if (!speed_dedup_add(ctx, ctx->dedup_token, cur_slot, ctx->ids.data + r->id_off, r->id_len)) {
+            r->shard = SPEED_SHARD_HASH; /* filters over budget: one field of the slot hash */
+            nhash++;
+            continue;
+        }
         r->shard = (uint16_t)speed_dedup_shard(ctx->ids.data + r->id_off, r->id_len);
         scnt[r->shard + 1]++;
         nd++;
@@ -936,7 +961,7 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
         memcpy(fill, scnt, sizeof(fill));
         for (size_t i = 0; i < ctx->nrecs; i++) {
             const speed_rec_t *r = &ctx->recs[i];
-            if (r->kind == SPEED_REC_EVENT && r->id_len)
+            if (r->kind == SPEED_REC_EVENT && r->id_len && r->shard != SPEED_SHARD_HASH)
                 ctx->dorder[fill[r->shard]++] = (uint32_t)i;
         }
         int64_t expire_at = (cur_slot + 2) * slot_s + ctx->cfg.dedup_window_ms / 1000;
@@ -950,8 +975,6 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
                 const speed_rec_t *r = &ctx->recs[ctx->dorder[j]];
                 speed_dedup_entry(ent, ctx->ids.data + r->id_off, r->id_len, (int)r->msg->partition,
                                   (int64_t)r->msg->offset);
-                /* before the outcome is known: a superset is safe, a hit is only a reason to look */
-                speed_dedup_add(ctx, ctx->dedup_token, cur_slot, ctx->ids.data + r->id_off, r->id_len);
             }
             tx_cmd(ctx, 3);
             tx_str(ctx, "APPEND");
@@ -968,6 +991,34 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
                 tx_i64(ctx, expire_at);
             }
         }
+    }
+    lam_buf_t hguard = LAM_BUF_INIT;
+    if (nhash) {
+        /* over the filters' budget: those ids as fields of the slot hash (the previous layout) */
+        lam_buf_t *hk = &ctx->kbuf;
+        speed_dedup_slot_key(hk, cur_slot, ctx->dedup_token);
+        tx_cmd(ctx, 2 + 2 * nhash);
+        tx_str(ctx, "HSET");
+        tx_arg(ctx, hk->data, hk->len);
+        for (size_t i = 0; i < ctx->nrecs; i++) {
+            const speed_rec_t *r = &ctx->recs[i];
+            if (r->kind != SPEED_REC_EVENT || !r->id_len || r->shard != SPEED_SHARD_HASH)
+                continue;
+            tx_arg(ctx, ctx->ids.data + r->id_off, r->id_len);
+            char b[48], *e = b + sizeof(b), *q = i64_dec(e, (int64_t)r->msg->offset);
+            *--q = ':';
+            q = i64_dec(q, r->msg->partition);
+            tx_arg(ctx, q, (size_t)(e - q));
+        }
+        if (!xcache_fresh(ctx, hk->data, hk->len, 0x44454450ULL, mono)) {
+            lam_buf_append(&hguard, hk->data, hk->len + 1);
+            tx_cmd(ctx, 3);
+            tx_str(ctx, "EXPIREAT");
+            tx_arg(ctx, hk->data, hk->len);
+            tx_i64(ctx, (cur_slot + 2) * slot_s + ctx->cfg.dedup_window_ms / 1000);
+        }
+    }
+    if (nd || nhash) {
         /* this session in the sessions zset (its last write), sessions that no longer matter out */
         int64_t now_s = lam_time_now_ms() / 1000, keep = speed_dedup_keep_s(ctx);
         tx_cmd(ctx, 4);
@@ -989,6 +1040,10 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
     for (const char *gk = guards.data; nguards--; gk += strlen(gk) + 1)
         arg_add(ctx, gk, strlen(gk));
     lam_buf_free(&guards);
+    arg_i64(ctx, hguard.len ? 1 : 0);
+    if (hguard.len)
+        arg_add(ctx, hguard.data, hguard.len - 1);
+    lam_buf_free(&hguard);
 
     /* Count/sum/min/max deltas grouped per hash key (see speed_script.c), then bucket index ZADDs. */
     ops_reset(ctx);

@@ -118,7 +118,7 @@ void speed_dedup_free(speed_ctx_t *ctx)
     lam_buf_free(&ctx->other_keys);
 }
 
-/* ---- this session's Bloom filters, one or more per slot (nbits 0: over budget, every id may be in it) ---- */
+/* ---- Bloom filters, one or more per (session, slot) (nbits 0: over budget, every id may be in it) ---- */
 
 static int bloom_has(const speed_bloom_t *b, uint64_t h1, uint64_t h2)
 {
@@ -159,8 +159,8 @@ size_t speed_dedup_hit_keys(const speed_ctx_t *ctx, const char *id, size_t len, 
     lam_buf_t k = LAM_BUF_INIT;
     for (size_t i = 0; i < ctx->nblooms; i++) {
         const speed_bloom_t *b = &ctx->blooms[i];
-        if (!bloom_has(b, h1, h2))
-            continue;
+        if (!b->nbits || !bloom_has(b, h1, h2))
+            continue; /* over budget: those ids are in a slot hash (HMGET) */
         size_t j = 0; /* a slot may have several filters: one key per (session, slot) */
         for (; j < i; j++)
             if (ctx->blooms[j].slot == b->slot && !strcmp(ctx->blooms[j].token, b->token) &&
@@ -176,26 +176,26 @@ size_t speed_dedup_hit_keys(const speed_ctx_t *ctx, const char *id, size_t len, 
     return n;
 }
 
-void speed_dedup_all_maybe(speed_ctx_t *ctx, const char *token, int64_t slot)
+int speed_dedup_over_budget(const speed_ctx_t *ctx, const char *token, int64_t slot)
 {
-    int have = 0;
     for (size_t i = 0; i < ctx->nblooms; i++)
+        if (!ctx->blooms[i].nbits && ctx->blooms[i].slot == slot && !strcmp(ctx->blooms[i].token, token))
+            return 1;
+    return 0;
+}
+
+void speed_dedup_forget(speed_ctx_t *ctx, const char *token, int64_t slot)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < ctx->nblooms; i++) {
         if (ctx->blooms[i].slot == slot && !strcmp(ctx->blooms[i].token, token)) {
             ctx->bloom_bytes -= ctx->blooms[i].nbits / 8;
             lam_free(ctx->blooms[i].bits);
-            ctx->blooms[i].bits = NULL;
-            ctx->blooms[i].nbits = 0;
-            have = 1;
+        } else {
+            ctx->blooms[k++] = ctx->blooms[i];
         }
-    if (have)
-        return;
-    if (ctx->nblooms == ctx->blooms_cap) {
-        ctx->blooms_cap = ctx->blooms_cap ? 2 * ctx->blooms_cap : 8;
-        ctx->blooms = lam_realloc(ctx->blooms, ctx->blooms_cap * sizeof(*ctx->blooms));
     }
-    speed_bloom_t *b = &ctx->blooms[ctx->nblooms++];
-    *b = (speed_bloom_t){.slot = slot, .cap = 1};
-    snprintf(b->token, sizeof(b->token), "%s", token);
+    ctx->nblooms = k;
 }
 
 void speed_dedup_drop_others(speed_ctx_t *ctx)
@@ -212,14 +212,14 @@ void speed_dedup_drop_others(speed_ctx_t *ctx)
     ctx->nblooms = k;
 }
 
-void speed_dedup_add(speed_ctx_t *ctx, const char *token, int64_t slot, const char *id, size_t len)
+int speed_dedup_add(speed_ctx_t *ctx, const char *token, int64_t slot, const char *id, size_t len)
 {
     speed_bloom_t *b = NULL;
     size_t last_cap = 0;
     for (size_t i = 0; i < ctx->nblooms; i++)
         if (ctx->blooms[i].slot == slot && !strcmp(ctx->blooms[i].token, token)) {
             if (!ctx->blooms[i].nbits)
-                return; /* over budget: this slot's record is read for every id */
+                return 0; /* over budget */
             last_cap = ctx->blooms[i].cap;
             if (ctx->blooms[i].n < ctx->blooms[i].cap)
                 b = &ctx->blooms[i];
@@ -235,12 +235,12 @@ void speed_dedup_add(speed_ctx_t *ctx, const char *token, int64_t slot, const ch
             nbits *= 2;
         *b = (speed_bloom_t){.slot = slot, .cap = cap};
         snprintf(b->token, sizeof(b->token), "%s", token);
-        if (ctx->bloom_bytes + nbits / 8 <= SPEED_BLOOM_MAX_BYTES) {
+        if (ctx->bloom_bytes + nbits / 8 <= (size_t)ctx->cfg.bloom_max_kb * 1024) {
             b->nbits = nbits;
             b->bits = lam_calloc(nbits / 64, sizeof(uint64_t));
             ctx->bloom_bytes += nbits / 8;
         } else {
-            return;
+            return 0;
         }
     }
     uint64_t h1, h2;
@@ -251,6 +251,7 @@ void speed_dedup_add(speed_ctx_t *ctx, const char *token, int64_t slot, const ch
         b->bits[bit >> 6] |= 1ULL << (bit & 63);
     }
     b->n++;
+    return 1;
 }
 
 void speed_dedup_prune(speed_ctx_t *ctx, int64_t lo)

@@ -392,11 +392,111 @@ static void load_record(speed_ctx_t *ctx, void *opaque, size_t i, const char *v,
         speed_dedup_add(ctx, token, slot, id, idlen);
         o->entries++;
     }
-    if (rc < 0) {
-        /* cannot tell which ids it holds: every id of that slot is checked against it */
-        lam_warn("msg=\"malformed dedup record, reading it for every id\" slot=%" PRId64 " session=%s", slot, token);
-        speed_dedup_all_maybe(ctx, token, slot);
+    if (rc < 0)
+        lam_warn("msg=\"malformed dedup record, its remaining entries are ignored\" slot=%" PRId64 " session=%s", slot,
+                 token);
+}
+
+/* One record string of another session as HSET arguments (field id, value "partition:offset"). */
+typedef struct conv {
+    lam_buf_t bytes;
+    size_t *off; /* (offset, length) pairs into bytes */
+    size_t n, cap;
+} conv_t;
+
+static void conv_arg(conv_t *c, const char *data, size_t len)
+{
+    if (c->n == c->cap) {
+        c->cap = c->cap ? 2 * c->cap : 1024;
+        c->off = lam_realloc(c->off, 2 * c->cap * sizeof(size_t));
     }
+    c->off[2 * c->n] = c->bytes.len;
+    c->off[2 * c->n + 1] = len;
+    c->n++;
+    lam_buf_append(&c->bytes, data, len);
+}
+
+static void conv_record(speed_ctx_t *ctx, void *opaque, size_t i, const char *v, size_t len)
+{
+    (void)ctx;
+    (void)i;
+    conv_t *c = opaque;
+    const char *p = v, *end = v + len, *id;
+    size_t idlen;
+    int64_t part, off;
+    while (speed_dedup_entry_next(&p, end, &id, &idlen, &part, &off) == 1) {
+        char pos[48];
+        int n = snprintf(pos, sizeof(pos), "%" PRId64 ":%" PRId64, part, off);
+        conv_arg(c, id, idlen);
+        conv_arg(c, pos, (size_t)n);
+    }
+}
+
+/*
+ * Another session's (token, slot) holds more ids than the filters' budget: copy its records into its slot
+ * hash lam:dedup:@{slot}:{token} (one field per id, the previous layout), which is looked up with HMGET
+ * like a slot hash of the previous layout. Its filters are dropped. 0 or -1.
+ */
+static int convert_to_hash(speed_ctx_t *ctx, const char *token, int64_t slot)
+{
+    lam_buf_t hk = LAM_BUF_INIT, sk = LAM_BUF_INIT;
+    speed_dedup_slot_key(&hk, slot, token);
+    const char *targv[2] = {"TYPE", hk.data};
+    redisReply *t = cmd(ctx, 2, targv, NULL);
+    int rc = t ? 0 : -1;
+    if (t && !(t->type == REDIS_REPLY_STATUS && (!strcmp(t->str, "hash") || !strcmp(t->str, "none")))) {
+        const char *dargv[2] = {"DEL", hk.data};
+        redisReply *d = cmd(ctx, 2, dargv, NULL);
+        rc = d ? 0 : -1;
+        if (d)
+            freeReplyObject(d);
+    }
+    if (t)
+        freeReplyObject(t);
+    conv_t c = {LAM_BUF_INIT, NULL, 0, 0};
+    for (unsigned sh = 0; rc == 0 && sh < SPEED_DEDUP_SHARDS; sh++) {
+        speed_dedup_shard_key(&sk, slot, token, sh);
+        lam_buf_clear(&c.bytes);
+        c.n = 0;
+        conv_arg(&c, "HSET", 4);
+        conv_arg(&c, hk.data, hk.len);
+        rc = speed_redis_get_each(ctx, 1, sk.data, conv_record, &c);
+        if (rc < 0 || c.n == 2)
+            continue;
+        const char **argv = lam_malloc(c.n * sizeof(*argv));
+        size_t *alen = lam_malloc(c.n * sizeof(*alen));
+        for (size_t j = 0; j < c.n; j++) {
+            argv[j] = c.bytes.data + c.off[2 * j];
+            alen[j] = c.off[2 * j + 1];
+        }
+        redisReply *h = cmd(ctx, (int)c.n, argv, alen);
+        rc = h && h->type != REDIS_REPLY_ERROR ? 0 : -1;
+        if (h)
+            freeReplyObject(h);
+        lam_free(argv);
+        lam_free(alen);
+    }
+    if (rc == 0) {
+        char at[32];
+        snprintf(at, sizeof(at), "%" PRId64, (slot + 2) * dedup_slot_seconds(ctx) + ctx->cfg.dedup_window_ms / 1000);
+        const char *eargv[3] = {"EXPIREAT", hk.data, at};
+        redisReply *e = cmd(ctx, 3, eargv, NULL);
+        rc = e ? 0 : -1;
+        if (e)
+            freeReplyObject(e);
+    }
+    if (rc == 0) {
+        speed_dedup_forget(ctx, token, slot);
+        lam_buf_append(&ctx->other_keys, hk.data, hk.len + 1);
+        ctx->nother_keys++;
+        lam_warn("msg=\"dedup filters over budget: another session's slot is looked up in its slot hash\" slot=%" PRId64
+                 " session=%s", slot, token);
+    }
+    lam_free(c.off);
+    lam_buf_free(&c.bytes);
+    lam_buf_free(&hk);
+    lam_buf_free(&sk);
+    return rc;
 }
 
 int speed_redis_read_sessions(speed_ctx_t *ctx)
@@ -476,6 +576,10 @@ int speed_redis_read_sessions(speed_ctx_t *ctx)
         rc = speed_redis_get_each(ctx, (ntok - 1) * (size_t)nslots * SPEED_DEDUP_SHARDS, names.data, load_record, &o);
         lam_info("msg=\"dedup records of other sessions read\" sessions=%zu ids=%zu ms=%" PRId64, ntok - 1, o.entries,
                  lam_now_mono_ms() - t0);
+        for (size_t t = 0; rc == 0 && t + 1 < ntok; t++)
+            for (int64_t sl = lo; rc == 0 && sl <= cur + 1; sl++)
+                if (speed_dedup_over_budget(ctx, toks[t], sl))
+                    rc = convert_to_hash(ctx, toks[t], sl);
         lam_buf_free(&names);
         lam_free(toks);
     }

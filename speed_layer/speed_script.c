@@ -9,7 +9,8 @@
  * ARGV (no KEYS; every key name is built in C by lam_store):
  *  1 dedup sessions zset (lam:dedup:@sessions), 2 ng, then ng dedup record strings new in this batch
  *    (lam:dedup:@{slot}:{token}:{shard}): each replaced when it is of another type, so the ZADD/APPENDs
- *    after this script cannot fail
+ *    after this script cannot fail; nh (0 or 1), then the slot hash (lam:dedup:@{slot}:{token}) new in
+ *    this batch (ids over the filters' budget), replaced when it is not a hash
  *  then nk, then nk x (hash key, nc, nm, nc x (field, delta), nm x (op, field, value)):
  *       delta: HINCRBY key field delta (int64 overflow -> "overflow")
  *       op o: HSET field "overflow"   n: HSET field value if value < current (min)   x: ... > current (max)
@@ -27,7 +28,9 @@ const char speed_script_lua[] =
     "guard(A[1], 'zset')\n"
     "local ng = tonumber(A[2])\n"
     "for j = 3, 2 + ng do guard(A[j], 'string') end\n"
-    "local i = 3 + ng\n"
+    "local nh = tonumber(A[3 + ng])\n"
+    "for j = 4 + ng, 3 + ng + nh do guard(A[j], 'hash') end\n"
+    "local i = 4 + ng + nh\n"
     "local function lt(a, b)\n"
     "  local an, bn = a:byte(1) == 45, b:byte(1) == 45\n"
     "  if an ~= bn then return an end\n"

@@ -120,6 +120,8 @@ static int kill_children(void **st)
     return 0;
 }
 
+static const char *g_filter_kb; /* LAM_SPEED_DEDUP_FILTER_KB of the next spawn_speed (NULL: default) */
+
 static pid_t spawn_speed(const char *topic, const char *group, const char *redis_url, const char *batch_max,
                          const char *log, char *addr_out)
 {
@@ -136,6 +138,8 @@ static pid_t spawn_speed(const char *topic, const char *group, const char *redis
         setenv("LAM_SPEED_ADDR", addr, 1);
         if (batch_max)
             setenv("LAM_SPEED_BATCH_MAX", batch_max, 1);
+        if (g_filter_kb)
+            setenv("LAM_SPEED_DEDUP_FILTER_KB", g_filter_kb, 1);
         setenv("LAM_LOG_LEVEL", "info", 0);
         setenv("LAM_KAFKA_X_SESSION_TIMEOUT_MS", "6000", 1);
         setenv("LAM_KAFKA_X_HEARTBEAT_INTERVAL_MS", "500", 1);
@@ -845,26 +849,30 @@ static long long wait_metric(const char *addr, const char *name, long long want)
     return v;
 }
 
-/* Duplicates of ids counted by an earlier session (killed with SIGKILL) are found in its dedup records; an
- * id in a slot hash of the previous layout (another session's) is found too. */
-static void test_dedup_across_sessions(void **st)
+/*
+ * Duplicates of ids counted by earlier sessions (each killed with SIGKILL) are found in their dedup records;
+ * an id in a slot hash of the previous layout (another session's) is found too. Three sessions: A, then B
+ * with LAM_SPEED_DEDUP_FILTER_KB = filter_kb_b (NULL: the default), then C. With "0" B has no room for any
+ * filter: it copies A's records into A's slot hash and writes its own ids one hash field each, and C still
+ * finds them all.
+ */
+static void dedup_sessions(const char *suffix, int runid, const char *filter_kb_b)
 {
-    (void)st;
     redisContext *r = fresh_db();
     producer_t p;
-    producer_open(&p, "dsess", 3);
+    producer_open(&p, suffix, 3);
     gen_t g;
-    gen_init(&g, 7);
+    gen_init(&g, runid);
     memset(&g_m0, 0, sizeof(g_m0));
-    enum { N1 = 6000, N2 = 3000 };
+    enum { N1 = 6000, N2 = 3000, N3 = 1000 };
     for (long i = 0; i < N1; i++) {
         gen_event(&g, &g_m0);
         produce_canon(&p, -1, g.canon.data, g.canon.len);
     }
     producer_flush(&p);
-    char log[512], group[64];
-    log_path(log, sizeof(log), "dsess");
-    snprintf(group, sizeof(group), "g-dsess-%d", (int)getpid());
+    char log[512], group[64], addr[64];
+    log_path(log, sizeof(log), suffix);
+    snprintf(group, sizeof(group), "g-%s-%d", suffix, (int)getpid());
     pid_t pid = spawn_speed(p.topic, group, g_redis_url, "700", log, NULL);
     wait_caught_up(r, group, &p, 3, 90);
     kill9(pid);
@@ -873,7 +881,7 @@ static void test_dedup_across_sessions(void **st)
     static model_t scratch;
     gen_event(&g, &scratch);
     char old_id[64];
-    snprintf(old_id, sizeof(old_id), "e-7-%ld", g.next - 1);
+    snprintf(old_id, sizeof(old_id), "e-%d-%ld", runid, g.next - 1);
     long long slot = lam_now_ms() / 1000 / 600; /* LAM_DEDUP_WINDOW_S 3600: slots of 600 s */
     freeReplyObject(rcmd(r, "ZADD lam:dedup:@sessions %lld 00000000000000aa", lam_now_ms() / 1000));
     freeReplyObject(rcmd(r, "HSET lam:dedup:@%lld:00000000000000aa %s 0:999999999", slot, old_id));
@@ -888,17 +896,46 @@ static void test_dedup_across_sessions(void **st)
         }
     }
     producer_flush(&p);
-    char addr[64];
+    g_filter_kb = filter_kb_b;
     pid = spawn_speed(p.topic, group, g_redis_url, "700", log, addr);
+    g_filter_kb = NULL;
     wait_caught_up(r, group, &p, 3, 90);
     check_view_model(r, 0, &g_m0);
     /* the second session's own counters (the first one's last stats push died with it) */
     assert_int_equal(wait_metric(addr, "lam_speed_duplicates_total", N1 + 1), N1 + 1);
     assert_int_equal(wait_metric(addr, "lam_speed_events_total", N2), N2);
+    kill9(pid);
+    /* everything sent so far again (A's, B's and the previous layout's ids), then new events: C */
+    long nsent = g.nsent;
+    for (long j = nsent - 1; j >= 0; j--) {
+        produce_canon(&p, -1, g.sent[j], g.sent_len[j]);
+        if (j % 3 == 0 && j / 3 < N3) {
+            gen_event(&g, &g_m0);
+            produce_canon(&p, -1, g.canon.data, g.canon.len);
+        }
+    }
+    producer_flush(&p);
+    pid = spawn_speed(p.topic, group, g_redis_url, "700", log, addr);
+    wait_caught_up(r, group, &p, 3, 90);
+    check_view_model(r, 0, &g_m0);
+    assert_int_equal(wait_metric(addr, "lam_speed_duplicates_total", nsent), nsent);
+    assert_int_equal(wait_metric(addr, "lam_speed_events_total", N3), N3);
     stop_speed(pid);
     gen_free(&g);
     producer_close(&p);
     redisFree(r);
+}
+
+static void test_dedup_across_sessions(void **st)
+{
+    (void)st;
+    dedup_sessions("dsess", 7, NULL);
+}
+
+static void test_dedup_over_budget(void **st)
+{
+    (void)st;
+    dedup_sessions("dbudget", 8, "0");
 }
 
 /* A 200k-event replay; speed_layer killed with SIGKILL three times at random points (whenever the stored
@@ -1179,6 +1216,7 @@ int main(void)
         cmocka_unit_test_teardown(test_markers_and_publish, kill_children),
         cmocka_unit_test_teardown(test_http_endpoints, kill_children),
         cmocka_unit_test_teardown(test_dedup_across_sessions, kill_children),
+        cmocka_unit_test_teardown(test_dedup_over_budget, kill_children),
         cmocka_unit_test_teardown(test_kill9_three_times, kill_children),
         cmocka_unit_test_teardown(test_redis_restart, kill_children),
         cmocka_unit_test_teardown(test_two_instances_one_killed, kill_children),
