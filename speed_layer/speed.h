@@ -63,6 +63,8 @@ typedef enum speed_rec_kind {
 
 typedef struct speed_rec {
     rd_kafka_message_t *msg;
+    int64_t offset; /* msg's, copied while it is in cache (the dedup record is written from here) */
+    int32_t partition;
     int64_t epoch;
     size_t id_off, id_len; /* decoded id in batch.ids (id_len 0: no id) */
     uint8_t kind;

@@ -31,7 +31,7 @@ void speed_batch_add(speed_ctx_t *ctx, rd_kafka_message_t *msg)
         if (!ctx->recs)
             ctx->recs = lam_calloc((size_t)ctx->cfg.batch_max, sizeof(*ctx->recs));
     }
-    ctx->recs[ctx->nrecs++] = (speed_rec_t){.msg = msg};
+    ctx->recs[ctx->nrecs++] = (speed_rec_t){.msg = msg, .offset = (int64_t)msg->offset, .partition = msg->partition};
 }
 
 void speed_batch_drop(speed_ctx_t *ctx)
@@ -670,7 +670,7 @@ static void scan_record(speed_ctx_t *ctx, void *opaque, size_t i, const char *v,
         if (ri < 0)
             continue;
         speed_rec_t *r = &ctx->recs[ri];
-        if (r->check && r->kind == SPEED_REC_EVENT && (part != r->msg->partition || off != (int64_t)r->msg->offset))
+        if (r->check && r->kind == SPEED_REC_EVENT && (part != r->partition || off != r->offset))
             r->kind = SPEED_REC_DUP;
     }
     if (rc < 0)
@@ -973,8 +973,7 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
             lam_buf_clear(ent);
             for (unsigned j = scnt[sh]; j < scnt[sh + 1]; j++) {
                 const speed_rec_t *r = &ctx->recs[ctx->dorder[j]];
-                speed_dedup_entry(ent, ctx->ids.data + r->id_off, r->id_len, (int)r->msg->partition,
-                                  (int64_t)r->msg->offset);
+                speed_dedup_entry(ent, ctx->ids.data + r->id_off, r->id_len, r->partition, r->offset);
             }
             tx_cmd(ctx, 3);
             tx_str(ctx, "APPEND");
@@ -1005,9 +1004,9 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
             if (r->kind != SPEED_REC_EVENT || !r->id_len || r->shard != SPEED_SHARD_HASH)
                 continue;
             tx_arg(ctx, ctx->ids.data + r->id_off, r->id_len);
-            char b[48], *e = b + sizeof(b), *q = i64_dec(e, (int64_t)r->msg->offset);
+            char b[48], *e = b + sizeof(b), *q = i64_dec(e, r->offset);
             *--q = ':';
-            q = i64_dec(q, r->msg->partition);
+            q = i64_dec(q, r->partition);
             tx_arg(ctx, q, (size_t)(e - q));
         }
         if (!xcache_fresh(ctx, hk->data, hk->len, 0x44454450ULL, mono)) {
