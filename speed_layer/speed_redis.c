@@ -389,6 +389,10 @@ static void load_record(speed_ctx_t *ctx, void *opaque, size_t i, const char *v,
     int64_t part, off;
     int rc;
     while ((rc = speed_dedup_entry_next(&p, end, &id, &idlen, &part, &off)) == 1) {
+        /* an id only ever arrives in its own partition: the others' entries are not ours to check (the
+         * records are read again at every assignment) */
+        if (part < 0 || part >= ctx->nparts || !ctx->parts[part].assigned)
+            continue;
         speed_dedup_add(ctx, token, slot, id, idlen);
         o->entries++;
     }
