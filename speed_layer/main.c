@@ -29,6 +29,9 @@ static const lam_config_entry_t speed_config_table[] = {
     {"LAM_SPEED_KEY_TTL_S", LAM_CFG_SEC, "691200", offsetof(speed_config_t, key_ttl_ms),
      "safety-net EXPIRE of real-time keys, renewed on every write (publish deletes them earlier)", 60000,
      365LL * 86400000},
+    {"LAM_SPEED_DEDUP_FILTER_KB", LAM_CFG_INT, "8192", offsetof(speed_config_t, bloom_max_kb),
+     "memory for the dedup Bloom filters (ids of the window); beyond it ids are kept one Redis hash field each", 0,
+     4194304},
     {NULL}};
 
 /* Every second: published run, cleanup of covered epochs, lag, stats push, Kafka reachability. */
@@ -177,6 +180,19 @@ int main(int argc, char **argv)
         lam_error("msg=\"bad views file\" error=\"%s\"", err);
         return 2;
     }
+    /* The engine's own HLLs are not used (the batch PFADDs the raw values, see README "Distinct"): the
+     * aggregation runs on a copy of the views whose distinct metrics are counts (no field of their own). */
+    ctx.agg_views = lam_views_load(ctx.cfg.common.views_path, err, sizeof(err));
+    if (!ctx.agg_views) {
+        lam_error("msg=\"bad views file\" error=\"%s\"", err);
+        return 2;
+    }
+    for (size_t v = 0; v < lam_views_count(ctx.agg_views); v++) {
+        lam_view_t *view = (lam_view_t *)lam_views_get(ctx.agg_views, v);
+        for (size_t m = 0; m < view->nmetrics; m++)
+            if (view->metrics[m].kind == LAM_METRIC_DISTINCT)
+                view->metrics[m].kind = LAM_METRIC_COUNT;
+    }
     lam_buf_t k = LAM_BUF_INIT;
     lam_store_speed_key(&k, ctx.cfg.group, "offsets");
     snprintf(ctx.offsets_key, sizeof(ctx.offsets_key), "%s", k.data);
@@ -223,6 +239,7 @@ int main(int argc, char **argv)
         redisFree(ctx.redis);
     speed_apply_free(&ctx);
     lam_views_free(ctx.views);
+    lam_views_free(ctx.agg_views);
     lam_free(ctx.parts);
     lam_config_free(speed_config_table, &ctx.cfg);
     lam_info("msg=stopped");

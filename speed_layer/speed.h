@@ -20,7 +20,10 @@
 #define SPEED_REDIS_TIMEOUT_MS 5000 /* connect and command timeout */
 #define SPEED_REFRESH_MS 3600000  /* EXPIRE of a real-time key is renewed at most this often */
 #ifndef SPEED_PREFETCH_KB
-#define SPEED_PREFETCH_KB "16384" /* librdkafka queued.max.messages.kbytes (README "Prefetch") */
+#define SPEED_PREFETCH_KB "8192" /* librdkafka queued.max.messages.kbytes (README "Prefetch") */
+#endif
+#ifndef SPEED_FETCH_MAX_BYTES
+#define SPEED_FETCH_MAX_BYTES "1048576" /* librdkafka fetch.max.bytes: a response buffer lives while any of its records does */
 #endif
 #define SPEED_NO_OFFSET (-1)        /* partition has no offset stored in Redis: start at the beginning */
 
@@ -32,6 +35,7 @@ typedef struct speed_config {
     int64_t batch_max;
     int64_t batch_ms;
     int64_t key_ttl_ms;
+    int64_t bloom_max_kb;
 } speed_config_t;
 
 /** What the speed layer knows about one partition of the topic. */
@@ -62,10 +66,13 @@ typedef enum speed_rec_kind {
 
 typedef struct speed_rec {
     rd_kafka_message_t *msg;
+    int64_t offset; /* msg's, copied while it is in cache (the dedup record is written from here) */
+    int32_t partition;
     int64_t epoch;
     size_t id_off, id_len; /* decoded id in batch.ids (id_len 0: no id) */
     uint8_t kind;
-    uint8_t check; /* its id must be looked up in Redis before it is counted */
+    uint8_t check;  /* its id must be looked up in Redis before it is counted */
+    uint16_t shard; /* dedup record shard of its id (speed_dedup_shard) */
 } speed_rec_t;
 
 /** One (epoch, view, bucket, distinct metric, group) of the batch and its values (a list in hvals). */
@@ -95,15 +102,21 @@ typedef struct speed_hval {
     size_t off, len, next; /* bytes in hbytes; next = hval index + 1 */
 } speed_hval_t;
 
-/** Ids this session wrote into its own dedup slot hashes, per slot (README "Dedup"); a hit is checked in Redis. */
+/**
+ * Ids in the dedup records of one session's slot (README "Dedup"): this session's (added when a batch is
+ * built) and the other sessions' (loaded when the offsets are read). A hit is checked in Redis.
+ */
 typedef struct speed_bloom {
     int64_t slot;
+    char token[17];
     uint64_t *bits;
-    size_t nbits;  /* power of two; 0: over SPEED_BLOOM_MAX_BYTES, every id may be in this slot */
+    size_t nbits;  /* power of two; 0: over LAM_SPEED_DEDUP_FILTER_KB (the slot hash holds the later ids) */
     size_t cap, n; /* ids it is sized for, ids added */
 } speed_bloom_t;
 
-#define SPEED_BLOOM_MAX_BYTES (8u << 20) /* all Bloom filters together */
+/* all Bloom filters together: LAM_SPEED_DEDUP_FILTER_KB (default 8192) */
+#define SPEED_DEDUP_SHARDS 1024          /* dedup record strings per (session, slot) */
+#define SPEED_SHARD_HASH 0xffff          /* speed_rec_t.shard: the id goes to the slot hash (filters over budget) */
 
 /** A partition of the batch and the stored offset we believe it has (checked under WATCH before MULTI). */
 typedef struct speed_fence {
@@ -139,6 +152,7 @@ typedef struct speed_stats {
 typedef struct speed_ctx {
     speed_config_t cfg;
     lam_views_t *views;
+    lam_views_t *agg_views; /* the same views for lam_agg, distinct metrics as count: PFADD takes the raw values */
     rd_kafka_t *consumer;
     redisContext *redis;
     lam_http_server_t *http;
@@ -164,7 +178,11 @@ typedef struct speed_ctx {
     size_t *arg_off;    /* (offset, length) pairs into args */
     size_t nargs, args_cap;
     lam_buf_t kbuf, kbuf2, fbuf; /* key and field scratch */
+    lam_buf_t dkeys;             /* dedup: shard keys to read, NUL-terminated */
+    uint32_t *dorder;            /* dedup: counted records ordered by shard */
+    size_t dorder_cap;
     uint32_t *idset;   /* open-addressing set of record indexes (within-batch dedup) */
+    uint64_t *idset_h; /* the hash of each idset entry's id */
     size_t idset_cap;
 
     /* distinct values of the batch per HLL cell, PFADD'ed by the script (see README "Distinct") */
@@ -250,6 +268,12 @@ int speed_redis_dedup_lookup(speed_ctx_t *ctx, size_t nkeys, const char **keys, 
                              const uint8_t *key_own, size_t n, const char **ids, const size_t *lens,
                              const uint32_t *which, const uint8_t *maybe_own, uint8_t *found);
 /**
+ * GET n keys (NUL-terminated names, one after the other in names) in pipelined rounds of a bounded size;
+ * fn is called with each key's index and value (absent and non-string keys are skipped). 0 or -1.
+ */
+int speed_redis_get_each(speed_ctx_t *ctx, size_t n, const char *names,
+                         void (*fn)(speed_ctx_t *ctx, void *opaque, size_t i, const char *v, size_t len), void *opaque);
+/**
  * The other sessions that wrote within the window (ZRANGEBYSCORE of the sessions zset) and which of
  * their slot hashes exist (TYPE): into ctx->other_keys. Done whenever the offsets are read. 0 or -1.
  */
@@ -258,19 +282,38 @@ int speed_redis_read_sessions(speed_ctx_t *ctx);
 /* speed_dedup.c */
 /** Dedup slot length in seconds (window / 6, at least 1). */
 int64_t dedup_slot_seconds(const speed_ctx_t *ctx);
-/** lam:dedup:@{slot}:{token} (token "": the unsessioned slot hash of the previous layout). */
+/** lam:dedup:@{slot}:{token}: a slot hash of the previous layout (token "": the unsessioned one before it). */
 void speed_dedup_slot_key(lam_buf_t *out, int64_t slot, const char *token);
+/** lam:dedup:@{slot}:{token}:{shard}: a dedup record string (README "Dedup"). */
+void speed_dedup_shard_key(lam_buf_t *out, int64_t slot, const char *token, unsigned shard);
+/** The record shard of an id (0 .. SPEED_DEDUP_SHARDS - 1). */
+unsigned speed_dedup_shard(const char *id, size_t len);
+/** Append one record entry: varint id length, id, varint partition, varint offset. */
+void speed_dedup_entry(lam_buf_t *b, const char *id, size_t len, int partition, int64_t offset);
+/** Next entry of a record string at *p (< end): 1 read, 0 at the end, -1 malformed. */
+int speed_dedup_entry_next(const char **p, const char *end, const char **id, size_t *len, int64_t *partition,
+                           int64_t *offset);
 /** lam:dedup:@sessions: zset token -> unix seconds of its last write. */
 void speed_dedup_sessions_key(lam_buf_t *out);
-/** How long a session's slot hashes matter after its last write (window + 3 slots), seconds. */
+/** How long a session's slot records matter after its last write (window + 3 slots), seconds. */
 int64_t speed_dedup_keep_s(const speed_ctx_t *ctx);
 void speed_dedup_init(speed_ctx_t *ctx);
 void speed_dedup_free(speed_ctx_t *ctx);
-/** 1 when this session may have written id (a Bloom hit in any slot), 0 when it surely did not. */
-int speed_dedup_maybe_own(const speed_ctx_t *ctx, const char *id, size_t len);
-/** 1 when this session wrote (or may have written) ids into slot. */
-int speed_dedup_own_slot(const speed_ctx_t *ctx, int64_t slot);
-void speed_dedup_add(speed_ctx_t *ctx, int64_t slot, const char *id, size_t len);
+/** 1 when a filter (of this or another session) may hold id, 0 when no record within the window has it. */
+int speed_dedup_maybe(const speed_ctx_t *ctx, const char *id, size_t len);
+/** Append the shard keys that may hold id (one per (session, slot) whose filter hits), NUL-terminated. */
+size_t speed_dedup_hit_keys(const speed_ctx_t *ctx, const char *id, size_t len, unsigned shard, lam_buf_t *keys);
+/**
+ * Remember id in the filter of (token, slot): 1, or 0 when the filters are over LAM_SPEED_DEDUP_FILTER_KB (from
+ * then on that slot's ids are kept in its slot hash, one field per id, and looked up with HMGET).
+ */
+int speed_dedup_add(speed_ctx_t *ctx, const char *token, int64_t slot, const char *id, size_t len);
+/** 1 when (token, slot) went over the budget: its later ids are in lam:dedup:@{slot}:{token} (a hash). */
+int speed_dedup_over_budget(const speed_ctx_t *ctx, const char *token, int64_t slot);
+/** Forget the filters of (token, slot). */
+void speed_dedup_forget(speed_ctx_t *ctx, const char *token, int64_t slot);
+/** Forget the filters of the other sessions (before they are loaded again). */
+void speed_dedup_drop_others(speed_ctx_t *ctx);
 /** Forget the filters of slots before lo. */
 void speed_dedup_prune(speed_ctx_t *ctx, int64_t lo);
 

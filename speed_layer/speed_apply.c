@@ -31,7 +31,7 @@ void speed_batch_add(speed_ctx_t *ctx, rd_kafka_message_t *msg)
         if (!ctx->recs)
             ctx->recs = lam_calloc((size_t)ctx->cfg.batch_max, sizeof(*ctx->recs));
     }
-    ctx->recs[ctx->nrecs++] = (speed_rec_t){.msg = msg};
+    ctx->recs[ctx->nrecs++] = (speed_rec_t){.msg = msg, .offset = (int64_t)msg->offset, .partition = msg->partition};
 }
 
 void speed_batch_drop(speed_ctx_t *ctx)
@@ -54,8 +54,11 @@ void speed_apply_free(speed_ctx_t *ctx)
     lam_buf_free(&ctx->kbuf);
     lam_buf_free(&ctx->kbuf2);
     lam_buf_free(&ctx->fbuf);
+    lam_buf_free(&ctx->dkeys);
+    lam_free(ctx->dorder);
     lam_free(ctx->arg_off);
     lam_free(ctx->idset);
+    lam_free(ctx->idset_h);
     lam_free(ctx->hcells);
     lam_free(ctx->hcell_tab);
     lam_free(ctx->hvals);
@@ -319,15 +322,6 @@ static void tx_i64(speed_ctx_t *ctx, int64_t v)
     tx_arg(ctx, p, (size_t)(e - p));
 }
 
-/* "partition:offset" */
-static void tx_pos(speed_ctx_t *ctx, int partition, int64_t offset)
-{
-    char b[48], *e = b + sizeof(b), *p = i64_dec(e, offset);
-    *--p = ':';
-    p = i64_dec(p, partition);
-    tx_arg(ctx, p, (size_t)(e - p));
-}
-
 /* ---- helpers ---- */
 
 static lam_agg_t *epoch_agg(speed_ctx_t *ctx, int64_t epoch)
@@ -345,7 +339,7 @@ static lam_agg_t *epoch_agg(speed_ctx_t *ctx, int64_t epoch)
         ctx->aggs_cap = ctx->aggs_cap ? 2 * ctx->aggs_cap : 4;
         ctx->aggs = lam_realloc(ctx->aggs, ctx->aggs_cap * sizeof(*ctx->aggs));
     }
-    ctx->aggs[ctx->naggs] = (speed_epoch_agg_t){epoch, lam_agg_new(ctx->views), 1};
+    ctx->aggs[ctx->naggs] = (speed_epoch_agg_t){epoch, lam_agg_new(ctx->agg_views), 1};
     return ctx->aggs[ctx->naggs++].agg;
 }
 
@@ -418,14 +412,16 @@ static int seen_in_batch(speed_ctx_t *ctx, uint32_t ri)
     const speed_rec_t *r = &ctx->recs[ri];
     const char *id = ctx->ids.data + r->id_off;
     size_t mask = ctx->idset_cap - 1;
-    for (size_t i = id_hash(id, r->id_len) & mask;; i = (i + 1) & mask) {
+    uint64_t h = id_hash(id, r->id_len);
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
         uint32_t o = ctx->idset[i];
         if (!o) {
             ctx->idset[i] = ri + 1;
+            ctx->idset_h[i] = h;
             return 0;
         }
         const speed_rec_t *q = &ctx->recs[o - 1];
-        if (q->id_len == r->id_len && !memcmp(ctx->ids.data + q->id_off, id, r->id_len))
+        if (ctx->idset_h[i] == h && q->id_len == r->id_len && !memcmp(ctx->ids.data + q->id_off, id, r->id_len))
             return 1;
     }
 }
@@ -644,60 +640,132 @@ static void apply_records(speed_ctx_t *ctx, batch_counts_t *cnt, int checked)
 
 }
 
+/* The record of the batch carrying id (the first one: later copies are DUP already), or -1. */
+static long batch_find_id(const speed_ctx_t *ctx, const char *id, size_t len)
+{
+    size_t mask = ctx->idset_cap - 1;
+    uint64_t h = id_hash(id, len);
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        uint32_t o = ctx->idset[i];
+        if (!o)
+            return -1;
+        const speed_rec_t *q = &ctx->recs[o - 1];
+        if (ctx->idset_h[i] == h && q->id_len == len && !memcmp(ctx->ids.data + q->id_off, id, len))
+            return (long)o - 1;
+    }
+}
+
+/* A dedup record string read back: its ids that a record still to be checked carries, first counted at
+ * another position, make that record a duplicate (the same position: our own batch, replayed). */
+static void scan_record(speed_ctx_t *ctx, void *opaque, size_t i, const char *v, size_t len)
+{
+    (void)opaque;
+    (void)i;
+    const char *p = v, *end = v + len, *id;
+    size_t idlen;
+    int64_t part, off;
+    int rc;
+    while ((rc = speed_dedup_entry_next(&p, end, &id, &idlen, &part, &off)) == 1) {
+        long ri = batch_find_id(ctx, id, idlen);
+        if (ri < 0)
+            continue;
+        speed_rec_t *r = &ctx->recs[ri];
+        if (r->check && r->kind == SPEED_REC_EVENT && (part != r->partition || off != r->offset))
+            r->kind = SPEED_REC_DUP;
+    }
+    if (rc < 0)
+        lam_warn("msg=\"malformed dedup record, its remaining entries are ignored\"");
+}
+
+static int cmp_cstr(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 /*
- * Mark the batch's ids first counted elsewhere as duplicates: every id in the slot hashes of the other
- * sessions (and the unsessioned ones of the previous layout) that existed when the offsets were read;
- * in this session's own slot hashes only the ids its Bloom filters may hold. 0 or -1 (Redis failed).
+ * Mark the batch's ids first counted elsewhere as duplicates (README "Dedup"): the shard record strings
+ * of the (session, slot)s whose filters may hold them; with the slot hashes of the previous layout that
+ * existed when the offsets were read, every id in them. 0 or -1 (Redis failed).
  */
 static int dedup_lookup(speed_ctx_t *ctx, size_t nlookup, int64_t lo, int64_t hi)
 {
-    const char **ids = lam_malloc(nlookup * sizeof(*ids));
-    size_t *lens = lam_malloc(nlookup * sizeof(*lens));
-    uint32_t *which = lam_malloc(nlookup * sizeof(*which));
-    uint8_t *found = lam_calloc(nlookup, 1), *maybe = lam_calloc(nlookup, 1);
-    size_t n = 0, nown = 0;
+    int rc = 0;
+    /* slot hashes: the previous layout's and the ones over the filters' budget (other sessions' copied
+     * when the offsets were read, this session's written) */
+    lam_buf_t hkeys = LAM_BUF_INIT, one = LAM_BUF_INIT;
+    size_t nh = ctx->nother_keys;
+    lam_buf_append(&hkeys, ctx->other_keys.data, ctx->other_keys.len);
+    for (int64_t sl = lo; sl <= hi; sl++)
+        if (speed_dedup_over_budget(ctx, ctx->dedup_token, sl)) {
+            speed_dedup_slot_key(&one, sl, ctx->dedup_token);
+            lam_buf_append(&hkeys, one.data, one.len + 1);
+            nh++;
+        }
+    lam_buf_free(&one);
+    if (nh) {
+        const char **ids = lam_malloc(nlookup * sizeof(*ids));
+        size_t *lens = lam_malloc(nlookup * sizeof(*lens));
+        uint32_t *which = lam_malloc(nlookup * sizeof(*which));
+        uint8_t *found = lam_calloc(nlookup, 1), *maybe = lam_calloc(nlookup, 1);
+        const char **keys = lam_malloc(nh * sizeof(*keys));
+        size_t *klens = lam_malloc(nh * sizeof(*klens));
+        uint8_t *key_own = lam_calloc(nh, 1);
+        size_t n = 0;
+        for (size_t i = 0; i < ctx->nrecs; i++) {
+            speed_rec_t *r = &ctx->recs[i];
+            if (!r->check)
+                continue;
+            ids[n] = ctx->ids.data + r->id_off;
+            lens[n] = r->id_len;
+            which[n++] = (uint32_t)i;
+        }
+        const char *k = hkeys.data;
+        for (size_t i = 0; i < nh; i++, k += klens[i - 1] + 1) {
+            keys[i] = k;
+            klens[i] = strlen(k);
+        }
+        rc = speed_redis_dedup_lookup(ctx, nh, keys, klens, key_own, n, ids, lens, which, maybe, found);
+        for (size_t j = 0; rc == 0 && j < n; j++)
+            if (found[j])
+                ctx->recs[which[j]].kind = SPEED_REC_DUP;
+        lam_free(keys);
+        lam_free(klens);
+        lam_free(key_own);
+        lam_free(ids);
+        lam_free(lens);
+        lam_free(which);
+        lam_free(found);
+        lam_free(maybe);
+    }
+    lam_buf_free(&hkeys);
+    if (rc < 0)
+        return -1;
+    /* this layout: each shard key whose filter hits, once */
+    lam_buf_clear(&ctx->dkeys);
+    size_t nk = 0;
     for (size_t i = 0; i < ctx->nrecs; i++) {
         speed_rec_t *r = &ctx->recs[i];
-        if (!r->check)
-            continue;
-        ids[n] = ctx->ids.data + r->id_off;
-        lens[n] = r->id_len;
-        maybe[n] = (uint8_t)speed_dedup_maybe_own(ctx, ids[n], lens[n]);
-        nown += maybe[n];
-        which[n++] = (uint32_t)i;
+        if (r->check && r->kind == SPEED_REC_EVENT)
+            nk += speed_dedup_hit_keys(ctx, ctx->ids.data + r->id_off, r->id_len,
+                                       speed_dedup_shard(ctx->ids.data + r->id_off, r->id_len), &ctx->dkeys);
     }
-    size_t nslots = (size_t)(hi - lo + 1), cap = ctx->nother_keys + nslots, nkeys = 0;
-    const char **keys = lam_malloc(cap * sizeof(*keys));
-    size_t *klens = lam_malloc(cap * sizeof(*klens));
-    uint8_t *key_own = lam_calloc(cap, 1);
-    lam_buf_t *own = lam_calloc(nslots, sizeof(*own));
-    const char *k = ctx->other_keys.data;
-    for (size_t i = 0; i < ctx->nother_keys; i++, k += klens[nkeys - 1] + 1) {
-        keys[nkeys] = k;
-        klens[nkeys++] = strlen(k);
-    }
-    for (size_t s = 0; nown && s < nslots; s++)
-        if (speed_dedup_own_slot(ctx, lo + (int64_t)s)) {
-            speed_dedup_slot_key(&own[s], lo + (int64_t)s, ctx->dedup_token);
-            keys[nkeys] = own[s].data;
-            klens[nkeys] = own[s].len;
-            key_own[nkeys++] = 1;
+    if (!nk)
+        return 0;
+    const char **names = lam_malloc(nk * sizeof(*names));
+    const char *k = ctx->dkeys.data;
+    for (size_t i = 0; i < nk; i++, k += strlen(k) + 1)
+        names[i] = k;
+    qsort(names, nk, sizeof(*names), cmp_cstr);
+    lam_buf_t uniq = LAM_BUF_INIT;
+    size_t nu = 0;
+    for (size_t i = 0; i < nk; i++)
+        if (i == 0 || strcmp(names[i], names[i - 1])) {
+            lam_buf_append(&uniq, names[i], strlen(names[i]) + 1);
+            nu++;
         }
-    int rc = speed_redis_dedup_lookup(ctx, nkeys, keys, klens, key_own, n, ids, lens, which, maybe, found);
-    for (size_t j = 0; rc == 0 && j < n; j++)
-        if (found[j])
-            ctx->recs[which[j]].kind = SPEED_REC_DUP;
-    for (size_t s = 0; s < nslots; s++)
-        lam_buf_free(&own[s]);
-    lam_free(own);
-    lam_free(keys);
-    lam_free(klens);
-    lam_free(key_own);
-    lam_free(ids);
-    lam_free(lens);
-    lam_free(which);
-    lam_free(found);
-    lam_free(maybe);
+    lam_free(names);
+    rc = speed_redis_get_each(ctx, nu, uniq.data, scan_record, NULL);
+    lam_buf_free(&uniq);
     return rc;
 }
 
@@ -721,7 +789,9 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
         need *= 2;
     if (need > ctx->idset_cap) {
         lam_free(ctx->idset);
+        lam_free(ctx->idset_h);
         ctx->idset = lam_malloc(need * sizeof(*ctx->idset));
+        ctx->idset_h = lam_malloc(need * sizeof(*ctx->idset_h));
         ctx->idset_cap = need;
     }
     memset(ctx->idset, 0, ctx->idset_cap * sizeof(*ctx->idset));
@@ -785,7 +855,7 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
     for (size_t i = 0; i < ctx->nrecs; i++) {
         speed_rec_t *r = &ctx->recs[i];
         r->check = r->kind == SPEED_REC_EVENT && r->id_len &&
-                   (ctx->nother_keys || speed_dedup_maybe_own(ctx, ctx->ids.data + r->id_off, r->id_len));
+                   (ctx->nother_keys || speed_dedup_maybe(ctx, ctx->ids.data + r->id_off, r->id_len));
         nlookup += r->check;
     }
 
@@ -813,10 +883,8 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
     lam_buf_clear(&ctx->tx);
     ctx->ntx = 0;
     ctx->nfence = 0;
-    lam_buf_t slotk = LAM_BUF_INIT, sessk = LAM_BUF_INIT;
-    speed_dedup_slot_key(&slotk, cur_slot, ctx->dedup_token);
+    lam_buf_t sessk = LAM_BUF_INIT;
     speed_dedup_sessions_key(&sessk);
-    arg_add(ctx, slotk.data, slotk.len);
     arg_add(ctx, sessk.data, sessk.len);
     char ttl[24], *ttl_p = i64_dec(ttl + sizeof(ttl), ctx->cfg.key_ttl_ms / 1000);
     size_t ttl_len = (size_t)(ttl + sizeof(ttl) - ttl_p);
@@ -859,6 +927,122 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
         tx_str(ctx, LAM_STORE_EPOCHS_KEY);
         tx_arg(ctx, ttl_p, ttl_len);
     }
+
+    /*
+     * Dedup: every counted event with an id, where it was first counted, appended to the record string
+     * of its shard in the current slot (README "Dedup"): one APPEND per shard, not one hash field per id.
+     */
+    size_t nd = 0, nhash = 0;
+    unsigned scnt[SPEED_DEDUP_SHARDS + 1] = {0};
+    for (size_t i = 0; i < ctx->nrecs; i++) {
+        speed_rec_t *r = &ctx->recs[i];
+        if (r->kind != SPEED_REC_EVENT || !r->id_len)
+            continue;
+        /* into the filter before the outcome is known: a superset is safe, a hit is only a reason to look */
+        if (!speed_dedup_add(ctx, ctx->dedup_token, cur_slot, ctx->ids.data + r->id_off, r->id_len)) {
+            r->shard = SPEED_SHARD_HASH; /* filters over budget: one field of the slot hash */
+            nhash++;
+            continue;
+        }
+        r->shard = (uint16_t)speed_dedup_shard(ctx->ids.data + r->id_off, r->id_len);
+        scnt[r->shard + 1]++;
+        nd++;
+    }
+    lam_buf_t guards = LAM_BUF_INIT;
+    size_t nguards = 0;
+    if (nd) {
+        if (nd > ctx->dorder_cap) {
+            ctx->dorder_cap = (size_t)ctx->cfg.batch_max > nd ? (size_t)ctx->cfg.batch_max : nd;
+            ctx->dorder = lam_realloc(ctx->dorder, ctx->dorder_cap * sizeof(*ctx->dorder));
+        }
+        for (unsigned sh = 0; sh < SPEED_DEDUP_SHARDS; sh++)
+            scnt[sh + 1] += scnt[sh];
+        unsigned fill[SPEED_DEDUP_SHARDS];
+        memcpy(fill, scnt, sizeof(fill));
+        for (size_t i = 0; i < ctx->nrecs; i++) {
+            const speed_rec_t *r = &ctx->recs[i];
+            if (r->kind == SPEED_REC_EVENT && r->id_len && r->shard != SPEED_SHARD_HASH)
+                ctx->dorder[fill[r->shard]++] = (uint32_t)i;
+        }
+        int64_t expire_at = (cur_slot + 2) * slot_s + ctx->cfg.dedup_window_ms / 1000;
+        lam_buf_t *sk = &ctx->kbuf, *ent = &ctx->fbuf;
+        for (unsigned sh = 0; sh < SPEED_DEDUP_SHARDS; sh++) {
+            if (scnt[sh] == scnt[sh + 1])
+                continue;
+            speed_dedup_shard_key(sk, cur_slot, ctx->dedup_token, sh);
+            lam_buf_clear(ent);
+            for (unsigned j = scnt[sh]; j < scnt[sh + 1]; j++) {
+                const speed_rec_t *r = &ctx->recs[ctx->dorder[j]];
+                speed_dedup_entry(ent, ctx->ids.data + r->id_off, r->id_len, r->partition, r->offset);
+            }
+            tx_cmd(ctx, 3);
+            tx_str(ctx, "APPEND");
+            tx_arg(ctx, sk->data, sk->len);
+            tx_arg(ctx, ent->data, ent->len);
+            if (!xcache_fresh(ctx, sk->data, sk->len, 0x44454450ULL, mono)) {
+                /* new (or not known to exist): the script makes sure it is a string; kept until the
+                 * window has passed after the slot's end (+ one slot for clock skew) */
+                lam_buf_append(&guards, sk->data, sk->len + 1);
+                nguards++;
+                tx_cmd(ctx, 3);
+                tx_str(ctx, "EXPIREAT");
+                tx_arg(ctx, sk->data, sk->len);
+                tx_i64(ctx, expire_at);
+            }
+        }
+    }
+    lam_buf_t hguard = LAM_BUF_INIT;
+    if (nhash) {
+        /* over the filters' budget: those ids as fields of the slot hash (the previous layout) */
+        lam_buf_t *hk = &ctx->kbuf;
+        speed_dedup_slot_key(hk, cur_slot, ctx->dedup_token);
+        tx_cmd(ctx, 2 + 2 * nhash);
+        tx_str(ctx, "HSET");
+        tx_arg(ctx, hk->data, hk->len);
+        for (size_t i = 0; i < ctx->nrecs; i++) {
+            const speed_rec_t *r = &ctx->recs[i];
+            if (r->kind != SPEED_REC_EVENT || !r->id_len || r->shard != SPEED_SHARD_HASH)
+                continue;
+            tx_arg(ctx, ctx->ids.data + r->id_off, r->id_len);
+            char b[48], *e = b + sizeof(b), *q = i64_dec(e, r->offset);
+            *--q = ':';
+            q = i64_dec(q, r->partition);
+            tx_arg(ctx, q, (size_t)(e - q));
+        }
+        if (!xcache_fresh(ctx, hk->data, hk->len, 0x44454450ULL, mono)) {
+            lam_buf_append(&hguard, hk->data, hk->len + 1);
+            tx_cmd(ctx, 3);
+            tx_str(ctx, "EXPIREAT");
+            tx_arg(ctx, hk->data, hk->len);
+            tx_i64(ctx, (cur_slot + 2) * slot_s + ctx->cfg.dedup_window_ms / 1000);
+        }
+    }
+    if (nd || nhash) {
+        /* this session in the sessions zset (its last write), sessions that no longer matter out */
+        int64_t now_s = lam_time_now_ms() / 1000, keep = speed_dedup_keep_s(ctx);
+        tx_cmd(ctx, 4);
+        tx_str(ctx, "ZADD");
+        tx_arg(ctx, sessk.data, sessk.len);
+        tx_i64(ctx, now_s);
+        tx_str(ctx, ctx->dedup_token);
+        tx_cmd(ctx, 4);
+        tx_str(ctx, "ZREMRANGEBYSCORE");
+        tx_arg(ctx, sessk.data, sessk.len);
+        tx_str(ctx, "-inf");
+        tx_i64(ctx, now_s - keep - 1);
+        tx_cmd(ctx, 3);
+        tx_str(ctx, "EXPIRE");
+        tx_arg(ctx, sessk.data, sessk.len);
+        tx_i64(ctx, keep);
+    }
+    arg_i64(ctx, (int64_t)nguards);
+    for (const char *gk = guards.data; nguards--; gk += strlen(gk) + 1)
+        arg_add(ctx, gk, strlen(gk));
+    lam_buf_free(&guards);
+    arg_i64(ctx, hguard.len ? 1 : 0);
+    if (hguard.len)
+        arg_add(ctx, hguard.data, hguard.len - 1);
+    lam_buf_free(&hguard);
 
     /* Count/sum/min/max deltas grouped per hash key (see speed_script.c), then bucket index ZADDs. */
     ops_reset(ctx);
@@ -957,46 +1141,6 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
         tx_arg(ctx, ttl_p, ttl_len);
     }
 
-    /* Dedup: every counted event with an id, where it was first counted, into the current slot hash. */
-    size_t nd = 0;
-    for (size_t i = 0; i < ctx->nrecs; i++)
-        nd += ctx->recs[i].kind == SPEED_REC_EVENT && ctx->recs[i].id_len;
-    if (nd) {
-        tx_cmd(ctx, 2 + 2 * nd);
-        tx_str(ctx, "HSET");
-        tx_arg(ctx, slotk.data, slotk.len);
-        for (size_t i = 0; i < ctx->nrecs; i++) {
-            speed_rec_t *r = &ctx->recs[i];
-            if (r->kind != SPEED_REC_EVENT || !r->id_len)
-                continue;
-            tx_arg(ctx, ctx->ids.data + r->id_off, r->id_len);
-            tx_pos(ctx, (int)r->msg->partition, (int64_t)r->msg->offset);
-            /* before the outcome is known: a superset is safe, a hit is only a reason to look */
-            speed_dedup_add(ctx, cur_slot, ctx->ids.data + r->id_off, r->id_len);
-        }
-        /* kept until the window has passed after the slot's end (+ one slot for clock skew) */
-        tx_cmd(ctx, 3);
-        tx_str(ctx, "EXPIREAT");
-        tx_arg(ctx, slotk.data, slotk.len);
-        tx_i64(ctx, (cur_slot + 2) * slot_s + ctx->cfg.dedup_window_ms / 1000);
-        /* this session in the sessions zset (its last write), sessions that no longer matter out */
-        int64_t now_s = lam_time_now_ms() / 1000, keep = speed_dedup_keep_s(ctx);
-        tx_cmd(ctx, 4);
-        tx_str(ctx, "ZADD");
-        tx_arg(ctx, sessk.data, sessk.len);
-        tx_i64(ctx, now_s);
-        tx_str(ctx, ctx->dedup_token);
-        tx_cmd(ctx, 4);
-        tx_str(ctx, "ZREMRANGEBYSCORE");
-        tx_arg(ctx, sessk.data, sessk.len);
-        tx_str(ctx, "-inf");
-        tx_i64(ctx, now_s - keep - 1);
-        tx_cmd(ctx, 3);
-        tx_str(ctx, "EXPIRE");
-        tx_arg(ctx, sessk.data, sessk.len);
-        tx_i64(ctx, keep);
-    }
-    lam_buf_free(&slotk);
     lam_buf_free(&sessk);
 
     /* The last few counted events, in order, for the live tail (records are canonical JSON). */

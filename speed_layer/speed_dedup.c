@@ -11,8 +11,8 @@
 #include "lam_time.h"
 #include "speed.h"
 
-#define BLOOM_K 7               /* hash functions: ~0.8 % false hits at 10 bits per id */
-#define BLOOM_BITS_PER_ID 10
+#define BLOOM_K 11              /* hash functions: ~0.05 % false hits at 16 bits per id */
+#define BLOOM_BITS_PER_ID 16    /* the same memory as 10 (sizes are rounded up to a power of two) */
 #define BLOOM_FIRST_IDS 65536   /* ids of a slot's first filter; each further one is twice as large */
 
 int64_t dedup_slot_seconds(const speed_ctx_t *ctx)
@@ -26,6 +26,70 @@ void speed_dedup_slot_key(lam_buf_t *out, int64_t slot, const char *token)
     char s[64];
     int n = *token ? snprintf(s, sizeof(s), "@%" PRId64 ":%s", slot, token) : snprintf(s, sizeof(s), "@%" PRId64, slot);
     lam_store_dedup_key(out, s, (size_t)n);
+}
+
+void speed_dedup_shard_key(lam_buf_t *out, int64_t slot, const char *token, unsigned shard)
+{
+    char s[80];
+    int n = snprintf(s, sizeof(s), "@%" PRId64 ":%s:%u", slot, token, shard);
+    lam_store_dedup_key(out, s, (size_t)n);
+}
+
+unsigned speed_dedup_shard(const char *id, size_t len)
+{
+    return (unsigned)((lam_mix64(lam_hll_hash(id, len) ^ 0x5348415244ULL) >> 32) % SPEED_DEDUP_SHARDS);
+}
+
+static void put_varint(lam_buf_t *b, uint64_t v)
+{
+    char t[10];
+    size_t n = 0;
+    while (v >= 0x80) {
+        t[n++] = (char)(0x80 | (v & 0x7f));
+        v >>= 7;
+    }
+    t[n++] = (char)v;
+    lam_buf_append(b, t, n);
+}
+
+static int get_varint(const char **p, const char *end, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (int sh = 0; sh < 64 && *p < end; sh += 7) {
+        uint8_t c = (uint8_t) * (*p)++;
+        x |= (uint64_t)(c & 0x7f) << sh;
+        if (!(c & 0x80)) {
+            *v = x;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+void speed_dedup_entry(lam_buf_t *b, const char *id, size_t len, int partition, int64_t offset)
+{
+    put_varint(b, len);
+    lam_buf_append(b, id, len);
+    put_varint(b, (uint64_t)partition);
+    put_varint(b, (uint64_t)offset);
+}
+
+int speed_dedup_entry_next(const char **p, const char *end, const char **id, size_t *len, int64_t *partition,
+                           int64_t *offset)
+{
+    if (*p >= end)
+        return 0;
+    uint64_t l, pa, of;
+    if (get_varint(p, end, &l) < 0 || l > (uint64_t)(end - *p))
+        return -1;
+    *id = *p;
+    *len = (size_t)l;
+    *p += l;
+    if (get_varint(p, end, &pa) < 0 || get_varint(p, end, &of) < 0)
+        return -1;
+    *partition = (int64_t)pa;
+    *offset = (int64_t)of;
+    return 1;
 }
 
 void speed_dedup_sessions_key(lam_buf_t *out)
@@ -54,7 +118,7 @@ void speed_dedup_free(speed_ctx_t *ctx)
     lam_buf_free(&ctx->other_keys);
 }
 
-/* ---- this session's Bloom filters, one or more per slot (nbits 0: over budget, every id may be in it) ---- */
+/* ---- Bloom filters, one or more per (session, slot) (nbits 0: over budget, every id may be in it) ---- */
 
 static int bloom_has(const speed_bloom_t *b, uint64_t h1, uint64_t h2)
 {
@@ -75,7 +139,7 @@ static void id_hashes(const char *id, size_t len, uint64_t *h1, uint64_t *h2)
     *h2 = lam_mix64(*h1) | 1;
 }
 
-int speed_dedup_maybe_own(const speed_ctx_t *ctx, const char *id, size_t len)
+int speed_dedup_maybe(const speed_ctx_t *ctx, const char *id, size_t len)
 {
     if (!ctx->nblooms)
         return 0;
@@ -87,22 +151,75 @@ int speed_dedup_maybe_own(const speed_ctx_t *ctx, const char *id, size_t len)
     return 0;
 }
 
-int speed_dedup_own_slot(const speed_ctx_t *ctx, int64_t slot)
+size_t speed_dedup_hit_keys(const speed_ctx_t *ctx, const char *id, size_t len, unsigned shard, lam_buf_t *keys)
+{
+    uint64_t h1, h2;
+    id_hashes(id, len, &h1, &h2);
+    size_t n = 0;
+    lam_buf_t k = LAM_BUF_INIT;
+    for (size_t i = 0; i < ctx->nblooms; i++) {
+        const speed_bloom_t *b = &ctx->blooms[i];
+        if (!b->nbits || !bloom_has(b, h1, h2))
+            continue; /* over budget: those ids are in a slot hash (HMGET) */
+        size_t j = 0; /* a slot may have several filters: one key per (session, slot) */
+        for (; j < i; j++)
+            if (ctx->blooms[j].slot == b->slot && !strcmp(ctx->blooms[j].token, b->token) &&
+                bloom_has(&ctx->blooms[j], h1, h2))
+                break;
+        if (j < i)
+            continue;
+        speed_dedup_shard_key(&k, b->slot, b->token, shard);
+        lam_buf_append(keys, k.data, k.len + 1);
+        n++;
+    }
+    lam_buf_free(&k);
+    return n;
+}
+
+int speed_dedup_over_budget(const speed_ctx_t *ctx, const char *token, int64_t slot)
 {
     for (size_t i = 0; i < ctx->nblooms; i++)
-        if (ctx->blooms[i].slot == slot)
+        if (!ctx->blooms[i].nbits && ctx->blooms[i].slot == slot && !strcmp(ctx->blooms[i].token, token))
             return 1;
     return 0;
 }
 
-void speed_dedup_add(speed_ctx_t *ctx, int64_t slot, const char *id, size_t len)
+void speed_dedup_forget(speed_ctx_t *ctx, const char *token, int64_t slot)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < ctx->nblooms; i++) {
+        if (ctx->blooms[i].slot == slot && !strcmp(ctx->blooms[i].token, token)) {
+            ctx->bloom_bytes -= ctx->blooms[i].nbits / 8;
+            lam_free(ctx->blooms[i].bits);
+        } else {
+            ctx->blooms[k++] = ctx->blooms[i];
+        }
+    }
+    ctx->nblooms = k;
+}
+
+void speed_dedup_drop_others(speed_ctx_t *ctx)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < ctx->nblooms; i++) {
+        if (strcmp(ctx->blooms[i].token, ctx->dedup_token)) {
+            ctx->bloom_bytes -= ctx->blooms[i].nbits / 8;
+            lam_free(ctx->blooms[i].bits);
+        } else {
+            ctx->blooms[k++] = ctx->blooms[i];
+        }
+    }
+    ctx->nblooms = k;
+}
+
+int speed_dedup_add(speed_ctx_t *ctx, const char *token, int64_t slot, const char *id, size_t len)
 {
     speed_bloom_t *b = NULL;
     size_t last_cap = 0;
     for (size_t i = 0; i < ctx->nblooms; i++)
-        if (ctx->blooms[i].slot == slot) {
+        if (ctx->blooms[i].slot == slot && !strcmp(ctx->blooms[i].token, token)) {
             if (!ctx->blooms[i].nbits)
-                return; /* over budget: this slot is looked up in Redis for every id */
+                return 0; /* over budget */
             last_cap = ctx->blooms[i].cap;
             if (ctx->blooms[i].n < ctx->blooms[i].cap)
                 b = &ctx->blooms[i];
@@ -116,13 +233,14 @@ void speed_dedup_add(speed_ctx_t *ctx, int64_t slot, const char *id, size_t len)
         size_t cap = last_cap ? 2 * last_cap : BLOOM_FIRST_IDS, nbits = 64;
         while (nbits < cap * BLOOM_BITS_PER_ID)
             nbits *= 2;
-        *b = (speed_bloom_t){slot, NULL, 0, cap, 0};
-        if (ctx->bloom_bytes + nbits / 8 <= SPEED_BLOOM_MAX_BYTES) {
+        *b = (speed_bloom_t){.slot = slot, .cap = cap};
+        snprintf(b->token, sizeof(b->token), "%s", token);
+        if (ctx->bloom_bytes + nbits / 8 <= (size_t)ctx->cfg.bloom_max_kb * 1024) {
             b->nbits = nbits;
             b->bits = lam_calloc(nbits / 64, sizeof(uint64_t));
             ctx->bloom_bytes += nbits / 8;
         } else {
-            return;
+            return 0;
         }
     }
     uint64_t h1, h2;
@@ -133,6 +251,7 @@ void speed_dedup_add(speed_ctx_t *ctx, int64_t slot, const char *id, size_t len)
         b->bits[bit >> 6] |= 1ULL << (bit & 63);
     }
     b->n++;
+    return 1;
 }
 
 void speed_dedup_prune(speed_ctx_t *ctx, int64_t lo)

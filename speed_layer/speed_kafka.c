@@ -60,7 +60,7 @@ int speed_kafka_init(speed_ctx_t *ctx, char *errstr, size_t errstr_size)
     rd_kafka_conf_set_opaque(conf, ctx);
     /* Eager assignment (rd_kafka_assign in the callback); larger fetches for catching up. */
     if (lam_kafka_conf_set(conf, "partition.assignment.strategy", "range,roundrobin", errstr, errstr_size) < 0 ||
-        lam_kafka_conf_set(conf, "fetch.max.bytes", "4194304", errstr, errstr_size) < 0 ||
+        lam_kafka_conf_set(conf, "fetch.max.bytes", SPEED_FETCH_MAX_BYTES, errstr, errstr_size) < 0 ||
         lam_kafka_conf_set(conf, "queued.max.messages.kbytes", SPEED_PREFETCH_KB, errstr, errstr_size) < 0 ||
         /* librdkafka 2.0 backs a partition's fetcher off for fetch.error.backoff.ms (500) whenever the
          * prefetch queue is full, which stalled catch-up for ~0.5 s every ~30k records */

@@ -338,6 +338,171 @@ int speed_redis_dedup_lookup(speed_ctx_t *ctx, size_t nkeys, const char **keys, 
     return rc;
 }
 
+int speed_redis_get_each(speed_ctx_t *ctx, size_t n, const char *names,
+                         void (*fn)(speed_ctx_t *ctx, void *opaque, size_t i, const char *v, size_t len), void *opaque)
+{
+    enum { ROUND = 64 }; /* keys per round trip: bounds the replies held at once */
+    const char *k = names;
+    for (size_t i = 0; i < n;) {
+        if (!ctx->redis)
+            return -1;
+        size_t m = n - i < ROUND ? n - i : ROUND;
+        for (size_t j = 0; j < m; j++, k += strlen(k) + 1) {
+            const char *argv[2] = {"GET", k};
+            size_t alen[2] = {3, strlen(k)};
+            redisAppendCommandArgv(ctx->redis, 2, argv, alen);
+        }
+        int rc = 0;
+        for (size_t j = 0; j < m; j++) {
+            redisReply *r = NULL;
+            if (rc == 0 && redisGetReply(ctx->redis, (void **)&r) != REDIS_OK) {
+                speed_redis_lost(ctx, ctx->redis->errstr);
+                rc = -1;
+            }
+            if (rc == 0 && r->type == REDIS_REPLY_STRING) /* an error (WRONGTYPE): no record there */
+                fn(ctx, opaque, i + j, r->str, r->len);
+            if (r)
+                freeReplyObject(r);
+        }
+        if (rc < 0)
+            return -1;
+        i += m;
+    }
+    return 0;
+}
+
+typedef struct others_load {
+    const char **tokens; /* the other sessions, in key order */
+    int64_t lo, nslots;
+    size_t entries;
+} others_load_t;
+
+/* One record string of another session: its ids into that session's filter of that slot. */
+static void load_record(speed_ctx_t *ctx, void *opaque, size_t i, const char *v, size_t len)
+{
+    others_load_t *o = opaque;
+    size_t ks = i / SPEED_DEDUP_SHARDS;
+    const char *token = o->tokens[ks / (size_t)o->nslots];
+    int64_t slot = o->lo + (int64_t)(ks % (size_t)o->nslots);
+    const char *p = v, *end = v + len, *id;
+    size_t idlen;
+    int64_t part, off;
+    int rc;
+    while ((rc = speed_dedup_entry_next(&p, end, &id, &idlen, &part, &off)) == 1) {
+        /* an id only ever arrives in its own partition: the others' entries are not ours to check (the
+         * records are read again at every assignment) */
+        if (part < 0 || part >= ctx->nparts || !ctx->parts[part].assigned)
+            continue;
+        speed_dedup_add(ctx, token, slot, id, idlen);
+        o->entries++;
+    }
+    if (rc < 0)
+        lam_warn("msg=\"malformed dedup record, its remaining entries are ignored\" slot=%" PRId64 " session=%s", slot,
+                 token);
+}
+
+/* One record string of another session as HSET arguments (field id, value "partition:offset"). */
+typedef struct conv {
+    lam_buf_t bytes;
+    size_t *off; /* (offset, length) pairs into bytes */
+    size_t n, cap;
+} conv_t;
+
+static void conv_arg(conv_t *c, const char *data, size_t len)
+{
+    if (c->n == c->cap) {
+        c->cap = c->cap ? 2 * c->cap : 1024;
+        c->off = lam_realloc(c->off, 2 * c->cap * sizeof(size_t));
+    }
+    c->off[2 * c->n] = c->bytes.len;
+    c->off[2 * c->n + 1] = len;
+    c->n++;
+    lam_buf_append(&c->bytes, data, len);
+}
+
+static void conv_record(speed_ctx_t *ctx, void *opaque, size_t i, const char *v, size_t len)
+{
+    (void)ctx;
+    (void)i;
+    conv_t *c = opaque;
+    const char *p = v, *end = v + len, *id;
+    size_t idlen;
+    int64_t part, off;
+    while (speed_dedup_entry_next(&p, end, &id, &idlen, &part, &off) == 1) {
+        char pos[48];
+        int n = snprintf(pos, sizeof(pos), "%" PRId64 ":%" PRId64, part, off);
+        conv_arg(c, id, idlen);
+        conv_arg(c, pos, (size_t)n);
+    }
+}
+
+/*
+ * Another session's (token, slot) holds more ids than the filters' budget: copy its records into its slot
+ * hash lam:dedup:@{slot}:{token} (one field per id, the previous layout), which is looked up with HMGET
+ * like a slot hash of the previous layout. Its filters are dropped. 0 or -1.
+ */
+static int convert_to_hash(speed_ctx_t *ctx, const char *token, int64_t slot)
+{
+    lam_buf_t hk = LAM_BUF_INIT, sk = LAM_BUF_INIT;
+    speed_dedup_slot_key(&hk, slot, token);
+    const char *targv[2] = {"TYPE", hk.data};
+    redisReply *t = cmd(ctx, 2, targv, NULL);
+    int rc = t ? 0 : -1;
+    if (t && !(t->type == REDIS_REPLY_STATUS && (!strcmp(t->str, "hash") || !strcmp(t->str, "none")))) {
+        const char *dargv[2] = {"DEL", hk.data};
+        redisReply *d = cmd(ctx, 2, dargv, NULL);
+        rc = d ? 0 : -1;
+        if (d)
+            freeReplyObject(d);
+    }
+    if (t)
+        freeReplyObject(t);
+    conv_t c = {LAM_BUF_INIT, NULL, 0, 0};
+    for (unsigned sh = 0; rc == 0 && sh < SPEED_DEDUP_SHARDS; sh++) {
+        speed_dedup_shard_key(&sk, slot, token, sh);
+        lam_buf_clear(&c.bytes);
+        c.n = 0;
+        conv_arg(&c, "HSET", 4);
+        conv_arg(&c, hk.data, hk.len);
+        rc = speed_redis_get_each(ctx, 1, sk.data, conv_record, &c);
+        if (rc < 0 || c.n == 2)
+            continue;
+        const char **argv = lam_malloc(c.n * sizeof(*argv));
+        size_t *alen = lam_malloc(c.n * sizeof(*alen));
+        for (size_t j = 0; j < c.n; j++) {
+            argv[j] = c.bytes.data + c.off[2 * j];
+            alen[j] = c.off[2 * j + 1];
+        }
+        redisReply *h = cmd(ctx, (int)c.n, argv, alen);
+        rc = h && h->type != REDIS_REPLY_ERROR ? 0 : -1;
+        if (h)
+            freeReplyObject(h);
+        lam_free(argv);
+        lam_free(alen);
+    }
+    if (rc == 0) {
+        char at[32];
+        snprintf(at, sizeof(at), "%" PRId64, (slot + 2) * dedup_slot_seconds(ctx) + ctx->cfg.dedup_window_ms / 1000);
+        const char *eargv[3] = {"EXPIREAT", hk.data, at};
+        redisReply *e = cmd(ctx, 3, eargv, NULL);
+        rc = e ? 0 : -1;
+        if (e)
+            freeReplyObject(e);
+    }
+    if (rc == 0) {
+        speed_dedup_forget(ctx, token, slot);
+        lam_buf_append(&ctx->other_keys, hk.data, hk.len + 1);
+        ctx->nother_keys++;
+        lam_warn("msg=\"dedup filters over budget: another session's slot is looked up in its slot hash\" slot=%" PRId64
+                 " session=%s", slot, token);
+    }
+    lam_free(c.off);
+    lam_buf_free(&c.bytes);
+    lam_buf_free(&hk);
+    lam_buf_free(&sk);
+    return rc;
+}
+
 int speed_redis_read_sessions(speed_ctx_t *ctx)
 {
     lam_buf_t k = LAM_BUF_INIT, tokens = LAM_BUF_INIT;
@@ -395,6 +560,33 @@ int speed_redis_read_sessions(speed_ctx_t *ctx)
         lam_buf_free(&cand[c]);
     }
     lam_free(cand);
+    /* their record strings (this layout): the ids into a filter per (session, slot), read again every time */
+    speed_dedup_drop_others(ctx);
+    if (rc == 0 && ntok > 1) {
+        int64_t nslots = cur + 2 - lo;
+        const char **toks = lam_malloc((ntok - 1) * sizeof(*toks));
+        lam_buf_t names = LAM_BUF_INIT;
+        tok = tokens.data + 1; /* after "" */
+        for (size_t t = 1; t < ntok; t++, tok += strlen(tok) + 1) {
+            toks[t - 1] = tok;
+            for (int64_t sl = lo; sl <= cur + 1; sl++)
+                for (unsigned sh = 0; sh < SPEED_DEDUP_SHARDS; sh++) {
+                    speed_dedup_shard_key(&k, sl, tok, sh);
+                    lam_buf_append(&names, k.data, k.len + 1);
+                }
+        }
+        others_load_t o = {toks, lo, nslots, 0};
+        int64_t t0 = lam_now_mono_ms();
+        rc = speed_redis_get_each(ctx, (ntok - 1) * (size_t)nslots * SPEED_DEDUP_SHARDS, names.data, load_record, &o);
+        lam_info("msg=\"dedup records of other sessions read\" sessions=%zu ids=%zu ms=%" PRId64, ntok - 1, o.entries,
+                 lam_now_mono_ms() - t0);
+        for (size_t t = 0; rc == 0 && t + 1 < ntok; t++)
+            for (int64_t sl = lo; rc == 0 && sl <= cur + 1; sl++)
+                if (speed_dedup_over_budget(ctx, toks[t], sl))
+                    rc = convert_to_hash(ctx, toks[t], sl);
+        lam_buf_free(&names);
+        lam_free(toks);
+    }
     lam_buf_free(&tokens);
     lam_buf_free(&k);
     return rc;

@@ -7,9 +7,11 @@
  * current value. It runs first inside the transaction; the fences are checked before MULTI under
  * WATCH, and the other writes of the batch are plain commands in the same transaction.
  * ARGV (no KEYS; every key name is built in C by lam_store):
- *  1 dedup slot hash (lam:dedup:@{slot}:{token}), 2 dedup sessions zset (lam:dedup:@sessions):
- *    each replaced when it is of another type, so the HSET/ZADD after this script cannot fail
- *  3 nk, then nk x (hash key, nc, nm, nc x (field, delta), nm x (op, field, value)):
+ *  1 dedup sessions zset (lam:dedup:@sessions), 2 ng, then ng dedup record strings new in this batch
+ *    (lam:dedup:@{slot}:{token}:{shard}): each replaced when it is of another type, so the ZADD/APPENDs
+ *    after this script cannot fail; nh (0 or 1), then the slot hash (lam:dedup:@{slot}:{token}) new in
+ *    this batch (ids over the filters' budget), replaced when it is not a hash
+ *  then nk, then nk x (hash key, nc, nm, nc x (field, delta), nm x (op, field, value)):
  *       delta: HINCRBY key field delta (int64 overflow -> "overflow")
  *       op o: HSET field "overflow"   n: HSET field value if value < current (min)   x: ... > current (max)
  *       (the min/max fields of one key are read with one HMGET and written with one HSET)
@@ -18,13 +20,17 @@
 const char speed_script_lua[] =
     "local A = ARGV\n"
     "local call, pcall, unpack, tonumber = redis.call, redis.pcall, unpack, tonumber\n"
-    "local dt = call('TYPE', A[1])\n"
-    "dt = type(dt) == 'table' and dt.ok or dt\n"
-    "if dt ~= 'hash' and dt ~= 'none' then call('DEL', A[1]) end\n"
-    "dt = call('TYPE', A[2])\n"
-    "dt = type(dt) == 'table' and dt.ok or dt\n"
-    "if dt ~= 'zset' and dt ~= 'none' then call('DEL', A[2]) end\n"
-    "local i = 3\n"
+    "local function guard(k, want)\n"
+    "  local dt = call('TYPE', k)\n"
+    "  dt = type(dt) == 'table' and dt.ok or dt\n"
+    "  if dt ~= want and dt ~= 'none' then call('DEL', k) end\n"
+    "end\n"
+    "guard(A[1], 'zset')\n"
+    "local ng = tonumber(A[2])\n"
+    "for j = 3, 2 + ng do guard(A[j], 'string') end\n"
+    "local nh = tonumber(A[3 + ng])\n"
+    "for j = 4 + ng, 3 + ng + nh do guard(A[j], 'hash') end\n"
+    "local i = 4 + ng + nh\n"
     "local function lt(a, b)\n"
     "  local an, bn = a:byte(1) == 45, b:byte(1) == 45\n"
     "  if an ~= bn then return an end\n"

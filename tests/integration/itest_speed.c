@@ -120,6 +120,8 @@ static int kill_children(void **st)
     return 0;
 }
 
+static const char *g_filter_kb; /* LAM_SPEED_DEDUP_FILTER_KB of the next spawn_speed (NULL: default) */
+
 static pid_t spawn_speed(const char *topic, const char *group, const char *redis_url, const char *batch_max,
                          const char *log, char *addr_out)
 {
@@ -136,6 +138,8 @@ static pid_t spawn_speed(const char *topic, const char *group, const char *redis
         setenv("LAM_SPEED_ADDR", addr, 1);
         if (batch_max)
             setenv("LAM_SPEED_BATCH_MAX", batch_max, 1);
+        if (g_filter_kb)
+            setenv("LAM_SPEED_DEDUP_FILTER_KB", g_filter_kb, 1);
         setenv("LAM_LOG_LEVEL", "info", 0);
         setenv("LAM_KAFKA_X_SESSION_TIMEOUT_MS", "6000", 1);
         setenv("LAM_KAFKA_X_HEARTBEAT_INTERVAL_MS", "500", 1);
@@ -778,11 +782,12 @@ static void test_replay_exact(void **st)
     assert_int_equal(wait_stat(r, group, "poison_total", 6), 6);
     assert_int_equal(wait_stat(r, group, "duplicates_total", dups), dups);
     assert_int_equal(wait_stat(r, group, "events_total", 50000), 50000);
-    /* where the first event was counted: a field of one slot hash lam:dedup:@{slot}:{token} of this
-     * session; the session in lam:dedup:@sessions */
+    /* where the first event was counted: an entry (varint length, id, varint partition, varint offset)
+     * of one record string lam:dedup:@{slot}:{token}:{shard} of this session; the session in
+     * lam:dedup:@sessions */
     redisReply *ks = rcmd(r, "KEYS lam:dedup:*");
     assert_int_equal(ks->type, REDIS_REPLY_ARRAY);
-    assert_true(ks->elements >= 2 && ks->elements <= 3);
+    assert_true(ks->elements >= 2 && ks->elements <= 2 * 1024 + 1); /* sessions + 1024 shards of 1-2 slots */
     int found_first = 0, sessions = 0;
     for (size_t i = 0; i < ks->elements; i++) {
         const char *k = ks->element[i]->str;
@@ -792,12 +797,13 @@ static void test_replay_exact(void **st)
             sessions++;
             continue;
         }
-        assert_true(!strncmp(k, "lam:dedup:@", 11) && strchr(k + 11, ':'));
-        redisReply *d = rcmd(r, "HGET %s e-1-0", k);
-        if (d->type == REDIS_REPLY_STRING) {
-            assert_non_null(strchr(d->str, ':'));
-            found_first++;
-        }
+        const char *c1 = strchr(k + 11, ':');
+        assert_true(!strncmp(k, "lam:dedup:@", 11) && c1 && strchr(c1 + 1, ':'));
+        redisReply *d = rcmd(r, "GET %s", k);
+        assert_int_equal(d->type, REDIS_REPLY_STRING);
+        for (const char *q = d->str; (q = memmem(q, d->len - (size_t)(q - d->str), "\x05" "e-1-0", 6)); q++)
+            if ((size_t)(q - d->str) + 7 < d->len && (unsigned char)q[6] < 4)
+                found_first++;
         freeReplyObject(d);
     }
     freeReplyObject(ks);
@@ -819,6 +825,117 @@ static void test_replay_exact(void **st)
     gen_free(&g);
     producer_close(&p);
     redisFree(r);
+}
+
+/* A counter of speed_layer's /metrics at addr, polled until it equals want (counters follow the outcome
+ * of the batch in flight) or 5 s passed; the last value read. */
+static long long wait_metric(const char *addr, const char *name, long long want)
+{
+    long long v = -1;
+    for (int i = 0; i < 50; i++) {
+        char cmd[256], line[512];
+        snprintf(cmd, sizeof(cmd), "curl -fsS http://%s/metrics", addr);
+        FILE *f = popen(cmd, "r");
+        assert_non_null(f);
+        size_t nl = strlen(name);
+        while (fgets(line, sizeof(line), f))
+            if (!strncmp(line, name, nl) && line[nl] == ' ')
+                v = (long long)strtod(line + nl + 1, NULL);
+        pclose(f);
+        if (v == want)
+            break;
+        usleep(100000);
+    }
+    return v;
+}
+
+/*
+ * Duplicates of ids counted by earlier sessions (each killed with SIGKILL) are found in their dedup records;
+ * an id in a slot hash of the previous layout (another session's) is found too. Three sessions: A, then B
+ * with LAM_SPEED_DEDUP_FILTER_KB = filter_kb_b (NULL: the default), then C. With "0" B has no room for any
+ * filter: it copies A's records into A's slot hash and writes its own ids one hash field each, and C still
+ * finds them all.
+ */
+static void dedup_sessions(const char *suffix, int runid, const char *filter_kb_b)
+{
+    redisContext *r = fresh_db();
+    producer_t p;
+    producer_open(&p, suffix, 3);
+    gen_t g;
+    gen_init(&g, runid);
+    memset(&g_m0, 0, sizeof(g_m0));
+    enum { N1 = 6000, N2 = 3000, N3 = 1000 };
+    for (long i = 0; i < N1; i++) {
+        gen_event(&g, &g_m0);
+        produce_canon(&p, -1, g.canon.data, g.canon.len);
+    }
+    producer_flush(&p);
+    char log[512], group[64], addr[64];
+    log_path(log, sizeof(log), suffix);
+    snprintf(group, sizeof(group), "g-%s-%d", suffix, (int)getpid());
+    pid_t pid = spawn_speed(p.topic, group, g_redis_url, "700", log, NULL);
+    wait_caught_up(r, group, &p, 3, 90);
+    kill9(pid);
+    assert_true(rint_cmd(r, "ZCARD lam:dedup:@sessions") == 1);
+    /* an event whose id another session of the previous layout counted (slot hash field = id) */
+    static model_t scratch;
+    gen_event(&g, &scratch);
+    char old_id[64];
+    snprintf(old_id, sizeof(old_id), "e-%d-%ld", runid, g.next - 1);
+    long long slot = lam_now_ms() / 1000 / 600; /* LAM_DEDUP_WINDOW_S 3600: slots of 600 s */
+    freeReplyObject(rcmd(r, "ZADD lam:dedup:@sessions %lld 00000000000000aa", lam_now_ms() / 1000));
+    freeReplyObject(rcmd(r, "HSET lam:dedup:@%lld:00000000000000aa %s 0:999999999", slot, old_id));
+    produce_canon(&p, -1, g.canon.data, g.canon.len);
+    /* every event of the first session again, in a new order, between new events */
+    for (long i = 0; i < N1; i++) {
+        long j = (i * 7919) % N1;
+        produce_canon(&p, -1, g.sent[j], g.sent_len[j]);
+        if (i % 2 == 0 && i / 2 < N2) {
+            gen_event(&g, &g_m0);
+            produce_canon(&p, -1, g.canon.data, g.canon.len);
+        }
+    }
+    producer_flush(&p);
+    g_filter_kb = filter_kb_b;
+    pid = spawn_speed(p.topic, group, g_redis_url, "700", log, addr);
+    g_filter_kb = NULL;
+    wait_caught_up(r, group, &p, 3, 90);
+    check_view_model(r, 0, &g_m0);
+    /* the second session's own counters (the first one's last stats push died with it) */
+    assert_int_equal(wait_metric(addr, "lam_speed_duplicates_total", N1 + 1), N1 + 1);
+    assert_int_equal(wait_metric(addr, "lam_speed_events_total", N2), N2);
+    kill9(pid);
+    /* everything sent so far again (A's, B's and the previous layout's ids), then new events: C */
+    long nsent = g.nsent;
+    for (long j = nsent - 1; j >= 0; j--) {
+        produce_canon(&p, -1, g.sent[j], g.sent_len[j]);
+        if (j % 3 == 0 && j / 3 < N3) {
+            gen_event(&g, &g_m0);
+            produce_canon(&p, -1, g.canon.data, g.canon.len);
+        }
+    }
+    producer_flush(&p);
+    pid = spawn_speed(p.topic, group, g_redis_url, "700", log, addr);
+    wait_caught_up(r, group, &p, 3, 90);
+    check_view_model(r, 0, &g_m0);
+    assert_int_equal(wait_metric(addr, "lam_speed_duplicates_total", nsent), nsent);
+    assert_int_equal(wait_metric(addr, "lam_speed_events_total", N3), N3);
+    stop_speed(pid);
+    gen_free(&g);
+    producer_close(&p);
+    redisFree(r);
+}
+
+static void test_dedup_across_sessions(void **st)
+{
+    (void)st;
+    dedup_sessions("dsess", 7, NULL);
+}
+
+static void test_dedup_over_budget(void **st)
+{
+    (void)st;
+    dedup_sessions("dbudget", 8, "0");
 }
 
 /* A 200k-event replay; speed_layer killed with SIGKILL three times at random points (whenever the stored
@@ -1098,6 +1215,8 @@ int main(void)
         cmocka_unit_test_teardown(test_replay_exact, kill_children),
         cmocka_unit_test_teardown(test_markers_and_publish, kill_children),
         cmocka_unit_test_teardown(test_http_endpoints, kill_children),
+        cmocka_unit_test_teardown(test_dedup_across_sessions, kill_children),
+        cmocka_unit_test_teardown(test_dedup_over_budget, kill_children),
         cmocka_unit_test_teardown(test_kill9_three_times, kill_children),
         cmocka_unit_test_teardown(test_redis_restart, kill_children),
         cmocka_unit_test_teardown(test_two_instances_one_killed, kill_children),
