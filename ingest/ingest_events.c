@@ -98,7 +98,38 @@ typedef struct parse_state {
     ingest_batch_t *b;
     lam_event_t *ev;
     int64_t now_ms;
+    int32_t np;      /* the topic's partitions when ingest knows them (0: ids are not steered) */
+    size_t ngen;     /* ids generated for this request so far */
 } parse_state_t;
+
+/*
+ * Ids ingest generates are steered to one partition at a time: the events that arrive without an
+ * id within ID_WINDOW_MS (and each run of ID_RUN of them in one request) get ids whose partition
+ * (librdkafka's consistent_random: crc32 of the id) is the same, rotating over the partitions.
+ * librdkafka sends one ProduceRequest per partition, so single-event requests arriving together
+ * then make one request instead of one per partition. The key is still the id, so a retry of an
+ * id lands in its partition as before; the id is still a UUIDv7 (the last 8 of its 74 random bits
+ * are picked among 256 candidates), in order within the process.
+ */
+#define ID_WINDOW_MS 10
+#define ID_RUN 1000
+
+static void steer_id(parse_state_t *st, char id[LAM_UUID_LEN + 1])
+{
+    int32_t target = (int32_t)(((uint64_t)(st->now_ms / ID_WINDOW_MS) + st->ngen++ / ID_RUN) % (uint64_t)st->np);
+    static const char hex[] = "0123456789abcdef";
+    unsigned orig = (unsigned)(strchr(hex, id[34]) - hex) << 4 | (unsigned)(strchr(hex, id[35]) - hex);
+    for (unsigned k = 0; k < 256; k++) {
+        unsigned v = (orig + k) & 0xff;
+        id[34] = hex[v >> 4];
+        id[35] = hex[v & 15];
+        if (rd_kafka_msg_partitioner_consistent_random(st->ctx->topic, id, LAM_UUID_LEN, st->np, NULL, NULL) ==
+            target)
+            return;
+    }
+    id[34] = hex[orig >> 4]; /* no candidate fits (odds 2^-67 with 6 partitions): the random id */
+    id[35] = hex[orig & 15];
+}
 
 /* One reusable event per HTTP thread (its buffers grow to the largest event seen). */
 static pthread_key_t event_key;
@@ -156,7 +187,13 @@ static void add_event(parse_state_t *st, const char *json, size_t len)
     }
     if (ev->id.type == LAM_VAL_ABSENT) {
         char id[LAM_UUID_LEN + 1];
-        if (lam_uuid7(id, st->now_ms) < 0 || lam_event_set_id(ev, id, LAM_UUID_LEN, err, sizeof(err)) < 0) {
+        if (lam_uuid7(id, st->now_ms) < 0) {
+            reject(b, index, "id: cannot generate one (no randomness)");
+            return;
+        }
+        if (st->np > 0)
+            steer_id(st, id);
+        if (lam_event_set_id(ev, id, LAM_UUID_LEN, err, sizeof(err)) < 0) {
             reject(b, index, "id: cannot generate one (no randomness)");
             return;
         }
@@ -364,7 +401,8 @@ void ingest_batch_reply(ingest_batch_t *b)
 void ingest_events_post(ingest_ctx_t *ctx, lam_http_req_t *req, int ndjson)
 {
     ingest_batch_t *b = ingest_batch_new(ctx, req);
-    parse_state_t st = {ctx, b, thread_event(), lam_now_ms()};
+    int32_t np = ctx->own_partitioning ? atomic_load(&ctx->partitions) : 0;
+    parse_state_t st = {ctx, b, thread_event(), lam_now_ms(), np, 0};
     int rc = ndjson ? split_ndjson_or_reply(&st, req->body, req->body_len)
                     : split_json_or_reply(&st, req->body, req->body_len);
     if (rc < 0) {

@@ -108,6 +108,13 @@ int ingest_producer_init(ingest_ctx_t *ctx, char *errstr, size_t errstr_size)
      * request; 100-event requests were no slower. */
     if (lam_kafka_conf_set(conf, "linger.ms", "1", errstr, errstr_size) < 0)
         goto fail;
+    /* librdkafka 2.0 sends one ProduceRequest per partition, and the broker serves one request of
+     * a connection at a time anyway: with one in flight, the messages of every partition gather
+     * while the previous request is served. Single events (wrk -c64, 6 partitions): 6.3 -> 9.5
+     * messages per ProduceRequest, Kafka CPU per event down; 100-event requests: Kafka 4.4-4.7 ->
+     * 3.6 ms and ingest 3.4 -> 2.9 ms CPU per 1k events. Still idempotent and ordered. */
+    if (lam_kafka_conf_set(conf, "max.in.flight.requests.per.connection", "1", errstr, errstr_size) < 0)
+        goto fail;
     /* LAM_KAFKA_X_* overrides the settings above too. */
     if (lam_kafka_conf_apply_env(conf, errstr, errstr_size) < 0)
         goto fail;

@@ -349,6 +349,41 @@ static void test_array_generates_uuid7_ids(void **st)
     lam_buf_free(&r.body);
 }
 
+/* The partition librdkafka's consistent_random partitioner gives an id (crc32 of the key). */
+static int32_t partition_of(const char *key, size_t len)
+{
+    return rd_kafka_msg_partitioner_consistent_random(NULL, key, len, PARTITIONS, NULL, NULL);
+}
+
+/* The ids ingest generates for one request share a partition (fewer produce requests), and are
+ * still distinct UUIDv7s in order; the records land in their key's partition (checked in
+ * test_topic_holds_exactly_the_accepted_events). */
+static void test_generated_ids_share_a_partition(void **st)
+{
+    (void)st;
+    enum { N = 40 };
+    lam_buf_t body = LAM_BUF_INIT;
+    for (int i = 0; i < N; i++)
+        lam_buf_printf(&body, "{\"type\":\"page_view\",\"url\":\"/p/%d\",\"ts\":%d000}\n", i, i + 1);
+    resp_t r = {0};
+    assert_int_equal(post(g_port, "application/x-ndjson", body.data, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_int(r.body.data, "accepted"), N);
+    char ids[N + 1][LAM_UUID_LEN + 64];
+    assert_int_equal(json_ids(r.body.data, ids, N + 1), N);
+    int32_t p0 = partition_of(ids[0], strlen(ids[0]));
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(strlen(ids[i]), LAM_UUID_LEN);
+        assert_true(lam_uuid7_ms(ids[i], LAM_UUID_LEN) > 0);
+        assert_int_equal(partition_of(ids[i], LAM_UUID_LEN), p0);
+        if (i)
+            assert_true(strcmp(ids[i - 1], ids[i]) < 0);
+    }
+    g_accepted += N;
+    lam_buf_free(&r.body);
+    lam_buf_free(&body);
+}
+
 static void test_mixed_ndjson_reports_bad_lines_by_index(void **st)
 {
     (void)st;
@@ -671,7 +706,7 @@ static void test_topic_holds_exactly_the_accepted_events(void **st)
         rd_kafka_topic_partition_list_add(parts, g_topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
     assert_int_equal(rd_kafka_assign(c, parts), 0);
     rd_kafka_topic_partition_list_destroy(parts);
-    long long seen = 0, with_headers = 0;
+    long long seen = 0, with_headers = 0, wrong_partition = 0;
     int *found = lam_calloc(g_nexpect ? g_nexpect : 1, sizeof(int));
     int64_t deadline = lam_now_mono_ms() + 30000;
     while (seen < g_accepted && lam_now_mono_ms() < deadline) {
@@ -680,6 +715,8 @@ static void test_topic_holds_exactly_the_accepted_events(void **st)
             continue;
         if (!m->err) {
             seen++;
+            if (m->partition != partition_of(m->key, m->key_len))
+                wrong_partition++;
             rd_kafka_headers_t *h;
             if (rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR && rd_kafka_header_cnt(h) > 0)
                 with_headers++;
@@ -716,6 +753,7 @@ static void test_topic_holds_exactly_the_accepted_events(void **st)
     printf("     topic %s: %lld records, %lld accepted in responses\n", g_topic, seen, g_accepted);
     assert_int_equal(seen, g_accepted);
     assert_int_equal(with_headers, 0);
+    assert_int_equal(wrong_partition, 0);
     for (size_t i = 0; i < g_nexpect; i++) {
         if (found[i] != 1)
             printf("FAIL - key %s found %d times\n", g_expect[i].key, found[i]);
@@ -792,6 +830,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_single_object_canonical),
         cmocka_unit_test(test_array_generates_uuid7_ids),
+        cmocka_unit_test(test_generated_ids_share_a_partition),
         cmocka_unit_test(test_mixed_ndjson_reports_bad_lines_by_index),
         cmocka_unit_test(test_keep_alive_pipeline_of_requests),
         cmocka_unit_test(test_hostile_requests),
