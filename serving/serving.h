@@ -163,7 +163,8 @@ typedef struct serving_query {
     /* top: the kept group keys, sorted (copies in keepbuf), once ranked */
     int ranked;
     size_t nkeep;
-    size_t *keep_off, *keep_len;
+    const char **keep_key; /* into keepbuf */
+    size_t *keep_len;
     lam_buf_t keepbuf;
     const lam_views_t *views;
     void *batch;            /* the batch rows read (a cache entry), merged late by serving_pg_batch_apply */

@@ -342,7 +342,7 @@ void serving_pg_batch_apply(serving_ctx_t *ctx, serving_query_t *q)
     const serving_bgroups_t *g = e->groups;
     if (q->ranked) { /* top: only the kept groups' cells, found by key */
         for (size_t k = 0; k < q->nkeep; k++) {
-            const char *key = q->keepbuf.data + q->keep_off[k];
+            const char *key = q->keep_key[k];
             size_t klen = q->keep_len[k], gi = serving_bgroups_find(g, key, klen);
             if (gi == (size_t)-1 || !serving_query_key_match(q, key, klen))
                 continue;

@@ -116,7 +116,7 @@ static void query_free(serving_query_t *q)
     lam_free(q->src.flags);
     lam_buf_free(&q->scratch);
     lam_buf_free(&q->keepbuf);
-    lam_free(q->keep_off);
+    lam_free(q->keep_key);
     lam_free(q->keep_len);
 }
 
@@ -425,36 +425,44 @@ void serving_query_rank(serving_query_t *q, int final)
     qsort(r, n, sizeof(ranked_t), cmp_rank);
     size_t keep = n < (size_t)q->top ? n : (size_t)q->top;
     qsort(r, keep, sizeof(ranked_t), cmp_key);
-    q->keep_off = lam_realloc(q->keep_off, (keep + 1) * sizeof(size_t));
+    q->keep_key = lam_realloc(q->keep_key, (keep + 1) * sizeof(*q->keep_key));
     q->keep_len = lam_realloc(q->keep_len, (keep + 1) * sizeof(size_t));
     lam_buf_clear(&q->keepbuf);
     for (size_t i = 0; i < keep; i++) {
-        q->keep_off[i] = q->keepbuf.len;
         q->keep_len[i] = r[i].key_len;
         lam_buf_append(&q->keepbuf, r[i].key, r[i].key_len);
     }
+    /* Pointers only once keepbuf has stopped growing. */
+    for (size_t i = 0, off = 0; i < keep; off += q->keep_len[i], i++)
+        q->keep_key[i] = q->keepbuf.data + off;
     q->nkeep = keep;
     q->ranked = 1;
     lam_free(r);
     lam_agg_free(totals);
 }
 
-int serving_query_kept(const serving_query_t *q, const char *key, size_t len)
+/* Binary search of key among n sorted keys; its index, or (size_t)-1. */
+static size_t find_key(const char *const *keys, const size_t *lens, size_t n, const char *key, size_t len)
 {
-    if (!q->ranked)
-        return 1;
-    size_t lo = 0, hi = q->nkeep;
+    size_t lo = 0, hi = n;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
-        int c = keycmp(q->keepbuf.data + q->keep_off[mid], q->keep_len[mid], key, len);
+        int c = keycmp(keys[mid], lens[mid], key, len);
         if (!c)
-            return 1;
+            return mid;
         if (c < 0)
             lo = mid + 1;
         else
             hi = mid;
     }
-    return 0;
+    return (size_t)-1;
+}
+
+int serving_query_kept(const serving_query_t *q, const char *key, size_t len)
+{
+    if (!q->ranked)
+        return 1;
+    return find_key(q->keep_key, q->keep_len, q->nkeep, key, len) != (size_t)-1;
 }
 
 typedef struct bcell {
@@ -528,18 +536,7 @@ void serving_bgroups_free(serving_bgroups_t *g)
 
 size_t serving_bgroups_find(const serving_bgroups_t *g, const char *key, size_t len)
 {
-    size_t lo = 0, hi = g->n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        int c = keycmp(g->key[mid], g->key_len[mid], key, len);
-        if (!c)
-            return mid;
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return (size_t)-1;
+    return find_key(g->key, g->key_len, g->n, key, len);
 }
 
 static void render_head(const serving_query_t *q, lam_buf_t *out)
