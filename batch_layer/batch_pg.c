@@ -72,7 +72,16 @@ static int part_index(PGconn *pg, int64_t run, char *errstr, size_t errstr_size)
     /* (run, view, bucket, gkey) is unique: run is the partition's constant. */
     snprintf(index, sizeof(index), "CREATE UNIQUE INDEX " PART_FMT "_key ON " PART_FMT " (view, bucket, gkey)", run,
              run);
-    return exec_all(pg, (const char *[]){"SET LOCAL maintenance_work_mem = '256MB'", index}, 2, errstr, errstr_size);
+    /*
+     * One process: the rows come sorted, so a serial build's in-memory sort only checks the order. A
+     * parallel build has each worker sort its share to a temporary file and the leader merge them:
+     * twice the CPU (0.93 vs 0.43 s for 577k rows) and 33 MB of temporary writes, for no faster a build
+     * on our 2 cores.
+     */
+    return exec_all(pg,
+                    (const char *[]){"SET LOCAL maintenance_work_mem = '256MB'",
+                                     "SET LOCAL max_parallel_maintenance_workers = 0", index},
+                    3, errstr, errstr_size);
 }
 
 /* Attach run k's indexed table as lam_view_rows' partition for k (no scan: its CHECK implies the bound). */
@@ -394,12 +403,15 @@ int batch_pg_publish(PGconn *pg, int64_t run, const lam_agg_t *agg, int64_t reco
     /*
      * Load: run k's own table, created in this transaction (with wal_level=minimal its rows skip the WAL),
      * committed unattached, so invisible to readers. Committing it here keeps its flush to disk out of
-     * the publish transaction.
+     * the publish transaction. FREEZE (allowed: the table is this transaction's) writes the rows
+     * frozen and all-visible, so serving's first reads of the run do not set hint bits and write
+     * every page again.
      */
     if (part_drop_loose(pg, run, errstr, errstr_size) < 0 || part_create(pg, run, errstr, errstr_size) < 0)
         return rollback(pg);
     char copy_sql[160];
-    snprintf(copy_sql, sizeof(copy_sql), "COPY " PART_FMT " (run, view, bucket, gkey, count, state) FROM STDIN (FORMAT binary)", run);
+    snprintf(copy_sql, sizeof(copy_sql),
+             "COPY " PART_FMT " (run, view, bucket, gkey, count, state) FROM STDIN (FORMAT binary, FREEZE)", run);
     PGresult *res = PQexec(pg, copy_sql);
     if (PQresultStatus(res) != PGRES_COPY_IN) {
         snprintf(errstr, errstr_size, "postgresql: COPY: %s", PQresultErrorMessage(res));
