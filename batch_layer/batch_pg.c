@@ -55,11 +55,13 @@ static int part_create(PGconn *pg, int64_t run, char *errstr, size_t errstr_size
     /*
      * CHECK (run = k) lets ATTACH skip its validation scan. Cell states are mostly HLL registers that
      * pglz hardly shrinks (about 10 %) but compresses slowly (COPY took 10x longer): EXTERNAL keeps
-     * large states out of line, uncompressed.
+     * large states out of line, uncompressed. The fixed-width columns come first (a partition's
+     * columns match the parent's by name, not position): no alignment padding after view, 96 instead
+     * of 104 bytes a row for count-only cells.
      */
     snprintf(create, sizeof(create),
-             "CREATE TABLE " PART_FMT " (run bigint NOT NULL CHECK (run = %" PRId64 "), view text NOT NULL,"
-             " bucket bigint NOT NULL, gkey text NOT NULL, count bigint NOT NULL, state bytea NOT NULL)",
+             "CREATE TABLE " PART_FMT " (run bigint NOT NULL CHECK (run = %" PRId64 "), bucket bigint NOT NULL,"
+             " count bigint NOT NULL, view text NOT NULL, gkey text NOT NULL, state bytea NOT NULL)",
              run, run);
     snprintf(storage, sizeof(storage), "ALTER TABLE " PART_FMT " ALTER COLUMN state SET STORAGE EXTERNAL", run);
     return exec_all(pg, (const char *[]){create, storage}, 2, errstr, errstr_size);
@@ -161,9 +163,10 @@ int batch_pg_prepare(PGconn *pg, char *errstr, size_t errstr_size)
     for (int i = 0; i < PQntuples(res) && !rc; i++) {
         const char *rs = PQgetvalue(res, i, 0);
         int64_t run = strtoll(rs, NULL, 10);
-        char sql[256];
+        char sql[384];
         snprintf(sql, sizeof(sql),
-                 "INSERT INTO " PART_FMT " SELECT run, view, bucket, gkey, count, state FROM lam_view_rows_legacy"
+                 "INSERT INTO " PART_FMT " (run, view, bucket, gkey, count, state)"
+                 " SELECT run, view, bucket, gkey, count, state FROM lam_view_rows_legacy"
                  " WHERE run = $1::bigint ORDER BY view, bucket, gkey",
                  run);
         rc = part_create(pg, run, errstr, errstr_size) < 0 || lam_pg_exec(pg, sql, 1, &rs, errstr, errstr_size) < 0 ||
@@ -493,13 +496,16 @@ int batch_pg_publish(PGconn *pg, int64_t run, const lam_agg_t *agg, int64_t reco
      * committed unattached, so invisible to readers. Committing it here keeps its flush to disk out of
      * the publish transaction. FREEZE (allowed: the table is this transaction's) writes the rows
      * frozen and all-visible, so serving's first reads of the run do not set hint bits and write
-     * every page again.
+     * every page again. backend_flush_after: the pages COPY writes out of its ring buffer start
+     * their writeback at once, so the commit's fsync of the table waits for less (0.23-0.30 s ->
+     * 0.11-0.14 s for 58 MB).
      */
-    if (part_drop_loose(pg, run, errstr, errstr_size) < 0 || part_create(pg, run, errstr, errstr_size) < 0)
+    if (lam_pg_exec(pg, "SET LOCAL backend_flush_after = '2MB'", 0, NULL, errstr, errstr_size) < 0 ||
+        part_drop_loose(pg, run, errstr, errstr_size) < 0 || part_create(pg, run, errstr, errstr_size) < 0)
         return rollback(pg);
     char copy_sql[160];
     snprintf(copy_sql, sizeof(copy_sql),
-             "COPY " PART_FMT " (run, view, bucket, gkey, count, state) FROM STDIN (FORMAT binary, FREEZE)", run);
+             "COPY " PART_FMT " (run, bucket, count, view, gkey, state) FROM STDIN (FORMAT binary, FREEZE)", run);
     PGresult *res = PQexec(pg, copy_sql);
     if (PQresultStatus(res) != PGRES_COPY_IN) {
         snprintf(errstr, errstr_size, "postgresql: COPY: %s", PQresultErrorMessage(res));
@@ -524,10 +530,10 @@ int batch_pg_publish(PGconn *pg, int64_t run, const lam_agg_t *agg, int64_t reco
         lam_buf_reserve(&b, 2 + 3 * 12 + 4 + vlen + 4 + klen + 4);
         put_i16(&b, 6);
         put_i64_field(&b, run);
-        put_bytes_field(&b, v->name, vlen);
         put_i64_field(&b, lam_cell_ts(c));
-        put_bytes_field(&b, key, klen);
         put_i64_field(&b, lam_cell_count(c));
+        put_bytes_field(&b, v->name, vlen);
+        put_bytes_field(&b, key, klen);
         size_t at = b.len;
         put_i32(&b, 0);
         lam_cell_serialize(v, c, &b);

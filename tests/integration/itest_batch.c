@@ -1024,6 +1024,12 @@ static void test_runs_are_partitions_old_ones_dropped(void **st)
                            " HAVING count(*) > 1) d",
                            NULL),
                      0);
+    /* run tables put the fixed-width columns first (no alignment padding) */
+    q_text(c,
+           "SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute WHERE attnum > 0 AND NOT attisdropped"
+           " AND attrelid = to_regclass('lam_view_rows_' || $1::text)",
+           r, got, sizeof(got));
+    assert_string_equal(got, "run,bucket,count,view,gkey,state");
     /* rows stored in (view, bucket) order, the index's (its build then only checks the order) */
     char sql[512];
     snprintf(sql, sizeof(sql),
