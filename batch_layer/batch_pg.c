@@ -57,12 +57,14 @@ static int part_create(PGconn *pg, int64_t run, char *errstr, size_t errstr_size
      * pglz hardly shrinks (about 10 %) but compresses slowly (COPY took 10x longer): EXTERNAL keeps
      * large states out of line, uncompressed. The fixed-width columns come first (a partition's
      * columns match the parent's by name, not position): no alignment padding after view, 96 instead
-     * of 104 bytes a row for count-only cells.
+     * of 104 bytes a row for count-only cells. DEFAULT k: COPY leaves run out (5 % less COPY CPU,
+     * 12 bytes a row less to send).
      */
     snprintf(create, sizeof(create),
-             "CREATE TABLE " PART_FMT " (run bigint NOT NULL CHECK (run = %" PRId64 "), bucket bigint NOT NULL,"
-             " count bigint NOT NULL, view text NOT NULL, gkey text NOT NULL, state bytea NOT NULL)",
-             run, run);
+             "CREATE TABLE " PART_FMT " (run bigint NOT NULL DEFAULT %" PRId64 " CHECK (run = %" PRId64 "),"
+             " bucket bigint NOT NULL, count bigint NOT NULL, view text NOT NULL, gkey text NOT NULL,"
+             " state bytea NOT NULL)",
+             run, run, run);
     snprintf(storage, sizeof(storage), "ALTER TABLE " PART_FMT " ALTER COLUMN state SET STORAGE EXTERNAL", run);
     return exec_all(pg, (const char *[]){create, storage}, 2, errstr, errstr_size);
 }
@@ -505,7 +507,7 @@ int batch_pg_publish(PGconn *pg, int64_t run, const lam_agg_t *agg, int64_t reco
         return rollback(pg);
     char copy_sql[160];
     snprintf(copy_sql, sizeof(copy_sql),
-             "COPY " PART_FMT " (run, bucket, count, view, gkey, state) FROM STDIN (FORMAT binary, FREEZE)", run);
+             "COPY " PART_FMT " (bucket, count, view, gkey, state) FROM STDIN (FORMAT binary, FREEZE)", run);
     PGresult *res = PQexec(pg, copy_sql);
     if (PQresultStatus(res) != PGRES_COPY_IN) {
         snprintf(errstr, errstr_size, "postgresql: COPY: %s", PQresultErrorMessage(res));
@@ -527,9 +529,8 @@ int batch_pg_publish(PGconn *pg, int64_t run, const lam_agg_t *agg, int64_t reco
         size_t klen, vlen = strlen(v->name);
         const char *key = lam_cell_key(c, &klen);
         /* the fixed part of the row in one go; the state is serialized in place, its length after */
-        lam_buf_reserve(&b, 2 + 3 * 12 + 4 + vlen + 4 + klen + 4);
-        put_i16(&b, 6);
-        put_i64_field(&b, run);
+        lam_buf_reserve(&b, 2 + 2 * 12 + 4 + vlen + 4 + klen + 4);
+        put_i16(&b, 5);
         put_i64_field(&b, lam_cell_ts(c));
         put_i64_field(&b, lam_cell_count(c));
         put_bytes_field(&b, v->name, vlen);

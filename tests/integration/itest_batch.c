@@ -1092,6 +1092,60 @@ static void test_plain_view_rows_converted_at_start(void **st)
     PQfinish(c);
 }
 
+/* A run table of the previous layout (view before bucket, no DEFAULT on run, a unique (view, bucket,
+ * gkey) index, as session-4 versions loaded it) reads the same next to the new run's table, and is
+ * dropped like any old run once two newer runs succeeded. */
+static void test_old_layout_run_table_kept_then_dropped(void **st)
+{
+    (void)st;
+    PGconn *c = pg();
+    char err[512], before[128], after[128], r[32];
+    long long p = (long long)q_int(c, "SELECT run FROM lam_published", NULL);
+    snprintf(r, sizeof(r), "%lld", p);
+    rows_checksum(p, before, sizeof(before));
+    kill_service(SIGTERM);
+    char sql[8][384];
+    snprintf(sql[0], sizeof(sql[0]), "ALTER TABLE lam_view_rows DETACH PARTITION lam_view_rows_%lld", p);
+    snprintf(sql[1], sizeof(sql[1]), "ALTER TABLE lam_view_rows_%lld RENAME TO itest_new_layout", p);
+    snprintf(sql[2], sizeof(sql[2]),
+             "CREATE TABLE lam_view_rows_%lld (run bigint NOT NULL CHECK (run = %lld), view text NOT NULL,"
+             " bucket bigint NOT NULL, gkey text NOT NULL, count bigint NOT NULL, state bytea NOT NULL)",
+             p, p);
+    snprintf(sql[3], sizeof(sql[3]),
+             "INSERT INTO lam_view_rows_%lld (run, view, bucket, gkey, count, state)"
+             " SELECT run, view, bucket, gkey, count, state FROM itest_new_layout ORDER BY view, bucket, gkey",
+             p);
+    snprintf(sql[4], sizeof(sql[4]), "CREATE UNIQUE INDEX lam_view_rows_%lld_key ON lam_view_rows_%lld (view, bucket, gkey)",
+             p, p);
+    snprintf(sql[5], sizeof(sql[5]), "ALTER TABLE lam_view_rows ATTACH PARTITION lam_view_rows_%lld FOR VALUES IN (%lld)",
+             p, p);
+    snprintf(sql[6], sizeof(sql[6]), "DROP TABLE itest_new_layout");
+    snprintf(sql[7], sizeof(sql[7]), "COMMIT");
+    if (lam_pg_exec(c, "BEGIN", 0, NULL, err, sizeof(err)) < 0)
+        fail_msg("BEGIN: %s", err);
+    for (int i = 0; i < 8; i++)
+        if (lam_pg_exec(c, sql[i], 0, NULL, err, sizeof(err)) < 0)
+            fail_msg("%s: %s", sql[i], err);
+    assert_int_equal(q_int(c,
+                           "SELECT count(*) FROM pg_index WHERE indisunique AND"
+                           " indrelid = to_regclass('lam_view_rows_' || $1::text)",
+                           r),
+                     1);
+    start_service();
+    rows_checksum(p, after, sizeof(after));
+    assert_string_equal(before, after);
+    int64_t k1 = run_and_wait(); /* nothing new was produced: the same rows, in the new layout */
+    rows_checksum(k1, after, sizeof(after));
+    assert_string_equal(before, after);
+    rows_checksum(p, after, sizeof(after)); /* the previous run, still attached, read through the parent */
+    assert_string_equal(before, after);
+    int64_t k2 = run_and_wait();
+    rows_checksum(k2, after, sizeof(after));
+    assert_string_equal(before, after);
+    assert_int_equal(q_int(c, "SELECT count(*) FROM pg_class WHERE relname = 'lam_view_rows_' || $1::text", r), 0);
+    PQfinish(c);
+}
+
 static volatile int reader_stop;
 static atomic_llong reader_reads, reader_mixed;
 
@@ -1246,6 +1300,7 @@ int main(void)
         cmocka_unit_test(test_concurrent_reader_never_sees_a_mix),
         cmocka_unit_test(test_runs_are_partitions_old_ones_dropped),
         cmocka_unit_test(test_plain_view_rows_converted_at_start),
+        cmocka_unit_test(test_old_layout_run_table_kept_then_dropped),
         cmocka_unit_test(test_pg_error_fails_run_cleanly),
         cmocka_unit_test(test_disk_full_fails_run_keeps_previous),
         cmocka_unit_test(test_pg_lost_mid_run_fails_with_its_reason),
