@@ -987,6 +987,26 @@ static void test_requests_during_a_run_coalesce(void **st)
     PQfinish(c);
 }
 
+/* The publish locks lam_view_rows itself, not its run tables: a lock held on the previous run's table
+ * (the one autovacuum takes to analyze it) does not hold the publish back (with the lock on every
+ * partition, each of the 10 attempts timed out and the run failed). */
+static void test_publish_not_held_by_a_lock_on_the_previous_run(void **st)
+{
+    (void)st;
+    PGconn *c = pg(), *h = pg();
+    char err[512], sql[160];
+    long long p = (long long)q_int(c, "SELECT run FROM lam_published", NULL);
+    snprintf(sql, sizeof(sql), "LOCK TABLE lam_view_rows_%lld IN SHARE UPDATE EXCLUSIVE MODE", p);
+    if (lam_pg_exec(h, "BEGIN", 0, NULL, err, sizeof(err)) < 0 || lam_pg_exec(h, sql, 0, NULL, err, sizeof(err)) < 0)
+        fail_msg("%s: %s", sql, err);
+    int64_t k = run_and_wait();
+    assert_int_equal(q_int(c, "SELECT run FROM lam_published", NULL), k);
+    if (lam_pg_exec(h, "ROLLBACK", 0, NULL, err, sizeof(err)) < 0)
+        fail_msg("ROLLBACK: %s", err);
+    PQfinish(h);
+    PQfinish(c);
+}
+
 /* lam_view_rows is partitioned by run: after runs, exactly the published and the previous succeeded run
  * have a table (older ones were dropped, not deleted row by row), each indexed and attached. */
 static void test_runs_are_partitions_old_ones_dropped(void **st)
@@ -1298,6 +1318,7 @@ int main(void)
         cmocka_unit_test(test_progress_written_while_running),
         cmocka_unit_test(test_requests_during_a_run_coalesce),
         cmocka_unit_test(test_concurrent_reader_never_sees_a_mix),
+        cmocka_unit_test(test_publish_not_held_by_a_lock_on_the_previous_run),
         cmocka_unit_test(test_runs_are_partitions_old_ones_dropped),
         cmocka_unit_test(test_plain_view_rows_converted_at_start),
         cmocka_unit_test(test_old_layout_run_table_kept_then_dropped),
