@@ -987,6 +987,26 @@ static void test_requests_during_a_run_coalesce(void **st)
     PQfinish(c);
 }
 
+/* The publish locks lam_view_rows itself, not its run tables: a lock held on the previous run's table
+ * (the one autovacuum takes to analyze it) does not hold the publish back (with the lock on every
+ * partition, each of the 10 attempts timed out and the run failed). */
+static void test_publish_not_held_by_a_lock_on_the_previous_run(void **st)
+{
+    (void)st;
+    PGconn *c = pg(), *h = pg();
+    char err[512], sql[160];
+    long long p = (long long)q_int(c, "SELECT run FROM lam_published", NULL);
+    snprintf(sql, sizeof(sql), "LOCK TABLE lam_view_rows_%lld IN SHARE UPDATE EXCLUSIVE MODE", p);
+    if (lam_pg_exec(h, "BEGIN", 0, NULL, err, sizeof(err)) < 0 || lam_pg_exec(h, sql, 0, NULL, err, sizeof(err)) < 0)
+        fail_msg("%s: %s", sql, err);
+    int64_t k = run_and_wait();
+    assert_int_equal(q_int(c, "SELECT run FROM lam_published", NULL), k);
+    if (lam_pg_exec(h, "ROLLBACK", 0, NULL, err, sizeof(err)) < 0)
+        fail_msg("ROLLBACK: %s", err);
+    PQfinish(h);
+    PQfinish(c);
+}
+
 /* lam_view_rows is partitioned by run: after runs, exactly the published and the previous succeeded run
  * have a table (older ones were dropped, not deleted row by row), each indexed and attached. */
 static void test_runs_are_partitions_old_ones_dropped(void **st)
@@ -1009,13 +1029,45 @@ static void test_runs_are_partitions_old_ones_dropped(void **st)
            " AND relname ~ '^lam_view_rows_[0-9]+$'",
            NULL, got, sizeof(got));
     assert_string_equal(got, want);
-    /* both attached, both with their unique index */
+    /* both attached, each with its (view, bucket) index, serving's lookup */
     assert_int_equal(q_int(c,
-                           "SELECT count(*) FROM pg_inherits i JOIN pg_index x ON x.indrelid = i.inhrelid AND"
-                           " x.indisunique WHERE i.inhparent = 'lam_view_rows'::regclass",
+                           "SELECT count(*) FROM pg_inherits i JOIN pg_index x ON x.indrelid = i.inhrelid"
+                           " WHERE i.inhparent = 'lam_view_rows'::regclass AND"
+                           " pg_get_indexdef(x.indexrelid) LIKE '%USING btree (view, bucket)'",
                            NULL),
                      2);
     assert_int_equal(q_int(c, "SELECT count(DISTINCT run) FROM lam_view_rows", NULL), 2);
+    /* one row per (run, view, bucket, gkey): the index does not enforce it, the agg's cells are unique */
+    assert_true(q_int(c, "SELECT count(*) FROM lam_view_rows", NULL) > 0);
+    assert_int_equal(q_int(c,
+                           "SELECT count(*) FROM (SELECT 1 FROM lam_view_rows GROUP BY run, view, bucket, gkey"
+                           " HAVING count(*) > 1) d",
+                           NULL),
+                     0);
+    /* run tables put the fixed-width columns first (no alignment padding) */
+    q_text(c,
+           "SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute WHERE attnum > 0 AND NOT attisdropped"
+           " AND attrelid = to_regclass('lam_view_rows_' || $1::text)",
+           r, got, sizeof(got));
+    assert_string_equal(got, "run,bucket,count,view,gkey,state");
+    /* rows stored in (view, bucket) order, the index's (its build then only checks the order) */
+    char sql[512];
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM (SELECT view, bucket, lag(view) OVER w AS pv, lag(bucket) OVER w AS pb"
+             " FROM lam_view_rows_%lld WINDOW w AS (ORDER BY ctid)) t"
+             " WHERE pv COLLATE \"C\" > view OR (pv = view AND pb > bucket)",
+             (long long)k);
+    assert_int_equal(q_int(c, sql, NULL), 0);
+    /* loaded with COPY FREEZE: every row of run k's table is frozen (readers set no hint bits) */
+    char err[512];
+    if (lam_pg_exec(c, "CREATE EXTENSION IF NOT EXISTS pageinspect", 0, NULL, err, sizeof(err)) < 0)
+        fail_msg("%s", err);
+    assert_true(q_int(c, "SELECT count(*) FROM heap_page_items(get_raw_page('lam_view_rows_' || $1::text, 0))", r) > 0);
+    assert_int_equal(q_int(c,
+                           "SELECT count(*) FROM heap_page_items(get_raw_page('lam_view_rows_' || $1::text, 0))"
+                           " WHERE t_infomask & 768 <> 768", /* HEAP_XMIN_FROZEN = HEAP_XMIN_COMMITTED | INVALID */
+                           r),
+                     0);
     PQfinish(c);
 }
 
@@ -1057,6 +1109,60 @@ static void test_plain_view_rows_converted_at_start(void **st)
     assert_string_equal(before, after);
     rows_checksum(k, after, sizeof(after));
     assert_string_equal(before, after); /* nothing new was produced: same rows */
+    PQfinish(c);
+}
+
+/* A run table of the previous layout (view before bucket, no DEFAULT on run, a unique (view, bucket,
+ * gkey) index, as session-4 versions loaded it) reads the same next to the new run's table, and is
+ * dropped like any old run once two newer runs succeeded. */
+static void test_old_layout_run_table_kept_then_dropped(void **st)
+{
+    (void)st;
+    PGconn *c = pg();
+    char err[512], before[128], after[128], r[32];
+    long long p = (long long)q_int(c, "SELECT run FROM lam_published", NULL);
+    snprintf(r, sizeof(r), "%lld", p);
+    rows_checksum(p, before, sizeof(before));
+    kill_service(SIGTERM);
+    char sql[8][384];
+    snprintf(sql[0], sizeof(sql[0]), "ALTER TABLE lam_view_rows DETACH PARTITION lam_view_rows_%lld", p);
+    snprintf(sql[1], sizeof(sql[1]), "ALTER TABLE lam_view_rows_%lld RENAME TO itest_new_layout", p);
+    snprintf(sql[2], sizeof(sql[2]),
+             "CREATE TABLE lam_view_rows_%lld (run bigint NOT NULL CHECK (run = %lld), view text NOT NULL,"
+             " bucket bigint NOT NULL, gkey text NOT NULL, count bigint NOT NULL, state bytea NOT NULL)",
+             p, p);
+    snprintf(sql[3], sizeof(sql[3]),
+             "INSERT INTO lam_view_rows_%lld (run, view, bucket, gkey, count, state)"
+             " SELECT run, view, bucket, gkey, count, state FROM itest_new_layout ORDER BY view, bucket, gkey",
+             p);
+    snprintf(sql[4], sizeof(sql[4]), "CREATE UNIQUE INDEX lam_view_rows_%lld_key ON lam_view_rows_%lld (view, bucket, gkey)",
+             p, p);
+    snprintf(sql[5], sizeof(sql[5]), "ALTER TABLE lam_view_rows ATTACH PARTITION lam_view_rows_%lld FOR VALUES IN (%lld)",
+             p, p);
+    snprintf(sql[6], sizeof(sql[6]), "DROP TABLE itest_new_layout");
+    snprintf(sql[7], sizeof(sql[7]), "COMMIT");
+    if (lam_pg_exec(c, "BEGIN", 0, NULL, err, sizeof(err)) < 0)
+        fail_msg("BEGIN: %s", err);
+    for (int i = 0; i < 8; i++)
+        if (lam_pg_exec(c, sql[i], 0, NULL, err, sizeof(err)) < 0)
+            fail_msg("%s: %s", sql[i], err);
+    assert_int_equal(q_int(c,
+                           "SELECT count(*) FROM pg_index WHERE indisunique AND"
+                           " indrelid = to_regclass('lam_view_rows_' || $1::text)",
+                           r),
+                     1);
+    start_service();
+    rows_checksum(p, after, sizeof(after));
+    assert_string_equal(before, after);
+    int64_t k1 = run_and_wait(); /* nothing new was produced: the same rows, in the new layout */
+    rows_checksum(k1, after, sizeof(after));
+    assert_string_equal(before, after);
+    rows_checksum(p, after, sizeof(after)); /* the previous run, still attached, read through the parent */
+    assert_string_equal(before, after);
+    int64_t k2 = run_and_wait();
+    rows_checksum(k2, after, sizeof(after));
+    assert_string_equal(before, after);
+    assert_int_equal(q_int(c, "SELECT count(*) FROM pg_class WHERE relname = 'lam_view_rows_' || $1::text", r), 0);
     PQfinish(c);
 }
 
@@ -1212,8 +1318,10 @@ int main(void)
         cmocka_unit_test(test_progress_written_while_running),
         cmocka_unit_test(test_requests_during_a_run_coalesce),
         cmocka_unit_test(test_concurrent_reader_never_sees_a_mix),
+        cmocka_unit_test(test_publish_not_held_by_a_lock_on_the_previous_run),
         cmocka_unit_test(test_runs_are_partitions_old_ones_dropped),
         cmocka_unit_test(test_plain_view_rows_converted_at_start),
+        cmocka_unit_test(test_old_layout_run_table_kept_then_dropped),
         cmocka_unit_test(test_pg_error_fails_run_cleanly),
         cmocka_unit_test(test_disk_full_fails_run_keeps_previous),
         cmocka_unit_test(test_pg_lost_mid_run_fails_with_its_reason),
