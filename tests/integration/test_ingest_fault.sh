@@ -21,9 +21,10 @@ export LAM_KAFKA_TOPIC="ingest-fault-$$" LAM_KAFKA_PARTITIONS=3
 export LAM_INGEST_ADDR="127.0.0.1:$(lam_free_port)" LAM_INGEST_TIMEOUT_MS=2000
 export LAM_LOG_LEVEL=info
 URL="http://$LAM_INGEST_ADDR"
-ingest_pid=""; lg_pid=""
+ingest_pid=""; lg_pid=""; lg2_pid=""
 cleanup() {
   [ -n "$lg_pid" ] && kill "$lg_pid" 2>/dev/null
+  [ -n "$lg2_pid" ] && kill "$lg2_pid" 2>/dev/null
   [ -n "$ingest_pid" ] && kill "$ingest_pid" 2>/dev/null && wait "$ingest_pid" 2>/dev/null
   scripts/stack.sh stop "$TMP/stack" kafka >/dev/null 2>&1
 }
@@ -57,6 +58,11 @@ check "POST with the broker up: 200, 5 accepted" resp_is 200 '"accepted":5,'
 "$BIN/loadgen" --url "$URL" --rate 500 --duration 20 --batch 20 --connections 2 --max-retries 1000 \
   --out "$TMP/acked.ndjson" --quiet >"$TMP/loadgen.out" 2>"$TMP/loadgen.err" &
 lg_pid=$!
+# The same without ids (--server-ids): ingest generates them, the 503s name them, and the retries
+# must carry them, so an event keeps one id however often it is sent.
+"$BIN/loadgen" --url "$URL" --rate 300 --duration 20 --batch 10 --connections 2 --max-retries 1000 --seed 5 \
+  --server-ids --out "$TMP/acked-sid.ndjson" --quiet >"$TMP/loadgen-sid.out" 2>"$TMP/loadgen-sid.err" &
+lg2_pid=$!
 sleep 2
 
 # 2. The broker stops under load: /healthz says so, POSTs get 503 naming every event, nothing accepted.
@@ -85,6 +91,12 @@ wait "$lg_pid"; rc=$?; lg_pid=""
 cat "$TMP/loadgen.out"
 check "loadgen through the restart: every event acknowledged in the end (exit $rc)" test "$rc" = 0
 check "loadgen had to retry" grep -q 'retried=[1-9]' "$TMP/loadgen.out"
+wait "$lg2_pid"; rc=$?; lg2_pid=""
+cat "$TMP/loadgen-sid.out"
+check "loadgen --server-ids through the restart: every event acknowledged in the end (exit $rc)" test "$rc" = 0
+check "loadgen --server-ids had to retry" grep -q 'retried=[1-9]' "$TMP/loadgen-sid.out"
+check "loadgen --server-ids wrote every acknowledged event with the id ingest gave it" \
+  test "$(grep -c '^{"id":"[0-9a-f-]\{36\}","ts":' "$TMP/acked-sid.ndjson")" = "$(wc -l <"$TMP/acked-sid.ndjson")"
 
 # 4. SIGTERM with requests in flight: their 200s arrive, the producer is flushed, exit 0.
 big="$(ndjson term 3000)"
@@ -108,6 +120,11 @@ topic_ids >"$TMP/topic.ids"
 grep -o '"id":"[^"]*"' "$TMP/acked.ndjson" | cut -d'"' -f4 | sort -u >"$TMP/acked.ids"
 missing="$(comm -23 "$TMP/acked.ids" "$TMP/topic.ids" | wc -l)"
 check "all $(wc -l <"$TMP/acked.ids") events loadgen saw acknowledged are in the topic (missing $missing)" test "$missing" = 0
+cut -c8-43 "$TMP/acked-sid.ndjson" | sort >"$TMP/acked-sid.ids"
+missing="$(comm -23 "$TMP/acked-sid.ids" "$TMP/topic.ids" | wc -l)"
+check "all $(wc -l <"$TMP/acked-sid.ids") events loadgen --server-ids saw acknowledged are in the topic (missing $missing)" \
+  test "$missing" = 0
+check "loadgen --server-ids: no id acknowledged twice" test -z "$(uniq -d "$TMP/acked-sid.ids")"
 check "the before/after/term events are in the topic" \
   test "$(grep -cE '^(before|after|term)-' "$TMP/topic.ids")" = 3010
 check "no event answered 503 is in the topic" test "$(grep -c '^down-' "$TMP/topic.ids")" = 0
