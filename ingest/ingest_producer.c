@@ -65,7 +65,8 @@ static int partitioner_agrees(rd_kafka_topic_t *topic)
 {
     char key[64];
     for (int i = 0; i < 200; i++) {
-        size_t len = (size_t)snprintf(key, sizeof(key), "%08x-%d-0190a3f1-7c2e-7b4d-9e8f", (unsigned)i * 2654435761u, i);
+        size_t len =
+            (size_t)snprintf(key, sizeof(key), "%08x-%d-0190a3f1-7c2e-7b4d-9e8f", (unsigned)i * 2654435761u, i);
         len -= (size_t)(i % 23);
         for (int32_t np = 1; np <= 64; np = np * 2 + 1)
             if (ingest_partition_of(key, len, np) !=
