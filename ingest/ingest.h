@@ -69,6 +69,7 @@ typedef struct ingest_slot {
     size_t payload_off;   /* canonical form in b->payload */
     size_t key_off;       /* raw id in b->keys */
     uint32_t key_len;
+    int32_t part;         /* partition of the key for b->part_np partitions, -1 = not computed */
     uint8_t status;       /* INGEST_SLOT_* */
 } ingest_slot_t;
 
@@ -90,6 +91,7 @@ typedef struct ingest_batch {
     size_t nslots, slots_cap;
     size_t nevents;         /* events seen (valid + rejected) */
     size_t rejected;
+    int32_t part_np;        /* the partition count the slots' part fields were computed for */
     int deferred;           /* the request was deferred (counted in ctx->inflight) */
     size_t first_err_index; /* the first rejected event, for the 400 message */
     char first_err[200];
@@ -114,6 +116,16 @@ int ingest_producer_healthy(ingest_ctx_t *ctx);
 void ingest_producer_send(ingest_ctx_t *ctx, ingest_batch_t *b);
 /** Stop the delivery-report thread, flush what is queued, destroy the producer. Accepts a half-built ctx. */
 void ingest_producer_destroy(ingest_ctx_t *ctx);
+/**
+ * CRC-32 (zlib's crc32(): ISO-HDLC, continuable: ingest_crc32(ingest_crc32(0, a), b) is the CRC of
+ * a followed by b), the hash of librdkafka's consistent_random partitioner.
+ */
+uint32_t ingest_crc32(uint32_t crc, const void *buf, size_t len);
+/** The partition librdkafka's consistent_random partitioner picks for a non-empty key. */
+static inline int32_t ingest_partition_of(const void *key, size_t len, int32_t np)
+{
+    return (int32_t)(ingest_crc32(0, key, len) % (uint32_t)np);
+}
 /** Append ingest's own Prometheus metrics (events, bytes, produce latency, queue depth). */
 void ingest_producer_metrics(ingest_ctx_t *ctx, lam_buf_t *out);
 

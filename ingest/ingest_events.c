@@ -100,6 +100,7 @@ typedef struct parse_state {
     int64_t now_ms;
     int32_t np;      /* the topic's partitions when ingest knows them (0: ids are not steered) */
     size_t ngen;     /* ids generated for this request so far */
+    int32_t part;    /* the partition steer_id() gave the current event's id, -1 = none */
 } parse_state_t;
 
 /*
@@ -119,13 +120,15 @@ static void steer_id(parse_state_t *st, char id[LAM_UUID_LEN + 1])
     int32_t target = (int32_t)(((uint64_t)(st->now_ms / ID_WINDOW_MS) + st->ngen++ / ID_RUN) % (uint64_t)st->np);
     static const char hex[] = "0123456789abcdef";
     unsigned orig = (unsigned)(strchr(hex, id[34]) - hex) << 4 | (unsigned)(strchr(hex, id[35]) - hex);
+    uint32_t prefix = ingest_crc32(0, id, 34); /* the CRC continues over the two chars tried */
     for (unsigned k = 0; k < 256; k++) {
         unsigned v = (orig + k) & 0xff;
         id[34] = hex[v >> 4];
         id[35] = hex[v & 15];
-        if (rd_kafka_msg_partitioner_consistent_random(st->ctx->topic, id, LAM_UUID_LEN, st->np, NULL, NULL) ==
-            target)
+        if ((int32_t)(ingest_crc32(prefix, id + 34, 2) % (uint32_t)st->np) == target) {
+            st->part = target;
             return;
+        }
     }
     id[34] = hex[orig >> 4]; /* no candidate fits (odds 2^-67 with 6 partitions): the random id */
     id[35] = hex[orig & 15];
@@ -185,6 +188,7 @@ static void add_event(parse_state_t *st, const char *json, size_t len)
         reject(b, index, err);
         return;
     }
+    st->part = -1;
     if (ev->id.type == LAM_VAL_ABSENT) {
         char id[LAM_UUID_LEN + 1];
         if (lam_uuid7(id, st->now_ms) < 0) {
@@ -206,6 +210,7 @@ static void add_event(parse_state_t *st, const char *json, size_t len)
     memset(s, 0, sizeof(*s));
     s->b = b;
     s->index = (uint32_t)index;
+    s->part = st->part;
     s->key_off = b->keys.len;
     s->key_len = ev->id.val_len;
     lam_buf_append(&b->keys, ev->id.val, ev->id.val_len);
@@ -402,7 +407,8 @@ void ingest_events_post(ingest_ctx_t *ctx, lam_http_req_t *req, int ndjson)
 {
     ingest_batch_t *b = ingest_batch_new(ctx, req);
     int32_t np = ctx->own_partitioning ? atomic_load(&ctx->partitions) : 0;
-    parse_state_t st = {ctx, b, thread_event(), lam_now_ms(), np, 0};
+    parse_state_t st = {ctx, b, thread_event(), lam_now_ms(), np, 0, -1};
+    b->part_np = np;
     int rc = ndjson ? split_ndjson_or_reply(&st, req->body, req->body_len)
                     : split_json_or_reply(&st, req->body, req->body_len);
     if (rc < 0) {

@@ -21,9 +21,10 @@ export LAM_KAFKA_TOPIC="ingest-fault-$$" LAM_KAFKA_PARTITIONS=3
 export LAM_INGEST_ADDR="127.0.0.1:$(lam_free_port)" LAM_INGEST_TIMEOUT_MS=2000
 export LAM_LOG_LEVEL=info
 URL="http://$LAM_INGEST_ADDR"
-ingest_pid=""; lg_pid=""
+ingest_pid=""; lg_pid=""; lg2_pid=""
 cleanup() {
   [ -n "$lg_pid" ] && kill "$lg_pid" 2>/dev/null
+  [ -n "$lg2_pid" ] && kill "$lg2_pid" 2>/dev/null
   [ -n "$ingest_pid" ] && kill "$ingest_pid" 2>/dev/null && wait "$ingest_pid" 2>/dev/null
   scripts/stack.sh stop "$TMP/stack" kafka >/dev/null 2>&1
 }
@@ -57,6 +58,11 @@ check "POST with the broker up: 200, 5 accepted" resp_is 200 '"accepted":5,'
 "$BIN/loadgen" --url "$URL" --rate 500 --duration 20 --batch 20 --connections 2 --max-retries 1000 \
   --out "$TMP/acked.ndjson" --quiet >"$TMP/loadgen.out" 2>"$TMP/loadgen.err" &
 lg_pid=$!
+# The same without ids (--server-ids): ingest generates them, the 503s name them, and the retries
+# must carry them, so an event keeps one id however often it is sent.
+"$BIN/loadgen" --url "$URL" --rate 300 --duration 20 --batch 10 --connections 2 --max-retries 1000 --seed 5 \
+  --server-ids --out "$TMP/acked-sid.ndjson" --quiet >"$TMP/loadgen-sid.out" 2>"$TMP/loadgen-sid.err" &
+lg2_pid=$!
 sleep 2
 
 # 2. The broker stops under load: /healthz says so, POSTs get 503 naming every event, nothing accepted.
@@ -85,6 +91,12 @@ wait "$lg_pid"; rc=$?; lg_pid=""
 cat "$TMP/loadgen.out"
 check "loadgen through the restart: every event acknowledged in the end (exit $rc)" test "$rc" = 0
 check "loadgen had to retry" grep -q 'retried=[1-9]' "$TMP/loadgen.out"
+wait "$lg2_pid"; rc=$?; lg2_pid=""
+cat "$TMP/loadgen-sid.out"
+check "loadgen --server-ids through the restart: every event acknowledged in the end (exit $rc)" test "$rc" = 0
+check "loadgen --server-ids had to retry" grep -q 'retried=[1-9]' "$TMP/loadgen-sid.out"
+check "loadgen --server-ids wrote every acknowledged event with the id ingest gave it" \
+  test "$(grep -c '^{"id":"[0-9a-f-]\{36\}","ts":' "$TMP/acked-sid.ndjson")" = "$(wc -l <"$TMP/acked-sid.ndjson")"
 
 # 4. SIGTERM with requests in flight: their 200s arrive, the producer is flushed, exit 0.
 big="$(ndjson term 3000)"
@@ -108,9 +120,61 @@ topic_ids >"$TMP/topic.ids"
 grep -o '"id":"[^"]*"' "$TMP/acked.ndjson" | cut -d'"' -f4 | sort -u >"$TMP/acked.ids"
 missing="$(comm -23 "$TMP/acked.ids" "$TMP/topic.ids" | wc -l)"
 check "all $(wc -l <"$TMP/acked.ids") events loadgen saw acknowledged are in the topic (missing $missing)" test "$missing" = 0
+cut -c8-43 "$TMP/acked-sid.ndjson" | sort >"$TMP/acked-sid.ids"
+missing="$(comm -23 "$TMP/acked-sid.ids" "$TMP/topic.ids" | wc -l)"
+check "all $(wc -l <"$TMP/acked-sid.ids") events loadgen --server-ids saw acknowledged are in the topic (missing $missing)" \
+  test "$missing" = 0
+check "loadgen --server-ids: no id acknowledged twice" test -z "$(uniq -d "$TMP/acked-sid.ids")"
 check "the before/after/term events are in the topic" \
   test "$(grep -cE '^(before|after|term)-' "$TMP/topic.ids")" = 3010
 check "no event answered 503 is in the topic" test "$(grep -c '^down-' "$TMP/topic.ids")" = 0
+
+# 6. loadgen --server-ids against a stand-in for ingest whose first answer is a 503 acknowledging
+#    event 0 and naming the ids it gave events 1 and 2: the retry carries exactly those ids.
+fport="$(lam_free_port)"
+cat >"$TMP/fake.py" <<'PY'
+import http.server, json, sys
+port, log = int(sys.argv[1]), sys.argv[2]
+seen = [0]
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+        lines = [l for l in body.split("\n") if l.strip()]
+        seen[0] += 1
+        with open(log, "a") as f: f.write(body.rstrip("\n") + "\n--\n")
+        ids = [json.loads(l).get("id") or "00000000-0000-7000-8000-%012d" % (100 * seen[0] + i) for i, l in enumerate(lines)]
+        if seen[0] == 1:
+            out, code = {"error": {"code": "unavailable", "message": "test"}, "accepted": 1, "rejected": 0, "ids": ids[:1],
+                         "not_acknowledged": [{"index": i, "id": ids[i]} for i in range(1, len(lines))], "errors": []}, 503
+        else:
+            out, code = {"accepted": len(lines), "rejected": 0, "ids": ids, "errors": []}, 200
+        b = (json.dumps(out, separators=(",", ":")) + "\n").encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(b)))
+        self.end_headers()
+        self.wfile.write(b)
+http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+PY
+python3 "$TMP/fake.py" "$fport" "$TMP/fake-requests.log" &
+fake_pid=$!
+lam_wait_tcp 127.0.0.1 "$fport" 10
+"$BIN/loadgen" --url "http://127.0.0.1:$fport" --rate 0 --count 3 --batch 3 --connections 1 --server-ids \
+  --out "$TMP/fake-acked.ndjson" --quiet >"$TMP/fake-loadgen.out" 2>&1
+rc=$?
+kill "$fake_pid" 2>/dev/null; wait "$fake_pid" 2>/dev/null
+awk 'BEGIN {RS = "--\n"} NR == 1' "$TMP/fake-requests.log" >"$TMP/fake-first.body"
+awk 'BEGIN {RS = "--\n"} NR == 2' "$TMP/fake-requests.log" >"$TMP/fake-retry.body"
+check "loadgen --server-ids against the stand-in: done (exit $rc)" test "$rc" = 0
+check "loadgen --server-ids: the first request carries no ids" test "$(grep -c '"id"' "$TMP/fake-first.body")" = 0
+check "loadgen --server-ids: the retry is events 1 and 2 with the ids the 503 named" \
+  test "$(grep . "$TMP/fake-retry.body" | cut -c8-43 | tr '\n' ' ')" = \
+  "00000000-0000-7000-8000-000000000101 00000000-0000-7000-8000-000000000102 "
+check "loadgen --server-ids: --out has the 3 events with the ids they were acknowledged under" \
+  test "$(cut -c8-43 "$TMP/fake-acked.ndjson" | sort | tr '\n' ' ')" = \
+  "00000000-0000-7000-8000-000000000100 00000000-0000-7000-8000-000000000101 00000000-0000-7000-8000-000000000102 "
 
 echo "test_ingest_fault: $((checks - fails)) passed, $fails failed"
 [ "$fails" = 0 ]

@@ -21,6 +21,7 @@
 #include "lam_buf.h"
 #include "lam_json.h"
 #include "lam_mem.h"
+#include "lam_uuid.h"
 #include "loadgen.h"
 
 typedef struct options {
@@ -43,6 +44,7 @@ typedef struct options {
     int max_retries;
     int quiet;
     int verbose;
+    int server_ids;       /* send events without ids: ingest generates them (retries carry them) */
 } options_t;
 
 static options_t opt = {.host = "127.0.0.1", .port = "8081", .path = "/v1/events", .rate = 1000, .count = -1,
@@ -324,6 +326,61 @@ static int errors_empty(const char *body, size_t len)
     return len >= sizeof(tail) - 1 && !memcmp(body + len - (sizeof(tail) - 1), tail, sizeof(tail) - 1);
 }
 
+/* --server-ids: the ids ingest gave the events sent, from a 200 or 503 answer: "ids" lists the
+ * acknowledged events' ids in input order (state[k] == EV_ACKED), "not_acknowledged" the others'
+ * by index. ids[k] receives the id of body event k. */
+static void take_ids(const char *body, size_t len, const uint8_t *state, size_t n, char (*ids)[LAM_UUID_LEN + 1])
+{
+    lam_json_t j;
+    lam_json_init(&j, body, len, 0);
+    if (lam_json_next(&j) != LAM_JSON_OBJECT)
+        return;
+    for (;;) {
+        lam_json_tok_t t = lam_json_next(&j);
+        if (t != LAM_JSON_KEY)
+            return;
+        int is_ids = j.tok_len == 3 && !memcmp(j.tok, "ids", 3);
+        int is_nack = j.tok_len == 16 && !memcmp(j.tok, "not_acknowledged", 16);
+        t = lam_json_next(&j);
+        if (is_ids && t == LAM_JSON_ARRAY) {
+            size_t k = 0;
+            while ((t = lam_json_next(&j)) == LAM_JSON_STRING) {
+                while (k < n && state[k] != EV_ACKED)
+                    k++;
+                if (k < n && j.tok_len == LAM_UUID_LEN) {
+                    memcpy(ids[k], j.tok, LAM_UUID_LEN);
+                    ids[k++][LAM_UUID_LEN] = '\0';
+                }
+            }
+            if (t != LAM_JSON_ARRAY_END)
+                return;
+        } else if (is_nack && t == LAM_JSON_ARRAY) {
+            while ((t = lam_json_next(&j)) == LAM_JSON_OBJECT) {
+                unsigned long long index = n;
+                char id[LAM_UUID_LEN + 1] = "";
+                while ((t = lam_json_next(&j)) == LAM_JSON_KEY) {
+                    int is_index = j.tok_len == 5 && !memcmp(j.tok, "index", 5);
+                    int is_id = j.tok_len == 2 && !memcmp(j.tok, "id", 2);
+                    t = lam_json_next(&j);
+                    if (is_index && t == LAM_JSON_NUMBER)
+                        index = strtoull(j.tok, NULL, 10);
+                    else if (is_id && t == LAM_JSON_STRING && j.tok_len == LAM_UUID_LEN) {
+                        memcpy(id, j.tok, LAM_UUID_LEN);
+                        id[LAM_UUID_LEN] = '\0';
+                    } else if (lam_json_skip(&j, t) < 0)
+                        return;
+                }
+                if (index < n && id[0])
+                    memcpy(ids[index], id, sizeof(id));
+            }
+            if (t != LAM_JSON_ARRAY_END)
+                return;
+        } else if (lam_json_skip(&j, t) < 0) {
+            return;
+        }
+    }
+}
+
 /* ---- workers ---- */
 
 typedef struct worker {
@@ -336,6 +393,8 @@ typedef struct worker {
     uint8_t *state;
     uint8_t *st;        /* per attempt: the answer for each event sent */
     size_t *map;        /* body position -> event */
+    char (*sid)[LAM_UUID_LEN + 1]; /* --server-ids: the id ingest gave each event ("" = none yet) */
+    char (*bid)[LAM_UUID_LEN + 1]; /* per attempt: ids for the events of the body */
     size_t cap;
     lam_buf_t body;
 } worker_t;
@@ -352,18 +411,49 @@ static size_t reserve(atomic_llong *counter, long long total, size_t want, long 
     return want;
 }
 
+/* Event i as sent: with --server-ids and an id from ingest, that id goes first. */
+static void append_event(worker_t *w, size_t i, lam_buf_t *out)
+{
+    const char *e = w->events.data + w->off[i];
+    if (opt.server_ids && w->sid[i][0]) {
+        lam_buf_append_str(out, "{\"id\":\"");
+        lam_buf_append(out, w->sid[i], LAM_UUID_LEN);
+        lam_buf_append_str(out, w->len[i] > 2 ? "\"," : "\"");
+        lam_buf_append(out, e + 1, w->len[i] - 1);
+    } else {
+        lam_buf_append(out, e, w->len[i]);
+    }
+}
+
+/* --server-ids: drop the "id" member the generator put first (events[start..]). */
+static void strip_id(lam_buf_t *events, size_t start)
+{
+    static const char head[] = "{\"id\":\"";
+    size_t idlen = sizeof(head) - 1 + LAM_UUID_LEN + 2; /* "id":"<uuid>", */
+    char *e = events->data + start;
+    size_t len = events->len - start;
+    if (len <= idlen || memcmp(e, head, sizeof(head) - 1) || memcmp(e + idlen - 2, "\",", 2))
+        return;
+    memmove(e + 1, e + idlen, len - idlen);
+    events->len -= idlen - 1;
+}
+
 static void write_acked(worker_t *w, size_t n)
 {
     if (!g.out)
         return;
+    lam_buf_t line = LAM_BUF_INIT;
     pthread_mutex_lock(&g.out_lock);
     for (size_t i = 0; i < n; i++) {
         if (w->state[i] != EV_ACKED)
             continue;
-        fwrite(w->events.data + w->off[i], 1, w->len[i], g.out);
-        fputc('\n', g.out);
+        lam_buf_clear(&line);
+        append_event(w, i, &line);
+        lam_buf_append_char(&line, '\n');
+        fwrite(line.data, 1, line.len, g.out);
     }
     pthread_mutex_unlock(&g.out_lock);
+    lam_buf_free(&line);
 }
 
 /* Send events [0..n) until each is acknowledged or rejected, retrying 503s with the same ids. */
@@ -380,7 +470,7 @@ static void send_batch(worker_t *w, size_t n)
             w->state[i] = EV_PENDING;
             if (m)
                 lam_buf_append_char(&w->body, '\n');
-            lam_buf_append(&w->body, w->events.data + w->off[i], w->len[i]);
+            append_event(w, i, &w->body);
             w->map[m++] = i;
         }
         if (!m)
@@ -427,6 +517,13 @@ static void send_batch(worker_t *w, size_t n)
             if (r.status < 500)
                 atomic_fetch_add(&g.failed, (long long)m), memset(st, 0xff, m);
         }
+        if (opt.server_ids && (r.status == 200 || r.status == 503)) {
+            memset(w->bid, 0, m * sizeof(*w->bid));
+            take_ids(r.body, r.body_len, st, m, w->bid);
+            for (size_t k = 0; k < m; k++)
+                if (w->bid[k][0] && !w->sid[w->map[k]][0])
+                    memcpy(w->sid[w->map[k]], w->bid[k], sizeof(*w->bid));
+        }
         int retry = 0;
         long long acked = 0, rejected = 0;
         for (size_t k = 0; k < m; k++) {
@@ -462,6 +559,8 @@ static void ensure_cap(worker_t *w, size_t n)
     w->map = lam_realloc(w->map, n * sizeof(size_t));
     w->state = lam_realloc(w->state, n);
     w->st = lam_realloc(w->st, n);
+    w->sid = lam_realloc(w->sid, n * sizeof(*w->sid));
+    w->bid = lam_realloc(w->bid, n * sizeof(*w->bid));
 }
 
 static void *worker_main(void *arg)
@@ -480,7 +579,10 @@ static void *worker_main(void *arg)
             w->off[i] = w->events.len;
             int64_t ts = lg_gen_backfill_ts(&w->gen, wall_now, opt.backfill_days);
             atomic_fetch_add(&g.dups, lg_gen_event(&w->gen, ts, &w->events));
+            if (opt.server_ids)
+                strip_id(&w->events, w->off[i]);
             w->len[i] = w->events.len - w->off[i];
+            w->sid[i][0] = '\0';
         }
         atomic_fetch_add(&g.sent, (long long)n);
         send_batch(w, n);
@@ -510,7 +612,10 @@ static void *worker_main(void *arg)
         for (size_t i = 0; i < n; i++) {
             w->off[i] = w->events.len;
             atomic_fetch_add(&g.dups, lg_gen_event(&w->gen, ts, &w->events));
+            if (opt.server_ids)
+                strip_id(&w->events, w->off[i]);
             w->len[i] = w->events.len - w->off[i];
+            w->sid[i][0] = '\0';
         }
         atomic_fetch_add(&g.sent, (long long)n);
         send_batch(w, n);
@@ -548,6 +653,8 @@ static void usage(FILE *f)
             "  --seed N              PRNG seed (default 1)\n"
             "  --key KEY             Authorization: Bearer KEY (default $LAM_INGEST_KEY)\n"
             "  --out FILE            write every acknowledged event as NDJSON, exactly as sent\n"
+            "  --server-ids          send events without ids: ingest generates them; retries and\n"
+            "                        --out carry the id ingest gave (not with --dup-rate)\n"
             "  --max-retries N       retries of one event before giving up (default 30)\n"
             "  --progress            progress line every second even when stderr is not a TTY\n"
             "  --quiet               no progress line\n"
@@ -595,7 +702,7 @@ int main(int argc, char **argv)
         {"key", required_argument, 0, 'k'},          {"progress", no_argument, 0, 'p'},
         {"rhythm", no_argument, 0, 'R'},             {"max-retries", required_argument, 0, 'M'},
         {"quiet", no_argument, 0, 'q'},              {"help", no_argument, 0, 'h'},
-        {"verbose", no_argument, 0, 'V'},
+        {"verbose", no_argument, 0, 'V'},           {"server-ids", no_argument, 0, 'I'},
         {0, 0, 0, 0}};
     opt.key = getenv("LAM_INGEST_KEY");
     int c;
@@ -635,6 +742,7 @@ int main(int argc, char **argv)
         case 'R': opt.rhythm = 1; break;
         case 'q': opt.quiet = 1; break;
         case 'V': opt.verbose = 1; break;
+        case 'I': opt.server_ids = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -649,6 +757,10 @@ int main(int argc, char **argv)
     }
     if (opt.key && !*opt.key)
         opt.key = NULL;
+    if (opt.server_ids && opt.dup_rate > 0) {
+        fprintf(stderr, "loadgen: --server-ids and --dup-rate: a re-sent event needs the id ingest gave it\n");
+        return 2;
+    }
 
     pthread_mutex_init(&g.out_lock, NULL);
     if (opt.out) {
