@@ -62,7 +62,10 @@ struct lam_agg {
        use it, and views with the same where clause share one match. */
     const lam_fieldref_t **fref; /* the distinct field names of every where, group_by and metric */
     size_t nfref;
+    int fref_full;     /* some name did not fit FC_MAX */
+    uint64_t fref_builtin; /* bit i: fref[i] is id, ts or type (not in a projected event's fields) */
     agg_view_t *av;    /* per view */
+    lam_event_proj_t *proj; /* fref as a projection (name i = fref[i]); NULL when fref_full */
 };
 
 static size_t cell_size(uint32_t nmetrics, uint32_t key_len)
@@ -122,8 +125,10 @@ static uint8_t field_index(lam_agg_t *a, const lam_fieldref_t *ref)
     for (size_t i = 0; i < a->nfref; i++)
         if (a->fref[i]->len == ref->len && memcmp(a->fref[i]->name, ref->name, ref->len) == 0)
             return (uint8_t)i;
-    if (a->nfref >= FC_MAX)
+    if (a->nfref >= FC_MAX) {
+        a->fref_full = 1;
         return FC_NONE;
+    }
     a->fref[a->nfref] = ref;
     return (uint8_t)a->nfref++;
 }
@@ -141,13 +146,28 @@ static void compile_views(lam_agg_t *a)
                 av->wrep = (uint32_t)u;
                 break;
             }
-        for (size_t i = 0; i < v->nwhere && i < sizeof(av->wfi); i++)
-            av->wfi[i] = field_index(a, &v->where[i].field);
+        for (size_t i = 0; i < v->nwhere; i++) {
+            uint8_t fi = field_index(a, &v->where[i].field); /* every name: the projection needs them all */
+            if (i < sizeof(av->wfi))
+                av->wfi[i] = fi;
+        }
         for (size_t i = 0; i < v->ngroup; i++)
             av->gfi[i] = field_index(a, &v->group_by[i]);
         av->mfi = lam_malloc(v->nmetrics ? v->nmetrics : 1);
         for (size_t i = 0; i < v->nmetrics; i++)
             av->mfi[i] = v->metrics[i].kind == LAM_METRIC_COUNT ? FC_NONE : field_index(a, &v->metrics[i].field);
+    }
+    if (!a->fref_full) {
+        const char *names[FC_MAX];
+        size_t lens[FC_MAX];
+        for (size_t i = 0; i < a->nfref; i++) {
+            names[i] = a->fref[i]->name;
+            lens[i] = a->fref[i]->len;
+            if ((lens[i] == 2 && (!memcmp(names[i], "id", 2) || !memcmp(names[i], "ts", 2))) ||
+                (lens[i] == 4 && !memcmp(names[i], "type", 4)))
+                a->fref_builtin |= 1ULL << i;
+        }
+        a->proj = lam_event_proj_new(names, lens, a->nfref);
     }
 }
 
@@ -193,6 +213,7 @@ void lam_agg_free(lam_agg_t *a)
         lam_free(a->av[i].mfi);
     lam_free(a->av);
     lam_free(a->fref);
+    lam_event_proj_free(a->proj);
     lam_buf_free(&a->key);
     lam_free(a);
 }
@@ -204,6 +225,11 @@ void lam_agg_reset(lam_agg_t *a)
     a->ncells = 0;
     memset(a->tab, 0, (a->mask + 1) * sizeof(slot_t));
     memset(a->skipped, 0, (lam_views_total_metrics(a->views) + 1) * sizeof(uint64_t));
+}
+
+const lam_event_proj_t *lam_agg_projection(const lam_agg_t *a)
+{
+    return a->proj;
 }
 
 const lam_views_t *lam_agg_views(const lam_agg_t *a)
@@ -560,6 +586,14 @@ int lam_agg_add_event(lam_agg_t *a, const lam_event_t *ev)
     ev_cache_t c;
     c.ev = ev;
     c.have = c.hashed = 0;
+    if (ev->proj && ev->proj == a->proj) {
+        /* a projected event: field i is fref[i], nothing to look up */
+        for (size_t i = 0; i < a->nfref; i++)
+            c.f[i] = (a->fref_builtin >> i) & 1 ? lam_event_get_(ev, a->fref[i]->name, a->fref[i]->len, a->fref[i]->hash, 1)
+                     : ev->fields[i].type != LAM_VAL_ABSENT ? &ev->fields[i]
+                                                            : NULL;
+        c.have = ~0ULL;
+    }
     /* where results of the first 64 views, shared by the views with the same clause */
     uint64_t wdone = 0, wok = 0;
     /* bucket start per granularity, computed once per event */
