@@ -63,7 +63,8 @@ struct lam_agg {
     const lam_fieldref_t **fref; /* the distinct field names of every where, group_by and metric */
     size_t nfref;
     int fref_full;     /* some name did not fit FC_MAX */
-    uint64_t fref_builtin; /* bit i: fref[i] is id, ts or type (not in a projected event's fields) */
+    /* fref indexes that are id, ts or type (not in a projected event's fields) and which one */
+    uint8_t nbuiltin, builtin_fi[3], builtin_kind[3]; /* kind: 0 id, 1 ts, 2 type */
     agg_view_t *av;    /* per view */
     lam_event_proj_t *proj; /* fref as a projection (name i = fref[i]); NULL when fref_full */
 };
@@ -163,9 +164,14 @@ static void compile_views(lam_agg_t *a)
         for (size_t i = 0; i < a->nfref; i++) {
             names[i] = a->fref[i]->name;
             lens[i] = a->fref[i]->len;
-            if ((lens[i] == 2 && (!memcmp(names[i], "id", 2) || !memcmp(names[i], "ts", 2))) ||
-                (lens[i] == 4 && !memcmp(names[i], "type", 4)))
-                a->fref_builtin |= 1ULL << i;
+            int kind = lens[i] == 2 && !memcmp(names[i], "id", 2)     ? 0
+                       : lens[i] == 2 && !memcmp(names[i], "ts", 2)   ? 1
+                       : lens[i] == 4 && !memcmp(names[i], "type", 4) ? 2
+                                                                      : -1;
+            if (kind >= 0) { /* each name is in fref once: at most three */
+                a->builtin_fi[a->nbuiltin] = (uint8_t)i;
+                a->builtin_kind[a->nbuiltin++] = (uint8_t)kind;
+            }
         }
         a->proj = lam_event_proj_new(names, lens, a->nfref);
     }
@@ -417,9 +423,11 @@ static void group_key_slow(const lam_view_t *v, const lam_field_t *const *fs, la
     out->data[out->len] = '\0';
 }
 
-/* Short copies (group-key values): a plain loop beats a call to memcpy. */
+/* Short copies (group-key values): whole words, then bytes; no call to memcpy, no read past src[n). */
 static inline void copy_small(char *dst, const char *src, size_t n)
 {
+    for (; n >= 8; n -= 8, dst += 8, src += 8)
+        memcpy(dst, src, 8);
     for (size_t i = 0; i < n; i++)
         dst[i] = src[i];
 }
@@ -589,9 +597,11 @@ int lam_agg_add_event(lam_agg_t *a, const lam_event_t *ev)
     if (ev->proj && ev->proj == a->proj) {
         /* a projected event: field i is fref[i], nothing to look up */
         for (size_t i = 0; i < a->nfref; i++)
-            c.f[i] = (a->fref_builtin >> i) & 1 ? lam_event_get_(ev, a->fref[i]->name, a->fref[i]->len, a->fref[i]->hash, 1)
-                     : ev->fields[i].type != LAM_VAL_ABSENT ? &ev->fields[i]
-                                                            : NULL;
+            c.f[i] = ev->fields[i].type != LAM_VAL_ABSENT ? &ev->fields[i] : NULL;
+        for (size_t b = 0; b < a->nbuiltin; b++) {
+            unsigned k = a->builtin_kind[b];
+            c.f[a->builtin_fi[b]] = k == 2 ? &ev->type : k == 1 ? &ev->ts : ev->id.type != LAM_VAL_ABSENT ? &ev->id : NULL;
+        }
         c.have = ~0ULL;
     }
     /* where results of the first 64 views, shared by the views with the same clause */
