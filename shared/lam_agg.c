@@ -40,6 +40,10 @@ typedef struct slot {
 #define FC_NONE 0xffu  /* beyond FC_MAX: looked up every time */
 
 typedef struct agg_view {
+    /* a view without group_by: its last cell (bucket last_ts, arena offset last_off + 1; 0 = none),
+       taken again without a lookup while events stay in that bucket */
+    int64_t last_ts;
+    size_t last_off;
     uint32_t wrep;     /* first view with the same where clause: its match result is shared */
     uint8_t wfi[8];    /* field-cache index of the first where fields (FC_NONE: look up) */
     uint8_t gfi[LAM_VIEW_GROUP_MAX];
@@ -229,6 +233,8 @@ void lam_agg_reset(lam_agg_t *a)
     free_hlls(a);
     a->cells_len = 0;
     a->ncells = 0;
+    for (size_t i = 0; i < a->nviews; i++)
+        a->av[i].last_off = 0;
     memset(a->tab, 0, (a->mask + 1) * sizeof(slot_t));
     memset(a->skipped, 0, (lam_views_total_metrics(a->views) + 1) * sizeof(uint64_t));
 }
@@ -611,7 +617,7 @@ int lam_agg_add_event(lam_agg_t *a, const lam_event_t *ev)
     unsigned floor_have = 0;
     for (size_t vi = 0; vi < a->nviews; vi++) {
         const lam_view_t *v = &a->varr[vi];
-        const agg_view_t *av = &a->av[vi];
+        agg_view_t *av = &a->av[vi];
         if (v->nwhere) {
             uint32_t r = av->wrep;
             int ok;
@@ -634,14 +640,23 @@ int lam_agg_add_event(lam_agg_t *a, const lam_event_t *ev)
             floor_have |= 1u << g;
         }
         int64_t ts = floor_ts[g];
-        const lam_field_t *fs[LAM_VIEW_GROUP_MAX];
-        for (size_t i = 0; i < v->ngroup; i++)
-            fs[i] = ec_field(a, &c, av->gfi[i], &v->group_by[i]);
-        a->key.len = 0;
-        group_key_fields(v, fs, &a->key);
-        if (a->key.cap - a->key.len < 9)
-            lam_buf_reserve(&a->key, 8); /* get_padded reads a word past the key */
-        lam_cell_t *cell = get_padded(a, vi, ts, a->key.data, a->key.len);
+        lam_cell_t *cell;
+        if (!v->ngroup && av->last_off && av->last_ts == ts) {
+            cell = (lam_cell_t *)(a->cells + av->last_off - 1);
+        } else {
+            const lam_field_t *fs[LAM_VIEW_GROUP_MAX];
+            for (size_t i = 0; i < v->ngroup; i++)
+                fs[i] = ec_field(a, &c, av->gfi[i], &v->group_by[i]);
+            a->key.len = 0;
+            group_key_fields(v, fs, &a->key);
+            if (a->key.cap - a->key.len < 9)
+                lam_buf_reserve(&a->key, 8); /* get_padded reads a word past the key */
+            cell = get_padded(a, vi, ts, a->key.data, a->key.len);
+            if (!v->ngroup) {
+                av->last_ts = ts;
+                av->last_off = (size_t)((char *)cell - a->cells) + 1;
+            }
+        }
         cell->count++;
         uint64_t *skipped = a->skipped + a->mbase[vi];
         for (size_t mi = 0; mi < v->nmetrics; mi++) {
