@@ -731,8 +731,15 @@ static int fast_ts(lam_event_t *ev, const char *s, size_t *pp, size_t len, size_
         size_t st = p;
         int64_t d8 = digits8(s + p); /* s has 8 readable bytes past its NUL */
         if (d8 >= 0) {
-            ms = d8;
-            p += 8;
+            /* epoch ms today has 13 digits: the last 8 of them (digits 5..12) give digits 8..12 */
+            int64_t d8b = digits8(s + p + 5);
+            if (d8b >= 0 && !is_digit(s[p + 13])) {
+                ms = d8 * 100000 + d8b % 100000;
+                p += 13;
+            } else {
+                ms = d8;
+                p += 8;
+            }
         }
         while (is_digit(s[p]) && p - st < 16)
             ms = ms * 10 + (s[p++] - '0');
