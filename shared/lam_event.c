@@ -674,7 +674,7 @@ static int is_digit(char c)
 }
 
 /* End of the JSON number starting at s[p] (NUL-terminated buffer), or 0 when it is not one. */
-static size_t number_end(const char *s, size_t p)
+static inline __attribute__((always_inline)) size_t number_end(const char *s, size_t p)
 {
     if (s[p] == '-')
         p++;
@@ -716,7 +716,8 @@ static inline size_t literal_len(const char *s, lam_val_type_t *vt)
 }
 
 /* ts as a plain non-negative integer (the common case) or an RFC 3339 string; 0 declines. */
-static int fast_ts(lam_event_t *ev, const char *s, size_t *pp, size_t len, size_t *text_len)
+static inline __attribute__((always_inline)) int fast_ts(lam_event_t *ev, const char *s, size_t *pp, size_t len,
+                                                        size_t *text_len)
 {
     size_t p = *pp;
     *text_len = 0;
