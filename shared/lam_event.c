@@ -1122,12 +1122,6 @@ int lam_event_parse_projected(lam_event_t *ev, const char *json, size_t len, con
         ev->fields_cap = pj->n > 32 ? pj->n : 32;
         ev->fields = lam_realloc(ev->fields, ev->fields_cap * sizeof(lam_field_t));
     }
-    if (!ev->htab || (pj->n + 1) * 2 > ev->hmask + 1) {
-        size_t cap = 64;
-        while ((pj->n + 1) * 2 > cap)
-            cap *= 2;
-        htab_rebuild(ev, cap); /* no fields yet: an empty table, so htab_insert below never rebuilds */
-    }
     arena_reserve(ev, len + 64); /* + zero bytes: whole-vector loads, padded compares */
     char *s = ev->arena;
     memcpy(s, json, len);
@@ -1263,17 +1257,43 @@ int lam_event_parse_projected(lam_event_t *ev, const char *json, size_t len, con
     ev->ts.canon_plain = 1;
     ev->canonical_len = canon + 6 + ts_len;
     ev->nfields = pj->n;
-    for (size_t i = 0; i < pj->n; i++)
-        if (fields[i].type != LAM_VAL_ABSENT)
-            htab_insert(ev, i);
-    ev->proj = pj;
+    ev->proj = pj; /* lookups go through the projection's table (lam_event_get_proj), not htab */
     return 1;
+}
+
+const lam_field_t *lam_event_get_proj(const lam_event_t *ev, const char *name, size_t len)
+{
+    const lam_event_proj_t *pj = ev->proj;
+    if (!len)
+        return NULL;
+    char tmp[16] = {0}; /* key_class reads 8 bytes: a short name is padded here */
+    const char *n = name;
+    if (len < 8) {
+        memcpy(tmp, name, len);
+        n = tmp;
+    }
+    size_t slot = key_class(n, len) & (PROJ_TAB - 1);
+    for (;;) {
+        unsigned e = pj->tab[slot];
+        if (!e)
+            return NULL;
+        e--;
+        if (pj->lens[e] == len && !memcmp(pj->names[e], name, len))
+            return ev->fields[e].type != LAM_VAL_ABSENT ? &ev->fields[e] : NULL;
+        slot = (slot + 1) & (PROJ_TAB - 1);
+    }
 }
 #else
 int lam_event_parse_projected(lam_event_t *ev, const char *json, size_t len, const lam_event_proj_t *pj)
 {
     (void)ev, (void)json, (void)len, (void)pj;
     return 0;
+}
+
+const lam_field_t *lam_event_get_proj(const lam_event_t *ev, const char *name, size_t len)
+{
+    (void)ev, (void)name, (void)len;
+    return NULL; /* no projected events without the scan */
 }
 #endif
 

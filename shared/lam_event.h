@@ -200,6 +200,9 @@ static inline __attribute__((always_inline)) int lam_event_bytes_eq_padded_(cons
 #endif
 }
 
+/** lam_event_get for an event of lam_event_parse_projected (ev->proj set): its projected fields. */
+const lam_field_t *lam_event_get_proj(const lam_event_t *ev, const char *name, size_t len);
+
 static inline __attribute__((always_inline)) const lam_field_t *
 lam_event_get_(const lam_event_t *ev, const char *name, size_t len, uint32_t hash, int padded)
 {
@@ -213,6 +216,8 @@ lam_event_get_(const lam_event_t *ev, const char *name, size_t len, uint32_t has
     }
     if (!ev->nfields)
         return NULL;
+    if (__builtin_expect(ev->proj != NULL, 0))
+        return lam_event_get_proj(ev, name, len);
     size_t s = hash & ev->hmask;
     for (;;) {
         uint64_t e = ev->htab[s];

@@ -903,7 +903,15 @@ static void test_apply_projected(void **state)
         "{\"name\":\"a\",\"where\":{\"type\":[\"page_view\",\"login\"]},\"group_by\":[\"id\",\"url\"],"
         "\"granularity\":\"hour\",\"metrics\":[\"count\",\"max:ts\",\"distinct:id\"]},"
         "{\"name\":\"b\",\"group_by\":[\"type\",\"geo.cc\"],\"granularity\":\"day\","
-        "\"metrics\":[\"min:ts\",\"sum:price\",\"distinct:user\"]}]}";
+        "\"metrics\":[\"min:ts\",\"sum:price\",\"distinct:user\"]},"
+        /* nine where conditions: the ninth is looked up by name (lam_event_get on the projected event) */
+        "{\"name\":\"c\",\"where\":{\"url\":[null,\"a\",\"b\",7,12.5,true,\"url1\",\"url2\",\"url3\"],"
+        "\"user\":[null,\"a\",\"b\",7,12.5,true,\"user1\",\"user2\"],\"item\":[null,\"a\",\"b\",7,12.5,true],"
+        "\"price\":[null,\"a\",\"b\",7,12.5,true],\"qty\":[null,\"a\",\"b\",7,12.5,true],"
+        "\"plan\":[null,\"a\",\"b\",7,12.5,true],\"latency_ms\":[null,\"a\",\"b\",7,12.5,true],"
+        "\"type\":[\"page_view\",\"login\",\"purchase\",\"add_to_cart\",\"signup\"],"
+        "\"other\":[\"a\",\"b\",7,true,\"other1\",\"other2\"]},"
+        "\"granularity\":\"day\",\"metrics\":[\"count\"]}]}";
     vs = lam_views_parse(doc, strlen(doc), "t", err, sizeof(err));
     if (!vs)
         fail_msg("%s", err);
