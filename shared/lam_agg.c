@@ -45,7 +45,7 @@ typedef struct agg_view {
     int64_t last_ts;
     size_t last_off;
     uint32_t wrep;     /* first view with the same where clause: its match result is shared */
-    uint8_t wfi[8];    /* field-cache index of the first where fields (FC_NONE: look up) */
+    uint8_t *wfi;      /* field-cache index of each where field (FC_NONE: look up) */
     uint8_t gfi[LAM_VIEW_GROUP_MAX];
     uint8_t *mfi;      /* per metric (count: unused) */
 } agg_view_t;
@@ -151,11 +151,9 @@ static void compile_views(lam_agg_t *a)
                 av->wrep = (uint32_t)u;
                 break;
             }
-        for (size_t i = 0; i < v->nwhere; i++) {
-            uint8_t fi = field_index(a, &v->where[i].field); /* every name: the projection needs them all */
-            if (i < sizeof(av->wfi))
-                av->wfi[i] = fi;
-        }
+        av->wfi = lam_malloc(v->nwhere ? v->nwhere : 1);
+        for (size_t i = 0; i < v->nwhere; i++)
+            av->wfi[i] = field_index(a, &v->where[i].field);
         for (size_t i = 0; i < v->ngroup; i++)
             av->gfi[i] = field_index(a, &v->group_by[i]);
         av->mfi = lam_malloc(v->nmetrics ? v->nmetrics : 1);
@@ -219,8 +217,10 @@ void lam_agg_free(lam_agg_t *a)
     lam_free(a->tab);
     lam_free(a->skipped);
     lam_free(a->mbase);
-    for (size_t i = 0; a->av && i < a->nviews; i++)
+    for (size_t i = 0; a->av && i < a->nviews; i++) {
         lam_free(a->av[i].mfi);
+        lam_free(a->av[i].wfi);
+    }
     lam_free(a->av);
     lam_free(a->fref);
     lam_event_proj_free(a->proj);
@@ -577,7 +577,7 @@ static int ec_match(const lam_agg_t *a, ev_cache_t *c, const lam_view_t *v, cons
 {
     for (size_t i = 0; i < v->nwhere; i++) {
         const lam_where_t *w = &v->where[i];
-        uint8_t fi = i < sizeof(av->wfi) ? av->wfi[i] : FC_NONE;
+        uint8_t fi = av->wfi[i];
         if (!lam_where_match(w, ec_field(a, c, fi, &w->field)))
             return 0;
     }
@@ -601,7 +601,8 @@ int lam_agg_add_event(lam_agg_t *a, const lam_event_t *ev)
     c.ev = ev;
     c.have = c.hashed = 0;
     if (ev->proj && ev->proj == a->proj) {
-        /* a projected event: field i is fref[i], nothing to look up */
+        /* a projected event: field i is fref[i], nothing to look up (with a projection every field
+           the views read has a cache index, so ec_field never looks one up by hash) */
         for (size_t i = 0; i < a->nfref; i++)
             c.f[i] = ev->fields[i].type != LAM_VAL_ABSENT ? &ev->fields[i] : NULL;
         for (size_t b = 0; b < a->nbuiltin; b++) {

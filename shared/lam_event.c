@@ -163,6 +163,10 @@ static inline __attribute__((always_inline)) int htab_insert(lam_event_t *ev, si
 
 const lam_field_t *lam_event_get(const lam_event_t *ev, const char *name, size_t len)
 {
+    int builtin = (len == 2 && ((name[0] == 'i' && name[1] == 'd') || (name[0] == 't' && name[1] == 's'))) ||
+                  (len == 4 && !memcmp(name, "type", 4));
+    if (ev->proj && !builtin)
+        return lam_event_get_proj(ev, name, len);
     return lam_event_get_h(ev, name, len, lam_event_name_hash(name, len));
 }
 
@@ -1122,6 +1126,8 @@ int lam_event_parse_projected(lam_event_t *ev, const char *json, size_t len, con
         ev->fields_cap = pj->n > 32 ? pj->n : 32;
         ev->fields = lam_realloc(ev->fields, ev->fields_cap * sizeof(lam_field_t));
     }
+    if (!ev->htab)
+        htab_rebuild(ev, 64); /* empty: lam_event_get_h on this event finds no field, never reads NULL */
     arena_reserve(ev, len + 64); /* + zero bytes: whole-vector loads, padded compares */
     char *s = ev->arena;
     memcpy(s, json, len);

@@ -158,6 +158,8 @@ uint32_t lam_event_name_hash(const char *name, size_t len);
 /**
  * Find a field by flattened name ("geo.cc"); "id", "ts" and "type" return the built-ins.
  * NULL when absent. The pointer is owned by the event. lam_event_get_h takes a precomputed hash.
+ * On an event of lam_event_parse_projected only lam_event_get finds the projected fields
+ * (lam_event_get_h and lam_event_get_padded find the built-ins, other names give NULL).
  */
 const lam_field_t *lam_event_get(const lam_event_t *ev, const char *name, size_t len);
 static inline const lam_field_t *lam_event_get_h(const lam_event_t *ev, const char *name, size_t len,
@@ -216,8 +218,6 @@ lam_event_get_(const lam_event_t *ev, const char *name, size_t len, uint32_t has
     }
     if (!ev->nfields)
         return NULL;
-    if (__builtin_expect(ev->proj != NULL, 0))
-        return lam_event_get_proj(ev, name, len);
     size_t s = hash & ev->hmask;
     for (;;) {
         uint64_t e = ev->htab[s];
