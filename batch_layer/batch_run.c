@@ -143,7 +143,26 @@ static void idset_reserve(idset_t *s, size_t n)
         idset_resize(s, want);
 }
 
-/* 1 when id (hash = lam_hll_hash(id)) was new and is now in the set, 0 when it was there (exact compare). */
+/*
+ * The hash of an id for the id set and the pass slices (only within a run, never stored): 8 bytes
+ * at a time, a fraction of MurmurHash64A's work on 36-byte UUIDs.
+ */
+static inline uint64_t id_hash(const char *id, size_t len)
+{
+    uint64_t h = 0x9e3779b97f4a7c15ULL ^ ((uint64_t)len * 0xc2b2ae3d27d4eb4fULL);
+    for (; len >= 8; len -= 8, id += 8) {
+        uint64_t w;
+        memcpy(&w, id, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdULL;
+        h ^= h >> 32;
+    }
+    uint64_t t = 0;
+    for (size_t i = 0; i < len; i++)
+        t |= (uint64_t)(uint8_t)id[i] << (8 * i);
+    return lam_mix64(h ^ t);
+}
+
+/* 1 when id (hash = id_hash(id)) was new and is now in the set, 0 when it was there (exact compare). */
 static int idset_add(idset_t *s, const char *id, size_t len, uint64_t hash)
 {
     if (!s->slots || (s->n + 1) * 10 > (s->mask + 1) * 7)
@@ -161,12 +180,12 @@ static int idset_add(idset_t *s, const char *id, size_t len, uint64_t hash)
     }
     s->slots[j].hash = h;
     s->slots[j].off = s->arena.len;
-    lam_buf_reserve(&s->arena, len + 2);
+    if (s->arena.cap - s->arena.len < len + 3)
+        lam_buf_reserve(&s->arena, len + 2);
     unsigned char *e = (unsigned char *)s->arena.data + s->arena.len;
     e[0] = (unsigned char)(len & 0xff);
     e[1] = (unsigned char)(len >> 8);
-    for (size_t i = 0; i < len; i++) /* ids are short: no call to memcpy */
-        e[2 + i] = (unsigned char)id[i];
+    memcpy(e + 2, id, len);
     s->arena.len += len + 2;
     s->n++;
     return 1;
@@ -220,15 +239,51 @@ static int fast_id(const char *data, size_t len, const char **id, size_t *idlen)
 }
 
 /*
+ * The events of a scan, two at a time: event k is parsed (and its id's slot in the id set
+ * prefetched) before event k-1 is checked against the id set and applied, so the slot's cache
+ * line arrives while the parse runs. First occurrence by offset still wins: events finish in order.
+ */
+typedef struct scan_pipe {
+    lam_event_t ev[2];
+    int cur, pending; /* ev[cur] is parsed next; ev[cur ^ 1] waits when pending */
+    uint64_t pend_hash;
+    const lam_event_proj_t *proj; /* the views' fields (lam_agg_projection), NULL: full parses */
+} scan_pipe_t;
+
+/* Dedup and apply the waiting event, if any. */
+static void pipe_finish(run_job_t *j, scan_pipe_t *sp, idset_t *ids, int64_t *dups)
+{
+    if (!sp->pending)
+        return;
+    sp->pending = 0;
+    const lam_event_t *ev = &sp->ev[sp->cur ^ 1];
+    if (ev->id.type != LAM_VAL_ABSENT && !idset_add(ids, ev->id.val, ev->id.val_len, sp->pend_hash)) {
+        (*dups)++;
+        return;
+    }
+    lam_agg_add_event(j->agg, ev);
+}
+
+/* Parse a record: the projected scan when it takes the record, else the full parser. 0 or -1. */
+static int scan_parse(scan_pipe_t *sp, lam_event_t *ev, const char *data, size_t len, char *err, size_t errsz)
+{
+    if (sp->proj && lam_event_parse_projected(ev, data, len, sp->proj))
+        return 0;
+    return lam_event_parse(ev, data, len, 0, -1, err, errsz);
+}
+
+/*
  * Scan partition p below its cut. With npasses > 1 only ids whose hash falls in slice `pass` are
  * aggregated (all copies of an id share a slice, so first-occurrence-wins stays exact) and the id
  * set holds one slice at a time; events without an id belong to pass 0. Returns 0 or -1 (j->err).
  */
-static int scan_partition(run_job_t *j, int32_t p, int pass, int npasses, idset_t *ids, lam_event_t *ev)
+static int scan_partition(run_job_t *j, int32_t p, int pass, int npasses, idset_t *ids, scan_pipe_t *sp)
 {
     int64_t cut = j->cut[p];
     batch_seg_reader_t r;
     char path[4096], err[256];
+    int64_t dups = 0;
+    sp->pending = 0;
     for (size_t si = 0; si < j->man->nsegs; si++) {
         const batch_segment_t *s = &j->man->segs[si];
         if (s->partition != p || s->first < 0 || s->first >= cut)
@@ -256,7 +311,7 @@ static int scan_partition(run_job_t *j, int32_t p, int pass, int npasses, idset_
             size_t pos = 0;
             batch_rec_t rec;
             int rr;
-            int64_t n = 0, skipped = 0, dups = 0;
+            int64_t n = 0, skipped = 0;
             while ((rr = batch_rec_next(&r.raw, &pos, &rec)) == 1) {
                 if (rec.offset >= cut) {
                     done = 1;
@@ -266,19 +321,17 @@ static int scan_partition(run_job_t *j, int32_t p, int pass, int npasses, idset_
                     continue;
                 if (pass == 0)
                     n++;
-                /* The id without parsing: its slot's cache line is fetched while the event parses. */
+                lam_event_t *ev = &sp->ev[sp->cur];
                 const char *id = NULL;
                 size_t idlen = 0;
                 uint64_t h = 0;
-                int have_id = fast_id(rec.data, rec.len, &id, &idlen), parsed = 0;
-                if (have_id) {
-                    h = lam_hll_hash(id, idlen);
-                    if (ids->slots)
-                        __builtin_prefetch(&ids->slots[idset_home(h | 1, ids->mask)]);
-                }
+                int parsed = 0;
                 if (npasses > 1) {
-                    if (!have_id) {
-                        if (lam_event_parse(ev, rec.data, rec.len, 0, -1, err, sizeof(err)) < 0) {
+                    /* the slice from the id without parsing: other passes' events cost no parse */
+                    if (fast_id(rec.data, rec.len, &id, &idlen)) {
+                        h = id_hash(id, idlen);
+                    } else {
+                        if (scan_parse(sp, ev, rec.data, rec.len, err, sizeof(err)) < 0) {
                             skipped += pass == 0;
                             continue;
                         }
@@ -286,31 +339,33 @@ static int scan_partition(run_job_t *j, int32_t p, int pass, int npasses, idset_
                         if (ev->id.type != LAM_VAL_ABSENT) {
                             id = ev->id.val;
                             idlen = ev->id.val_len;
-                            h = lam_hll_hash(id, idlen);
+                            h = id_hash(id, idlen);
                         }
                     }
                     int slice = id ? (int)((h >> 40) % (uint64_t)npasses) : 0;
                     if (slice != pass)
                         continue;
                 }
-                if (!parsed && lam_event_parse(ev, rec.data, rec.len, 0, -1, err, sizeof(err)) < 0) {
+                if (!parsed && scan_parse(sp, ev, rec.data, rec.len, err, sizeof(err)) < 0) {
                     skipped++;
                     continue;
                 }
                 if (ev->id.type != LAM_VAL_ABSENT) {
                     /* The parsed id is the fast one unless the record is unusual (then hash it anew). */
                     if (!id || ev->id.val_len != idlen || memcmp(ev->id.val, id, idlen))
-                        h = lam_hll_hash(ev->id.val, ev->id.val_len);
-                    if (!idset_add(ids, ev->id.val, ev->id.val_len, h)) {
-                        dups++;
-                        continue;
-                    }
+                        h = id_hash(ev->id.val, ev->id.val_len);
+                    if (ids->slots)
+                        __builtin_prefetch(&ids->slots[idset_home(h | 1, ids->mask)]);
                 }
-                lam_agg_add_event(j->agg, ev);
+                pipe_finish(j, sp, ids, &dups);
+                sp->pending = 1;
+                sp->pend_hash = h;
+                sp->cur ^= 1;
             }
             atomic_fetch_add(&j->records, n);
             atomic_fetch_add(&j->skipped, skipped);
             atomic_fetch_add(&j->dups, dups);
+            dups = 0;
             if (rr < 0) {
                 snprintf(err, sizeof(err), "malformed record in block at byte %" PRId64, r.pos);
                 rc = -1;
@@ -330,6 +385,8 @@ static int scan_partition(run_job_t *j, int32_t p, int pass, int npasses, idset_
         if (done)
             break;
     }
+    pipe_finish(j, sp, ids, &dups);
+    atomic_fetch_add(&j->dups, dups);
     return 0;
 }
 
@@ -337,8 +394,9 @@ static void *run_worker(void *arg)
 {
     run_job_t *j = arg;
     int64_t t0 = now_ns();
-    lam_event_t ev;
-    lam_event_init(&ev);
+    scan_pipe_t sp = {.proj = lam_agg_projection(j->agg)};
+    lam_event_init(&sp.ev[0]);
+    lam_event_init(&sp.ev[1]);
     idset_t ids = {0};
     for (size_t pi = 0; pi < j->nparts && !j->failed; pi++) {
         int32_t p = j->parts[pi];
@@ -348,12 +406,13 @@ static void *run_worker(void *arg)
         for (int pass = 0; pass < npasses && !j->failed; pass++) {
             idset_reset(&ids);
             idset_reserve(&ids, (size_t)((est + npasses - 1) / npasses));
-            if (scan_partition(j, p, pass, npasses, &ids, &ev) < 0)
+            if (scan_partition(j, p, pass, npasses, &ids, &sp) < 0)
                 j->failed = 1;
         }
     }
     idset_free(&ids);
-    lam_event_free(&ev);
+    lam_event_free(&sp.ev[0]);
+    lam_event_free(&sp.ev[1]);
     j->busy_ns = now_ns() - t0;
     return NULL;
 }

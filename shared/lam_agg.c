@@ -40,8 +40,12 @@ typedef struct slot {
 #define FC_NONE 0xffu  /* beyond FC_MAX: looked up every time */
 
 typedef struct agg_view {
+    /* a view without group_by: its last cell (bucket last_ts, arena offset last_off + 1; 0 = none),
+       taken again without a lookup while events stay in that bucket */
+    int64_t last_ts;
+    size_t last_off;
     uint32_t wrep;     /* first view with the same where clause: its match result is shared */
-    uint8_t wfi[8];    /* field-cache index of the first where fields (FC_NONE: look up) */
+    uint8_t *wfi;      /* field-cache index of each where field (FC_NONE: look up) */
     uint8_t gfi[LAM_VIEW_GROUP_MAX];
     uint8_t *mfi;      /* per metric (count: unused) */
 } agg_view_t;
@@ -62,7 +66,11 @@ struct lam_agg {
        use it, and views with the same where clause share one match. */
     const lam_fieldref_t **fref; /* the distinct field names of every where, group_by and metric */
     size_t nfref;
+    int fref_full;     /* some name did not fit FC_MAX */
+    /* fref indexes that are id, ts or type (not in a projected event's fields) and which one */
+    uint8_t nbuiltin, builtin_fi[3], builtin_kind[3]; /* kind: 0 id, 1 ts, 2 type */
     agg_view_t *av;    /* per view */
+    lam_event_proj_t *proj; /* fref as a projection (name i = fref[i]); NULL when fref_full */
 };
 
 static size_t cell_size(uint32_t nmetrics, uint32_t key_len)
@@ -122,8 +130,10 @@ static uint8_t field_index(lam_agg_t *a, const lam_fieldref_t *ref)
     for (size_t i = 0; i < a->nfref; i++)
         if (a->fref[i]->len == ref->len && memcmp(a->fref[i]->name, ref->name, ref->len) == 0)
             return (uint8_t)i;
-    if (a->nfref >= FC_MAX)
+    if (a->nfref >= FC_MAX) {
+        a->fref_full = 1;
         return FC_NONE;
+    }
     a->fref[a->nfref] = ref;
     return (uint8_t)a->nfref++;
 }
@@ -141,13 +151,31 @@ static void compile_views(lam_agg_t *a)
                 av->wrep = (uint32_t)u;
                 break;
             }
-        for (size_t i = 0; i < v->nwhere && i < sizeof(av->wfi); i++)
+        av->wfi = lam_malloc(v->nwhere ? v->nwhere : 1);
+        for (size_t i = 0; i < v->nwhere; i++)
             av->wfi[i] = field_index(a, &v->where[i].field);
         for (size_t i = 0; i < v->ngroup; i++)
             av->gfi[i] = field_index(a, &v->group_by[i]);
         av->mfi = lam_malloc(v->nmetrics ? v->nmetrics : 1);
         for (size_t i = 0; i < v->nmetrics; i++)
             av->mfi[i] = v->metrics[i].kind == LAM_METRIC_COUNT ? FC_NONE : field_index(a, &v->metrics[i].field);
+    }
+    if (!a->fref_full) {
+        const char *names[FC_MAX];
+        size_t lens[FC_MAX];
+        for (size_t i = 0; i < a->nfref; i++) {
+            names[i] = a->fref[i]->name;
+            lens[i] = a->fref[i]->len;
+            int kind = lens[i] == 2 && !memcmp(names[i], "id", 2)     ? 0
+                       : lens[i] == 2 && !memcmp(names[i], "ts", 2)   ? 1
+                       : lens[i] == 4 && !memcmp(names[i], "type", 4) ? 2
+                                                                      : -1;
+            if (kind >= 0) { /* each name is in fref once: at most three */
+                a->builtin_fi[a->nbuiltin] = (uint8_t)i;
+                a->builtin_kind[a->nbuiltin++] = (uint8_t)kind;
+            }
+        }
+        a->proj = lam_event_proj_new(names, lens, a->nfref);
     }
 }
 
@@ -189,10 +217,13 @@ void lam_agg_free(lam_agg_t *a)
     lam_free(a->tab);
     lam_free(a->skipped);
     lam_free(a->mbase);
-    for (size_t i = 0; a->av && i < a->nviews; i++)
+    for (size_t i = 0; a->av && i < a->nviews; i++) {
         lam_free(a->av[i].mfi);
+        lam_free(a->av[i].wfi);
+    }
     lam_free(a->av);
     lam_free(a->fref);
+    lam_event_proj_free(a->proj);
     lam_buf_free(&a->key);
     lam_free(a);
 }
@@ -202,8 +233,15 @@ void lam_agg_reset(lam_agg_t *a)
     free_hlls(a);
     a->cells_len = 0;
     a->ncells = 0;
+    for (size_t i = 0; i < a->nviews; i++)
+        a->av[i].last_off = 0;
     memset(a->tab, 0, (a->mask + 1) * sizeof(slot_t));
     memset(a->skipped, 0, (lam_views_total_metrics(a->views) + 1) * sizeof(uint64_t));
+}
+
+const lam_event_proj_t *lam_agg_projection(const lam_agg_t *a)
+{
+    return a->proj;
 }
 
 const lam_views_t *lam_agg_views(const lam_agg_t *a)
@@ -391,9 +429,11 @@ static void group_key_slow(const lam_view_t *v, const lam_field_t *const *fs, la
     out->data[out->len] = '\0';
 }
 
-/* Short copies (group-key values): a plain loop beats a call to memcpy. */
+/* Short copies (group-key values): whole words, then bytes; no call to memcpy, no read past src[n). */
 static inline void copy_small(char *dst, const char *src, size_t n)
 {
+    for (; n >= 8; n -= 8, dst += 8, src += 8)
+        memcpy(dst, src, 8);
     for (size_t i = 0; i < n; i++)
         dst[i] = src[i];
 }
@@ -537,7 +577,7 @@ static int ec_match(const lam_agg_t *a, ev_cache_t *c, const lam_view_t *v, cons
 {
     for (size_t i = 0; i < v->nwhere; i++) {
         const lam_where_t *w = &v->where[i];
-        uint8_t fi = i < sizeof(av->wfi) ? av->wfi[i] : FC_NONE;
+        uint8_t fi = av->wfi[i];
         if (!lam_where_match(w, ec_field(a, c, fi, &w->field)))
             return 0;
     }
@@ -560,6 +600,17 @@ int lam_agg_add_event(lam_agg_t *a, const lam_event_t *ev)
     ev_cache_t c;
     c.ev = ev;
     c.have = c.hashed = 0;
+    if (ev->proj && ev->proj == a->proj) {
+        /* a projected event: field i is fref[i], nothing to look up (with a projection every field
+           the views read has a cache index, so ec_field never looks one up by hash) */
+        for (size_t i = 0; i < a->nfref; i++)
+            c.f[i] = ev->fields[i].type != LAM_VAL_ABSENT ? &ev->fields[i] : NULL;
+        for (size_t b = 0; b < a->nbuiltin; b++) {
+            unsigned k = a->builtin_kind[b];
+            c.f[a->builtin_fi[b]] = k == 2 ? &ev->type : k == 1 ? &ev->ts : ev->id.type != LAM_VAL_ABSENT ? &ev->id : NULL;
+        }
+        c.have = ~0ULL;
+    }
     /* where results of the first 64 views, shared by the views with the same clause */
     uint64_t wdone = 0, wok = 0;
     /* bucket start per granularity, computed once per event */
@@ -567,7 +618,7 @@ int lam_agg_add_event(lam_agg_t *a, const lam_event_t *ev)
     unsigned floor_have = 0;
     for (size_t vi = 0; vi < a->nviews; vi++) {
         const lam_view_t *v = &a->varr[vi];
-        const agg_view_t *av = &a->av[vi];
+        agg_view_t *av = &a->av[vi];
         if (v->nwhere) {
             uint32_t r = av->wrep;
             int ok;
@@ -590,14 +641,23 @@ int lam_agg_add_event(lam_agg_t *a, const lam_event_t *ev)
             floor_have |= 1u << g;
         }
         int64_t ts = floor_ts[g];
-        const lam_field_t *fs[LAM_VIEW_GROUP_MAX];
-        for (size_t i = 0; i < v->ngroup; i++)
-            fs[i] = ec_field(a, &c, av->gfi[i], &v->group_by[i]);
-        a->key.len = 0;
-        group_key_fields(v, fs, &a->key);
-        if (a->key.cap - a->key.len < 9)
-            lam_buf_reserve(&a->key, 8); /* get_padded reads a word past the key */
-        lam_cell_t *cell = get_padded(a, vi, ts, a->key.data, a->key.len);
+        lam_cell_t *cell;
+        if (!v->ngroup && av->last_off && av->last_ts == ts) {
+            cell = (lam_cell_t *)(a->cells + av->last_off - 1);
+        } else {
+            const lam_field_t *fs[LAM_VIEW_GROUP_MAX];
+            for (size_t i = 0; i < v->ngroup; i++)
+                fs[i] = ec_field(a, &c, av->gfi[i], &v->group_by[i]);
+            a->key.len = 0;
+            group_key_fields(v, fs, &a->key);
+            if (a->key.cap - a->key.len < 9)
+                lam_buf_reserve(&a->key, 8); /* get_padded reads a word past the key */
+            cell = get_padded(a, vi, ts, a->key.data, a->key.len);
+            if (!v->ngroup) {
+                av->last_ts = ts;
+                av->last_off = (size_t)((char *)cell - a->cells) + 1;
+            }
+        }
         cell->count++;
         uint64_t *skipped = a->skipped + a->mbase[vi];
         for (size_t mi = 0; mi < v->nmetrics; mi++) {

@@ -42,6 +42,12 @@ void lam_agg_free(lam_agg_t *agg);
 /** Drop every cell and counter, keeping the allocations for reuse. */
 void lam_agg_reset(lam_agg_t *agg);
 const lam_views_t *lam_agg_views(const lam_agg_t *agg);
+/**
+ * The fields the views read, as a projection for lam_event_parse_projected (owned by the agg);
+ * NULL when there are too many names (parse in full). lam_agg_add_event takes an event parsed
+ * with it without looking its fields up.
+ */
+const lam_event_proj_t *lam_agg_projection(const lam_agg_t *agg);
 
 /**
  * Apply one event to every view: where filter, UTC bucket of ev->ts_ms at the view's

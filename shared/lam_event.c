@@ -163,6 +163,10 @@ static inline __attribute__((always_inline)) int htab_insert(lam_event_t *ev, si
 
 const lam_field_t *lam_event_get(const lam_event_t *ev, const char *name, size_t len)
 {
+    int builtin = (len == 2 && ((name[0] == 'i' && name[1] == 'd') || (name[0] == 't' && name[1] == 's'))) ||
+                  (len == 4 && !memcmp(name, "type", 4));
+    if (ev->proj && !builtin)
+        return lam_event_get_proj(ev, name, len);
     return lam_event_get_h(ev, name, len, lam_event_name_hash(name, len));
 }
 
@@ -239,13 +243,18 @@ static int fast_number(const char *s, size_t n, int64_t *micro)
     return 1;
 }
 
-static void builtin_init(lam_field_t *f, const char *name, size_t len)
+static void builtin_init(lam_field_t *f, const char *name, size_t len, uint32_t hash)
 {
     memset(f, 0, sizeof(*f));
     f->name = name;
     f->name_len = (uint32_t)len;
-    f->hash = lam_event_name_hash(name, len);
+    f->hash = hash;
 }
+
+/* lam_event_name_hash of "id", "ts" and "type" (test_event checks them): every parse sets them. */
+#define HASH_ID LAM_EVENT_HASH_ID
+#define HASH_TS LAM_EVENT_HASH_TS
+#define HASH_TYPE LAM_EVENT_HASH_TYPE
 
 /* Decode the current string token into the arena scratch area (not committed); returns its offset. */
 static size_t decode_tmp(lam_event_t *ev, const lam_json_t *j, size_t *out_len, int *has_nul)
@@ -299,10 +308,11 @@ static void parse_begin(lam_event_t *ev, int64_t now_ms)
     ev->nfields = 0;
     ev->arena_len = 0;
     ev->ts_given = 0;
+    ev->proj = NULL;
     ev->ts_ms = now_ms;
-    builtin_init(&ev->id, "id", 2);
-    builtin_init(&ev->ts, "ts", 2);
-    builtin_init(&ev->type, "type", 4);
+    builtin_init(&ev->id, "id", 2, HASH_ID);
+    builtin_init(&ev->ts, "ts", 2, HASH_TS);
+    builtin_init(&ev->type, "type", 4, HASH_TYPE);
     if (++ev->gen == 0) { /* generation wrapped: forget every stale entry */
         if (ev->htab)
             memset(ev->htab, 0, (ev->hmask + 1) * sizeof(uint64_t));
@@ -668,7 +678,7 @@ static int is_digit(char c)
 }
 
 /* End of the JSON number starting at s[p] (NUL-terminated buffer), or 0 when it is not one. */
-static size_t number_end(const char *s, size_t p)
+static inline __attribute__((always_inline)) size_t number_end(const char *s, size_t p)
 {
     if (s[p] == '-')
         p++;
@@ -697,8 +707,21 @@ static size_t number_end(const char *s, size_t p)
     return p;
 }
 
+/* Length of the literal true/false/null at s (NUL-terminated buffer) with its type in *vt, or 0. */
+static inline size_t literal_len(const char *s, lam_val_type_t *vt)
+{
+    if (s[0] == 't' && s[1] == 'r' && s[2] == 'u' && s[3] == 'e')
+        return *vt = LAM_VAL_TRUE, 4;
+    if (s[0] == 'f' && s[1] == 'a' && s[2] == 'l' && s[3] == 's' && s[4] == 'e')
+        return *vt = LAM_VAL_FALSE, 5;
+    if (s[0] == 'n' && s[1] == 'u' && s[2] == 'l' && s[3] == 'l')
+        return *vt = LAM_VAL_NULL, 4;
+    return 0;
+}
+
 /* ts as a plain non-negative integer (the common case) or an RFC 3339 string; 0 declines. */
-static int fast_ts(lam_event_t *ev, const char *s, size_t *pp, size_t len, size_t *text_len)
+static inline __attribute__((always_inline)) int fast_ts(lam_event_t *ev, const char *s, size_t *pp, size_t len,
+                                                        size_t *text_len)
 {
     size_t p = *pp;
     *text_len = 0;
@@ -713,8 +736,15 @@ static int fast_ts(lam_event_t *ev, const char *s, size_t *pp, size_t len, size_
         size_t st = p;
         int64_t d8 = digits8(s + p); /* s has 8 readable bytes past its NUL */
         if (d8 >= 0) {
-            ms = d8;
-            p += 8;
+            /* epoch ms today has 13 digits: the last 8 of them (digits 5..12) give digits 8..12 */
+            int64_t d8b = digits8(s + p + 5);
+            if (d8b >= 0 && !is_digit(s[p + 13])) {
+                ms = d8 * 100000 + d8b % 100000;
+                p += 13;
+            } else {
+                ms = d8;
+                p += 8;
+            }
         }
         while (is_digit(s[p]) && p - st < 16)
             ms = ms * 10 + (s[p++] - '0');
@@ -862,14 +892,8 @@ int lam_event_parse_fast(lam_event_t *ev, const char *json, size_t len, int64_t 
                 p = e;
             } else {
                 lam_val_type_t vt;
-                size_t vl;
-                if (c == 't' && s[p + 1] == 'r' && s[p + 2] == 'u' && s[p + 3] == 'e')
-                    vt = LAM_VAL_TRUE, vl = 4;
-                else if (c == 'f' && s[p + 1] == 'a' && s[p + 2] == 'l' && s[p + 3] == 's' && s[p + 4] == 'e')
-                    vt = LAM_VAL_FALSE, vl = 5;
-                else if (c == 'n' && s[p + 1] == 'u' && s[p + 2] == 'l' && s[p + 3] == 'l')
-                    vt = LAM_VAL_NULL, vl = 4;
-                else
+                size_t vl = literal_len(s + p, &vt);
+                if (!vl)
                     return 0;
                 f->type = (uint8_t)vt;
                 f->val_off = (uint32_t)p;
@@ -914,6 +938,370 @@ int lam_event_parse(lam_event_t *ev, const char *json, size_t len, int64_t now_m
         return 0;
     return lam_event_parse_general(ev, json, len, now_ms, max_future_ms, errstr, errstr_size);
 }
+
+/* ---- projected scan (the batch recompute: canonical records, only the fields views read) ---- */
+
+#define PROJ_TAB 256 /* slots of the name table: a power of two, at least 4x LAM_EVENT_PROJ_MAX */
+
+struct lam_event_proj {
+    size_t n;
+    char **names; /* NUL-terminated, zero-padded by 8 bytes */
+    size_t *lens;
+    uint32_t *hashes; /* lam_event_name_hash */
+    uint8_t tab[PROJ_TAB]; /* name index + 1 at key_class & (PROJ_TAB - 1), linear probing; 0 = empty */
+};
+
+/*
+ * A cheap class of a key for the scan: its length and first 8 bytes (s is followed by 8 readable
+ * bytes). Keys of one class are told apart by an exact compare.
+ */
+static inline uint32_t key_class(const char *s, size_t len)
+{
+    uint64_t k;
+    memcpy(&k, s, 8);
+    if (len < 8)
+        k &= ~0ULL >> (64 - 8 * len);
+    return (uint32_t)(((k ^ len) * 0x9e3779b97f4a7c15ULL) >> 32);
+}
+
+lam_event_proj_t *lam_event_proj_new(const char *const *names, const size_t *lens, size_t n)
+{
+    if (n > LAM_EVENT_PROJ_MAX)
+        return NULL;
+    lam_event_proj_t *pj = lam_calloc(1, sizeof(*pj));
+    pj->names = lam_calloc(n ? n : 1, sizeof(char *));
+    pj->lens = lam_calloc(n ? n : 1, sizeof(size_t));
+    pj->hashes = lam_calloc(n ? n : 1, sizeof(uint32_t));
+    for (size_t i = 0; i < n; i++) {
+        pj->names[i] = lam_calloc(1, lens[i] + 9);
+        memcpy(pj->names[i], names[i], lens[i]);
+        pj->lens[i] = lens[i];
+        pj->hashes[i] = lam_event_name_hash(names[i], lens[i]);
+        pj->n = i + 1;
+        size_t s = key_class(pj->names[i], lens[i]) & (PROJ_TAB - 1);
+        int bad = lens[i] == 0;
+        while (!bad && pj->tab[s]) {
+            size_t k = pj->tab[s] - 1u;
+            bad = pj->lens[k] == lens[i] && !memcmp(pj->names[k], names[i], lens[i]);
+            s = (s + 1) & (PROJ_TAB - 1);
+        }
+        if (bad) {
+            lam_event_proj_free(pj);
+            return NULL;
+        }
+        pj->tab[s] = (uint8_t)(i + 1);
+    }
+    return pj;
+}
+
+void lam_event_proj_free(lam_event_proj_t *pj)
+{
+    if (!pj)
+        return;
+    for (size_t i = 0; i < pj->n; i++)
+        lam_free(pj->names[i]);
+    lam_free(pj->names);
+    lam_free(pj->lens);
+    lam_free(pj->hashes);
+    lam_free(pj);
+}
+
+size_t lam_event_proj_count(const lam_event_proj_t *pj)
+{
+    return pj ? pj->n : 0;
+}
+
+#if defined(__SSE2__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+/* Index of projected name s[0..len) of class c, or -1. s is followed by 8 readable bytes. */
+static inline int proj_find(const lam_event_proj_t *pj, const char *s, size_t len, uint32_t c)
+{
+    size_t slot = c & (PROJ_TAB - 1);
+    for (;;) {
+        unsigned e = pj->tab[slot];
+        if (!e)
+            return -1;
+        e--;
+        if (pj->lens[e] == len && lam_event_bytes_eq_padded_(pj->names[e], s, len))
+            return (int)e;
+        slot = (slot + 1) & (PROJ_TAB - 1);
+    }
+}
+
+/* Position of the first quote at or after p (qm: one bit per byte, nw words), or SIZE_MAX. */
+static inline size_t next_quote(const uint64_t *qm, size_t nw, size_t p)
+{
+    size_t w = p >> 6;
+    if (w >= nw)
+        return SIZE_MAX;
+    uint64_t m = qm[w] & (~0ULL << (p & 63));
+    while (!m) {
+        if (++w >= nw)
+            return SIZE_MAX;
+        m = qm[w];
+    }
+    return w * 64 + (size_t)__builtin_ctzll(m);
+}
+
+/*
+ * One pass over s[0..len) (followed by 32 zero bytes): every quote's position into qm, and the
+ * result: -1 when a byte is a control character or a backslash (an escape), 1 when some byte is
+ * non-ASCII, else 0.
+ */
+static int scan_quotes_sse2(const char *s, size_t len, uint64_t *qm)
+{
+    const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'), space = _mm_set1_epi8(0x20);
+    unsigned bad = 0, high = 0;
+    for (size_t i = 0; i < len; i += 64) {
+        uint64_t q = 0;
+        for (size_t k = 0; k < 64 && i + k < len; k += 16) {
+            __m128i x = _mm_loadu_si128((const __m128i *)(const void *)(s + i + k));
+            unsigned lt = (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_cmplt_epi8(x, space), _mm_cmpeq_epi8(x, bslash)));
+            unsigned hi = (unsigned)_mm_movemask_epi8(x);
+            if (len - i - k < 16) {
+                unsigned keep = (1u << (len - i - k)) - 1;
+                lt &= keep;
+                hi &= keep;
+            }
+            bad |= lt & ~hi;
+            high |= hi;
+            q |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, quote)) << k;
+        }
+        qm[i >> 6] = q; /* a quote past len is impossible: the bytes there are zero */
+    }
+    return bad ? -1 : high ? 1 : 0;
+}
+
+#ifdef __x86_64__
+#include <immintrin.h>
+__attribute__((target("avx2"))) static int scan_quotes_avx2(const char *s, size_t len, uint64_t *qm)
+{
+    const __m256i quote = _mm256_set1_epi8('"'), bslash = _mm256_set1_epi8('\\'), space = _mm256_set1_epi8(0x20);
+    uint64_t bad = 0, high = 0;
+    for (size_t i = 0; i < len; i += 64) {
+        __m256i x0 = _mm256_loadu_si256((const __m256i *)(const void *)(s + i));
+        __m256i x1 = _mm256_loadu_si256((const __m256i *)(const void *)(s + i + 32));
+        /* as signed bytes, controls and non-ASCII are both < 0x20 */
+        uint64_t lt = (uint32_t)_mm256_movemask_epi8(
+                          _mm256_or_si256(_mm256_cmpgt_epi8(space, x0), _mm256_cmpeq_epi8(x0, bslash))) |
+                      (uint64_t)(uint32_t)_mm256_movemask_epi8(
+                          _mm256_or_si256(_mm256_cmpgt_epi8(space, x1), _mm256_cmpeq_epi8(x1, bslash)))
+                          << 32;
+        uint64_t hi = (uint32_t)_mm256_movemask_epi8(x0) | (uint64_t)(uint32_t)_mm256_movemask_epi8(x1) << 32;
+        if (len - i < 64) {
+            uint64_t keep = (1ULL << (len - i)) - 1;
+            lt &= keep;
+            hi &= keep;
+        }
+        bad |= lt & ~hi;
+        high |= hi;
+        qm[i >> 6] = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(x0, quote)) |
+                     (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(x1, quote)) << 32;
+    }
+    return bad ? -1 : high ? 1 : 0;
+}
+#endif
+
+static int scan_quotes(const char *s, size_t len, uint64_t *qm)
+{
+#ifdef __x86_64__
+    static int avx2 = -1; /* the same value from every thread */
+    if (__builtin_expect(avx2 < 0, 0))
+        __atomic_store_n(&avx2, __builtin_cpu_supports("avx2") ? 1 : 0, __ATOMIC_RELAXED);
+    if (__atomic_load_n(&avx2, __ATOMIC_RELAXED))
+        return scan_quotes_avx2(s, len, qm);
+#endif
+    return scan_quotes_sse2(s, len, qm);
+}
+
+#define PROJ_MAX_LEN 4096 /* longer records take the full parse */
+#define PROJ_MAX_KEYS 64
+
+int lam_event_parse_projected(lam_event_t *ev, const char *json, size_t len, const lam_event_proj_t *pj)
+{
+    uint64_t qm[PROJ_MAX_LEN / 64];
+    if (len < 2 || len > PROJ_MAX_LEN || json[0] != '{' || json[len - 1] != '}')
+        return 0;
+    parse_begin(ev, 0);
+    if (ev->fields_cap < pj->n || !ev->fields_cap) {
+        ev->fields_cap = pj->n > 32 ? pj->n : 32;
+        ev->fields = lam_realloc(ev->fields, ev->fields_cap * sizeof(lam_field_t));
+    }
+    if (!ev->htab)
+        htab_rebuild(ev, 64); /* empty: lam_event_get_h on this event finds no field, never reads NULL */
+    arena_reserve(ev, len + 64); /* + zero bytes: whole-vector loads, padded compares */
+    char *s = ev->arena;
+    memcpy(s, json, len);
+    memset(s + len, 0, 64);
+    ev->arena_len = len + 1;
+
+    /* Every quote ends a string (no escapes), and a valid UTF-8 record makes every string in it valid. */
+    int r = scan_quotes(s, len, qm);
+    if (r < 0 || (r > 0 && !lam_json_utf8_valid(s, len)))
+        return 0;
+    size_t nw = (len + 63) / 64;
+
+    lam_field_t *fields = ev->fields;
+    for (size_t i = 0; i < pj->n; i++)
+        fields[i].type = LAM_VAL_ABSENT;
+    /* every key seen (for duplicates): a 64-bit filter on the class, exact compares on a hit */
+    uint32_t koff[PROJ_MAX_KEYS], klen[PROJ_MAX_KEYS];
+    uint64_t kbits = 0;
+    size_t nkeys = 0;
+    int seen_id = 0, seen_ts = 0, seen_type = 0;
+    size_t canon = 2, ts_off = 0, ts_len = 0, p = 1;
+    for (;;) {
+        if (s[p] != '"')
+            return 0;
+        size_t ks = p + 1, ke = next_quote(qm, nw, ks), kl = ke - ks;
+        if (ke == SIZE_MAX || kl == 0 || s[ks] == '_' || s[ke + 1] != ':')
+            return 0;
+        p = ke + 2;
+        if ((kl == 2 && s[ks] == 't' && s[ks + 1] == 's') || (kl == 2 && s[ks] == 'i' && s[ks + 1] == 'd') ||
+            (kl == 4 && s[ks] == 't' && s[ks + 1] == 'y' && s[ks + 2] == 'p' && s[ks + 3] == 'e')) {
+            if (s[ks + 1] == 's') {
+                ts_off = p;
+                if (seen_ts++ || !fast_ts(ev, s, &p, len, &ts_len) || !ts_len)
+                    return 0;
+            } else {
+                int is_id = s[ks] == 'i';
+                size_t e = s[p] == '"' ? next_quote(qm, nw, p + 1) : SIZE_MAX, vl = e - p - 1;
+                if (e == SIZE_MAX || vl < 1 || vl > 128 || (is_id ? seen_id++ : seen_type++))
+                    return 0;
+                lam_field_t *f = is_id ? &ev->id : &ev->type;
+                s[e] = '\0'; /* the value stays in the copy: nothing reallocates it from here on */
+                f->type = LAM_VAL_STRING;
+                f->val = s + p + 1;
+                f->val_len = (uint32_t)vl;
+                f->canon_plain = 1;
+                canon += (is_id ? 8 : 9) + vl;
+                p = e + 1;
+            }
+        } else {
+            uint32_t kc = key_class(s + ks, kl);
+            uint64_t bit = 1ULL << (kc >> 26);
+            if (kbits & bit) {
+                for (size_t k = 0; k < nkeys; k++)
+                    if (klen[k] == kl && !memcmp(s + koff[k], s + ks, kl))
+                        return 0; /* a duplicate: the full parse names it */
+            }
+            if (nkeys == PROJ_MAX_KEYS)
+                return 0;
+            kbits |= bit;
+            koff[nkeys] = (uint32_t)ks;
+            klen[nkeys++] = (uint32_t)kl;
+            char c = s[p];
+            lam_val_type_t vt;
+            size_t vs = p, vl, term;
+            int64_t micro = 0;
+            if (c == '"') {
+                size_t e = next_quote(qm, nw, p + 1);
+                if (e == SIZE_MAX)
+                    return 0;
+                vt = LAM_VAL_STRING;
+                vs = p + 1;
+                vl = e - p - 1;
+                term = e;
+                canon += 2;
+                p = e + 1;
+            } else if (c == '-' || is_digit(c)) {
+                size_t e = number_end(s, p);
+                if (!e || !fast_number(s + p, e - p, &micro))
+                    return 0;
+                vt = LAM_VAL_NUMBER;
+                vl = e - p;
+                term = e;
+                p = e;
+            } else {
+                if (!(vl = literal_len(s + p, &vt)))
+                    return 0;
+                p += vl;
+                term = p;
+            }
+            canon += 4 + kl + vl;
+            char sep = s[p];
+            if (sep != ',' && (sep != '}' || p + 1 != len))
+                return 0;
+            int pi = proj_find(pj, s + ks, kl, kc);
+            if (pi >= 0) {
+                lam_field_t *f = &fields[pi];
+                f->name = s + ks;
+                f->name_len = (uint32_t)kl;
+                f->hash = pj->hashes[pi]; /* the name is the projection's */
+                f->type = (uint8_t)vt;
+                f->micro_ok = vt == LAM_VAL_NUMBER;
+                f->micro = micro;
+                f->canon_plain = 1;
+                f->val = s + vs;
+                f->val_len = (uint32_t)vl;
+                f->name_off = (uint32_t)ks;
+                f->val_off = (uint32_t)vs;
+                s[ke] = '\0';
+                s[term] = '\0';
+            }
+            if (sep == '}')
+                break;
+            p++;
+            continue;
+        }
+        if (s[p] == ',') {
+            p++;
+            continue;
+        }
+        if (s[p] == '}' && p + 1 == len)
+            break;
+        return 0;
+    }
+    if (!seen_ts || !seen_type)
+        return 0;
+    /* what parse_finish does, for a ts that fast_ts read as canonical in-range digits */
+    ev->ts.type = LAM_VAL_NUMBER;
+    memcpy(ev->ts_buf, s + ts_off, ts_len);
+    ev->ts_buf[ts_len] = '\0';
+    ev->ts.val = ev->ts_buf;
+    ev->ts.val_len = (uint32_t)ts_len;
+    ev->ts.micro_ok = !__builtin_mul_overflow(ev->ts_ms, (int64_t)1000000, &ev->ts.micro);
+    ev->ts.canon_plain = 1;
+    ev->canonical_len = canon + 6 + ts_len;
+    ev->nfields = pj->n;
+    ev->proj = pj; /* lookups go through the projection's table (lam_event_get_proj), not htab */
+    return 1;
+}
+
+const lam_field_t *lam_event_get_proj(const lam_event_t *ev, const char *name, size_t len)
+{
+    const lam_event_proj_t *pj = ev->proj;
+    if (!len)
+        return NULL;
+    char tmp[16] = {0}; /* key_class reads 8 bytes: a short name is padded here */
+    const char *n = name;
+    if (len < 8) {
+        memcpy(tmp, name, len);
+        n = tmp;
+    }
+    size_t slot = key_class(n, len) & (PROJ_TAB - 1);
+    for (;;) {
+        unsigned e = pj->tab[slot];
+        if (!e)
+            return NULL;
+        e--;
+        if (pj->lens[e] == len && !memcmp(pj->names[e], name, len))
+            return ev->fields[e].type != LAM_VAL_ABSENT ? &ev->fields[e] : NULL;
+        slot = (slot + 1) & (PROJ_TAB - 1);
+    }
+}
+#else
+int lam_event_parse_projected(lam_event_t *ev, const char *json, size_t len, const lam_event_proj_t *pj)
+{
+    (void)ev, (void)json, (void)len, (void)pj;
+    return 0;
+}
+
+const lam_field_t *lam_event_get_proj(const lam_event_t *ev, const char *name, size_t len)
+{
+    (void)ev, (void)name, (void)len;
+    return NULL; /* no projected events without the scan */
+}
+#endif
 
 static int field_compare(const char *what, const lam_field_t *a, const lam_field_t *b, char *errstr,
                          size_t errstr_size)
@@ -966,6 +1354,50 @@ int lam_event_compare(const lam_event_t *a, const lam_event_t *b, char *errstr, 
         if (lam_event_get(a, a->fields[i].name, a->fields[i].name_len) != &a->fields[i] ||
             lam_event_get(b, b->fields[i].name, b->fields[i].name_len) != &b->fields[i]) {
             snprintf(errstr, errstr_size, "%s: lookup by name fails", what);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int lam_event_compare_projected(const lam_event_t *p, const lam_event_t *full, char *errstr, size_t errstr_size)
+{
+    const lam_event_proj_t *pj = p->proj;
+    if (!pj || p->nfields != pj->n) {
+        snprintf(errstr, errstr_size, "not a projected event");
+        return -1;
+    }
+    if (p->ts_ms != full->ts_ms || p->ts_given != full->ts_given || p->canonical_len != full->canonical_len) {
+        snprintf(errstr, errstr_size, "ts or canonical_len: %lld/%zu vs %lld/%zu", (long long)p->ts_ms,
+                 p->canonical_len, (long long)full->ts_ms, full->canonical_len);
+        return -1;
+    }
+    if (field_compare("id", &p->id, &full->id, errstr, errstr_size) ||
+        field_compare("ts", &p->ts, &full->ts, errstr, errstr_size) ||
+        field_compare("type", &p->type, &full->type, errstr, errstr_size))
+        return -1;
+    for (size_t i = 0; i < pj->n; i++) {
+        const char *name = pj->names[i];
+        const lam_field_t *want = lam_event_get(full, name, pj->lens[i]), *got = &p->fields[i];
+        int builtin = (pj->lens[i] == 2 && (!memcmp(name, "id", 2) || !memcmp(name, "ts", 2))) ||
+                      (pj->lens[i] == 4 && !memcmp(name, "type", 4));
+        if (builtin)
+            want = NULL; /* the built-ins are compared above; fields[i] stays absent */
+        if (!want) {
+            if (got->type != LAM_VAL_ABSENT) {
+                snprintf(errstr, errstr_size, "%s: present in the projection only", name);
+                return -1;
+            }
+            continue;
+        }
+        if (got->type == LAM_VAL_ABSENT) {
+            snprintf(errstr, errstr_size, "%s: missing from the projection", name);
+            return -1;
+        }
+        if (field_compare(name, got, want, errstr, errstr_size))
+            return -1;
+        if (lam_event_get(p, name, pj->lens[i]) != got) {
+            snprintf(errstr, errstr_size, "%s: lookup by name fails", name);
             return -1;
         }
     }

@@ -56,6 +56,8 @@ typedef struct lam_event {
     lam_field_t *fields;  /* other fields, flattened, in input order */
     size_t nfields;
     size_t canonical_len; /* exact length of lam_event_canonical() output */
+    /* the projection of lam_event_parse_projected (fields[i] is its name i), NULL after a full parse */
+    const struct lam_event_proj *proj;
     /* private */
     size_t fields_cap;
     char *arena;
@@ -100,11 +102,41 @@ int lam_event_parse_general(lam_event_t *ev, const char *json, size_t len, int64
 int lam_event_parse_fast(lam_event_t *ev, const char *json, size_t len, int64_t now_ms, int64_t max_future_ms);
 
 /**
+ * A projection: the field names a consumer reads (views' where, group_by and metric fields).
+ * Names are copied; free with lam_event_proj_free. Returns NULL when n is over LAM_EVENT_PROJ_MAX
+ * or a name is empty or repeated (callers then parse in full).
+ */
+#define LAM_EVENT_PROJ_MAX 64
+typedef struct lam_event_proj lam_event_proj_t;
+lam_event_proj_t *lam_event_proj_new(const char *const *names, const size_t *lens, size_t n);
+void lam_event_proj_free(lam_event_proj_t *pj);
+/** Number of names in the projection. */
+size_t lam_event_proj_count(const lam_event_proj_t *pj);
+
+/**
+ * Parse a record in flat canonical form (what ingest writes: one object without whitespace or
+ * nesting, plain strings) keeping only the projection's fields; every other field is validated and
+ * skipped. Returns 1 when it parsed: lam_event_parse(ev, json, len, 0, -1, ...) would succeed, and
+ * ev's id, ts, type and the projected fields are what it would give (lam_event_get finds them);
+ * ev->nfields is the projection's count, fields[i] is name i (type LAM_VAL_ABSENT when the record
+ * lacks it), ev->proj = pj, and ev is not for lam_event_canonical. Returns 0 when it declined
+ * (any other shape, or an invalid record): lam_event_parse gives the result and the message.
+ */
+int lam_event_parse_projected(lam_event_t *ev, const char *json, size_t len, const lam_event_proj_t *pj);
+
+/**
  * Compare two parsed events field by field (ts, id, type, every field's name, value, type,
  * micro value and hash, canonical_len) and check each field is found by lam_event_get.
  * Returns 0 when identical, else -1 with what differs in errstr. For tests and fuzzing.
  */
 int lam_event_compare(const lam_event_t *a, const lam_event_t *b, char *errstr, size_t errstr_size);
+
+/**
+ * Compare an event of lam_event_parse_projected with the same record parsed in full: ts, id,
+ * type, canonical_len and every projected field (name, value, type, micro value, hash; absent in
+ * both), and each present one found by lam_event_get. 0 or -1 with what differs. For tests/fuzzing.
+ */
+int lam_event_compare_projected(const lam_event_t *p, const lam_event_t *full, char *errstr, size_t errstr_size);
 
 /** Set/replace the id (1..128 bytes, copied). Returns 0 or -1 with a message. */
 int lam_event_set_id(lam_event_t *ev, const char *id, size_t len, char *errstr, size_t errstr_size);
@@ -115,12 +147,19 @@ int lam_event_set_id(lam_event_t *ev, const char *id, size_t len, char *errstr, 
  */
 void lam_event_canonical(const lam_event_t *ev, lam_buf_t *out);
 
+/** lam_event_name_hash of the built-in names "id", "ts" and "type". */
+#define LAM_EVENT_HASH_ID 0x71a5a3b5u
+#define LAM_EVENT_HASH_TS 0xe1f45608u
+#define LAM_EVENT_HASH_TYPE 0x19433ecau
+
 /** Hash used for field names (FNV-1a, 32 bit); views precompute it. */
 uint32_t lam_event_name_hash(const char *name, size_t len);
 
 /**
  * Find a field by flattened name ("geo.cc"); "id", "ts" and "type" return the built-ins.
  * NULL when absent. The pointer is owned by the event. lam_event_get_h takes a precomputed hash.
+ * On an event of lam_event_parse_projected only lam_event_get finds the projected fields
+ * (lam_event_get_h and lam_event_get_padded find the built-ins, other names give NULL).
  */
 const lam_field_t *lam_event_get(const lam_event_t *ev, const char *name, size_t len);
 static inline const lam_field_t *lam_event_get_h(const lam_event_t *ev, const char *name, size_t len,
@@ -162,6 +201,9 @@ static inline __attribute__((always_inline)) int lam_event_bytes_eq_padded_(cons
     return lam_event_bytes_eq_(a, b, n);
 #endif
 }
+
+/** lam_event_get for an event of lam_event_parse_projected (ev->proj set): its projected fields. */
+const lam_field_t *lam_event_get_proj(const lam_event_t *ev, const char *name, size_t len);
 
 static inline __attribute__((always_inline)) const lam_field_t *
 lam_event_get_(const lam_event_t *ev, const char *name, size_t len, uint32_t hash, int padded)

@@ -1,6 +1,7 @@
 /*
  * fuzz_event.c - libFuzzer target: parse an event; the fast path must agree with the general
- * parser; if valid, canonical form must be a fixed point.
+ * parser; if valid, canonical form must be a fixed point; the projected scan (of the input and of
+ * its canonical form) accepts only what lam_event_parse accepts, with the same projected fields.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -9,6 +10,33 @@
 
 #include "lam_event.h"
 #include "lam_json.h"
+
+/* The projected scan of data takes only what lam_event_parse takes, with the same fields. */
+static void check_projected(const char *data, size_t size)
+{
+    static lam_event_proj_t *pj;
+    static lam_event_t ep, ef;
+    if (!pj) {
+        const char *names[] = {"k0", "k1", "url", "user", "price", "geo.cc", "type", "id", "a.b"};
+        size_t lens[sizeof(names) / sizeof(names[0])];
+        for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+            lens[i] = strlen(names[i]);
+        pj = lam_event_proj_new(names, lens, sizeof(names) / sizeof(names[0]));
+        lam_event_init(&ep);
+        lam_event_init(&ef);
+    }
+    if (!lam_event_parse_projected(&ep, data, size, pj))
+        return;
+    char err[256], why[160];
+    if (lam_event_parse(&ef, data, size, 0, -1, err, sizeof(err)) != 0) {
+        fprintf(stderr, "projected scan accepted, lam_event_parse: %s\n", err);
+        abort();
+    }
+    if (lam_event_compare_projected(&ep, &ef, why, sizeof(why))) {
+        fprintf(stderr, "projected scan differs: %s\n", why);
+        abort();
+    }
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -23,6 +51,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     char err[256], errg[256], why[128];
     const int64_t now = 1700000000000LL;
+    check_projected((const char *)data, size);
     /* differential: the fast path accepts only what the general parser accepts, identically */
     int rg = lam_event_parse_general(&evg, (const char *)data, size, now, 86400000, errg, sizeof(errg));
     if (lam_event_parse_fast(&ev, (const char *)data, size, now, 86400000)) {
@@ -62,6 +91,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fprintf(stderr, "canonical form rejected: %s\n", err);
         abort();
     }
+    check_projected(c1.data, c1.len);
     lam_buf_clear(&c2);
     lam_event_canonical(&ev2, &c2);
     if (c1.len != c2.len || memcmp(c1.data, c2.data, c1.len) != 0)

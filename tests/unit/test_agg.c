@@ -596,6 +596,44 @@ static void ref_key(const lam_view_t *v, const lam_event_t *ev, lam_buf_t *out)
     lam_buf_append_char(out, ']');
 }
 
+/* One cell of the reference aggregation the apply tests check lam_agg_add_event against. */
+typedef struct ref_cell {
+    size_t view;
+    int64_t ts;
+    char key[128];
+    size_t key_len;
+    int64_t count, sum;
+    lam_hll_t *h[4]; /* distinct metrics 0..3 */
+} ref_cell_t;
+
+/* The reference cell (view, ts, key) in ref[0..*nref), added (empty, with 4 HLLs) when new. */
+static ref_cell_t *ref_get(ref_cell_t *ref, size_t *nref, size_t max, size_t view, int64_t ts, const lam_buf_t *key)
+{
+    size_t r = 0;
+    while (r < *nref && !(ref[r].view == view && ref[r].ts == ts && ref[r].key_len == key->len &&
+                          memcmp(ref[r].key, key->data, key->len) == 0))
+        r++;
+    if (r == *nref) {
+        assert_true(*nref < max && key->len <= sizeof(ref[r].key));
+        memset(&ref[r], 0, sizeof(ref[r]));
+        ref[r].view = view;
+        ref[r].ts = ts;
+        memcpy(ref[r].key, key->data, key->len);
+        ref[r].key_len = key->len;
+        for (size_t h = 0; h < 4; h++)
+            ref[r].h[h] = lam_hll_new();
+        (*nref)++;
+    }
+    return &ref[r];
+}
+
+static void ref_free(ref_cell_t *ref, size_t nref)
+{
+    for (size_t r = 0; r < nref; r++)
+        for (size_t h = 0; h < 4; h++)
+            lam_hll_free(ref[r].h[h]);
+}
+
 /* lam_agg_add_event against a straightforward reference: group keys, counts and HLL registers
    (six distinct metrics over five fields: more than the per-event hash cache holds). */
 static void test_apply_matches_reference(void **state)
@@ -620,14 +658,7 @@ static void test_apply_matches_reference(void **state)
     lam_event_init(&ev);
     lam_buf_t in = LAM_BUF_INIT, key = LAM_BUF_INIT, rkey = LAM_BUF_INIT;
     enum { MAXREF = 4096 };
-    static struct {
-        size_t view;
-        int64_t ts;
-        char key[128];
-        size_t key_len;
-        int64_t count;
-        lam_hll_t *h[4];
-    } ref[MAXREF];
+    static ref_cell_t ref[MAXREF];
     size_t nref = 0;
     for (int it = 0; it < 3000; it++) {
         lam_buf_clear(&in);
@@ -656,26 +687,12 @@ static void test_apply_matches_reference(void **state)
             ref_key(v, &ev, &rkey);
             if (key.len != rkey.len || memcmp(key.data, rkey.data, key.len) != 0)
                 fail_msg("group key %s, reference %s", key.data, rkey.data);
-            size_t r = 0;
-            while (r < nref && !(ref[r].view == vi && ref[r].ts == ts && ref[r].key_len == key.len &&
-                                 memcmp(ref[r].key, key.data, key.len) == 0))
-                r++;
-            if (r == nref) {
-                assert_true(nref < MAXREF && key.len <= sizeof(ref[r].key));
-                ref[r].view = vi;
-                ref[r].ts = ts;
-                memcpy(ref[r].key, key.data, key.len);
-                ref[r].key_len = key.len;
-                ref[r].count = 0;
-                for (size_t h = 0; h < 4; h++)
-                    ref[r].h[h] = lam_hll_new();
-                nref++;
-            }
-            ref[r].count++;
+            ref_cell_t *rc = ref_get(ref, &nref, MAXREF, vi, ts, &key);
+            rc->count++;
             for (size_t m = 0; m < v->nmetrics; m++) {
                 const lam_field_t *f = lam_event_get(&ev, v->metrics[m].field.name, v->metrics[m].field.len);
                 if (v->metrics[m].kind == LAM_METRIC_DISTINCT && f && f->type != LAM_VAL_NULL)
-                    lam_hll_add(ref[r].h[m], f->val, f->val_len);
+                    lam_hll_add(rc->h[m], f->val, f->val_len);
             }
         }
         assert_int_equal(matched, rmatched);
@@ -696,9 +713,8 @@ static void test_apply_matches_reference(void **state)
             else if (++compared && (!h || !lam_hll_equal(h, ref[r].h[m])))
                 fail_msg("view %zu metric %zu: HLL differs from the reference", ref[r].view, m);
         }
-        for (size_t h = 0; h < 4; h++)
-            lam_hll_free(ref[r].h[h]);
     }
+    ref_free(ref, nref);
     print_message("%zu cells, %zu HLLs compared\n", nref, compared);
     lam_agg_free(a);
     lam_views_free(vs);
@@ -744,13 +760,7 @@ static void test_apply_shared_where(void **state)
     lam_event_init(&ev);
     lam_buf_t in = LAM_BUF_INIT, key = LAM_BUF_INIT;
     enum { MAXREF = 8192 };
-    static struct {
-        size_t view;
-        int64_t ts;
-        char key[64];
-        size_t key_len;
-        int64_t count, sum;
-    } ref[MAXREF];
+    static ref_cell_t ref[MAXREF];
     size_t nref = 0;
     static const char *keys[] = {"", "a", "abcdef", "abcdefg", "abcdefgh", "abcdefghi", "abcdefghijklmno",
                                  "abcdefghijklmnop", "abcdefghijklmnopq"};
@@ -774,25 +784,13 @@ static void test_apply_shared_where(void **state)
             if (!lam_agg_event_cell(v, &ev, &ts, &key))
                 continue;
             rmatched++;
-            size_t r = 0;
-            while (r < nref && !(ref[r].view == vi && ref[r].ts == ts && ref[r].key_len == key.len &&
-                                 memcmp(ref[r].key, key.data, key.len) == 0))
-                r++;
-            if (r == nref) {
-                assert_true(nref < MAXREF && key.len <= sizeof(ref[r].key));
-                memset(&ref[r], 0, sizeof(ref[r]));
-                ref[r].view = vi;
-                ref[r].ts = ts;
-                memcpy(ref[r].key, key.data, key.len);
-                ref[r].key_len = key.len;
-                nref++;
-            }
-            ref[r].count++;
+            ref_cell_t *rc = ref_get(ref, &nref, MAXREF, vi, ts, &key);
+            rc->count++;
             /* the sum of every sum metric of the view (n, or the 70 f fields) */
             for (size_t m = 0; m < v->nmetrics; m++) {
                 const lam_field_t *f = lam_event_get(&ev, v->metrics[m].field.name, v->metrics[m].field.len);
                 if (v->metrics[m].kind == LAM_METRIC_SUM && f && f->type == LAM_VAL_NUMBER)
-                    ref[r].sum += f->micro;
+                    rc->sum += f->micro;
             }
         }
         assert_int_equal(matched, rmatched);
@@ -811,6 +809,9 @@ static void test_apply_shared_where(void **state)
         }
         assert_int_equal(sum, ref[r].sum);
     }
+    ref_free(ref, nref);
+    /* 70 sums and more: too many names for a projection, so the batch parses these in full */
+    assert_null(lam_agg_projection(a));
     lam_agg_free(a);
     lam_views_free(vs);
     lam_event_free(&ev);
@@ -819,11 +820,110 @@ static void test_apply_shared_where(void **state)
     lam_buf_free(&doc);
 }
 
+/*
+ * The batch recompute parses records with lam_event_parse_projected (the views' fields only):
+ * applying those events gives the same cells as applying the full parse, for records in
+ * canonical form and for the ones the projected scan leaves to the full parse.
+ */
+static void apply_projected_vs_full(lam_views_t *vs)
+{
+    char err[256];
+    lam_agg_t *full = lam_agg_new(vs), *proj = lam_agg_new(vs);
+    const lam_event_proj_t *pj = lam_agg_projection(proj);
+    assert_non_null(pj);
+    lam_event_t ev, ep;
+    lam_event_init(&ev);
+    lam_event_init(&ep);
+    lam_buf_t in = LAM_BUF_INIT, canon = LAM_BUF_INIT;
+    static const char *types[] = {"page_view", "purchase", "add_to_cart", "signup", "login"};
+    static const char *vals[] = {"\"a\"", "\"b\"", "\"\\u00e9\"", "\"\xc3\xa9\"", "null", "12.5", "true", "7", "\"q\\\"r\""};
+    int taken = 0, total = 20000;
+    /* twice: the second round after lam_agg_reset (which must forget every cell, also the last
+       cell a view without group_by keeps) */
+    for (int round = 0; round < 2; round++) {
+    if (round) {
+        lam_agg_reset(full);
+        lam_agg_reset(proj);
+        taken = 0;
+    }
+    for (int it = 0; it < total; it++) {
+        lam_buf_clear(&in);
+        lam_buf_printf(&in, "{\"type\":\"%s\",\"ts\":%d", types[lam_test_rand() % 5],
+                       (int)(lam_test_rand() % 345600000));
+        if (lam_test_rand() % 4)
+            lam_buf_printf(&in, ",\"id\":\"id%u\"", (unsigned)(lam_test_rand() % 100000));
+        static const char *names[] = {"url", "user", "item", "price", "qty", "plan", "latency_ms", "other"};
+        for (size_t k = 0; k < 8; k++)
+            if (lam_test_rand() % 3)
+                lam_buf_printf(&in, ",\"%s\":%s", names[k], vals[lam_test_rand() % 9]);
+            else if (lam_test_rand() % 2)
+                lam_buf_printf(&in, ",\"%s\":\"%s%u\"", names[k], names[k], (unsigned)(lam_test_rand() % 40));
+        if (lam_test_rand() % 2)
+            lam_buf_printf(&in, ",\"geo\":{\"cc\":%s}", vals[lam_test_rand() % 9]);
+        lam_buf_append_char(&in, '}');
+        if (lam_event_parse(&ev, in.data, in.len, 0, -1, err, sizeof(err)))
+            fail_msg("%s: %s", in.data, err);
+        lam_buf_clear(&canon);
+        lam_event_canonical(&ev, &canon);
+        int m1 = lam_agg_add_event(full, &ev), m2;
+        if (lam_event_parse_projected(&ep, canon.data, canon.len, pj)) {
+            taken++;
+            m2 = lam_agg_add_event(proj, &ep);
+        } else {
+            if (lam_event_parse(&ep, canon.data, canon.len, 0, -1, err, sizeof(err)))
+                fail_msg("%s: %s", canon.data, err);
+            m2 = lam_agg_add_event(proj, &ep);
+        }
+        assert_int_equal(m1, m2);
+    }
+    assert_true(taken > total / 4 && taken < total); /* both paths ran */
+    assert_aggs_equal(vs, full, proj, 0);
+    }
+    print_message("%d events, %d by the projected scan, %zu cells\n", total, taken, lam_agg_size(full));
+    lam_agg_free(full);
+    lam_agg_free(proj);
+    lam_views_free(vs);
+    lam_event_free(&ev);
+    lam_event_free(&ep);
+    lam_buf_free(&in);
+    lam_buf_free(&canon);
+}
+
+static void test_apply_projected(void **state)
+{
+    (void)state;
+    char err[256];
+    lam_views_t *vs = lam_views_load(lam_test_env("LAM_VIEWS", "shared/views.json"), err, sizeof(err));
+    if (!vs)
+        fail_msg("%s", err);
+    apply_projected_vs_full(vs);
+    /* the built-ins as view fields: where on type, group_by id and type, metrics over ts and id */
+    static const char *doc =
+        "{\"views\":["
+        "{\"name\":\"a\",\"where\":{\"type\":[\"page_view\",\"login\"]},\"group_by\":[\"id\",\"url\"],"
+        "\"granularity\":\"hour\",\"metrics\":[\"count\",\"max:ts\",\"distinct:id\"]},"
+        "{\"name\":\"b\",\"group_by\":[\"type\",\"geo.cc\"],\"granularity\":\"day\","
+        "\"metrics\":[\"min:ts\",\"sum:price\",\"distinct:user\"]},"
+        /* nine where conditions: the ninth is looked up by name (lam_event_get on the projected event) */
+        "{\"name\":\"c\",\"where\":{\"url\":[null,\"a\",\"b\",7,12.5,true,\"url1\",\"url2\",\"url3\"],"
+        "\"user\":[null,\"a\",\"b\",7,12.5,true,\"user1\",\"user2\"],\"item\":[null,\"a\",\"b\",7,12.5,true],"
+        "\"price\":[null,\"a\",\"b\",7,12.5,true],\"qty\":[null,\"a\",\"b\",7,12.5,true],"
+        "\"plan\":[null,\"a\",\"b\",7,12.5,true],\"latency_ms\":[null,\"a\",\"b\",7,12.5,true],"
+        "\"type\":[\"page_view\",\"login\",\"purchase\",\"add_to_cart\",\"signup\"],"
+        "\"other\":[\"a\",\"b\",7,true,\"other1\",\"other2\"]},"
+        "\"granularity\":\"day\",\"metrics\":[\"count\"]}]}";
+    vs = lam_views_parse(doc, strlen(doc), "t", err, sizeof(err));
+    if (!vs)
+        fail_msg("%s", err);
+    apply_projected_vs_full(vs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_micro),          cmocka_unit_test(test_group_key),
         cmocka_unit_test(test_apply_matches_reference), cmocka_unit_test(test_apply_shared_where),
+        cmocka_unit_test(test_apply_projected),
         cmocka_unit_test(test_apply),          cmocka_unit_test(test_overflow),
         cmocka_unit_test(test_merge_property), cmocka_unit_test(test_blob_errors),
         cmocka_unit_test(test_merge_rt_rebuilds_cells),

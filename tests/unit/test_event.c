@@ -676,6 +676,16 @@ static void test_fast_path_cases(void **state)
         {"{\"type\":\"a\",\"ts\":12345678e1}", 0},
         {"{\"type\":\"a\",\"ts\":1234567/}", 0},
         {"{\"type\":\"a\",\"ts\":17000000000000000}", 0}, /* 17 digits */
+        /* 13 digits are read as two overlapping groups of 8 */
+        {"{\"type\":\"a\",\"ts\":1234567890123}", 1},
+        {"{\"type\":\"a\",\"ts\":1234567890123,\"x\":1}", 1},
+        {"{\"type\":\"a\",\"ts\":0234567890123}", 0},
+        {"{\"type\":\"a\",\"ts\":12345678901234}", 0},   /* 14 digits: in the future here */
+        {"{\"type\":\"a\",\"ts\":123456789012345}", 0},  /* 15 digits: in the future here */
+        {"{\"type\":\"a\",\"ts\":999999999999}", 1},     /* 12 */
+        {"{\"type\":\"a\",\"ts\":1234567890123.5}", 0},
+        {"{\"type\":\"a\",\"ts\":1234567890123e1}", 0},
+        {"{\"type\":\"a\",\"ts\":1234567890123}\n", 1},
         {"{\"type\":\"a\",\"id\":\"x\",\"id\":\"y\"}", 0},
         {"{\"ts\":1}", 0},
         {"{\"type\":\"a\"}x", 0},
@@ -697,6 +707,164 @@ static void test_fast_path_cases(void **state)
             fail_msg("%s: differs from the general parser: %s", in, rg ? err : why);
     }
     lam_event_free(&eg);
+}
+
+/* ---- projected scan ---- */
+
+static lam_event_proj_t *test_proj(void)
+{
+    static const char *const names[] = {"k0", "k1", "k3", "k7", "type", "ts", "a.b", "x y", "g.cc",
+                                        "a_rather_long_field_name_that_goes_past_sixty_four_bytes_of_text_in_total"};
+    size_t lens[sizeof(names) / sizeof(names[0])];
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        lens[i] = strlen(names[i]);
+    lam_event_proj_t *pj = lam_event_proj_new(names, lens, sizeof(names) / sizeof(names[0]));
+    assert_non_null(pj);
+    return pj;
+}
+
+/* 1 when the projected scan took in[0..n); fails the test when it differs from the full parse. */
+static int check_projected(const lam_event_proj_t *pj, lam_event_t *ep, lam_event_t *ef, const char *in, size_t n,
+                           unsigned long long seed)
+{
+    char err[256] = "", why[160];
+    int rp = lam_event_parse_projected(ep, in, n, pj);
+    int rf = lam_event_parse(ef, in, n, 0, -1, err, sizeof(err));
+    if (!rp)
+        return 0;
+    if (rf != 0)
+        fail_msg("seed %llu: projected scan accepted what lam_event_parse rejects (%s): %.*s", seed, err, (int)n, in);
+    if (lam_event_compare_projected(ep, ef, why, sizeof(why)))
+        fail_msg("seed %llu: projected scan differs: %s: %.*s", seed, why, (int)n, in);
+    return 1;
+}
+
+/*
+ * Generated corpus, raw and in canonical form, mutated: whatever the projected scan takes,
+ * lam_event_parse takes too, with the same id, ts, type and projected fields; a record it does
+ * not take is left to lam_event_parse (so an invalid record is still counted as one).
+ */
+static void test_projected_differential(void **state)
+{
+    (void)state;
+    unsigned long long seed = lam_test_seed();
+    g_rng = seed * 2654435761ULL + 7;
+    lam_event_proj_t *pj = test_proj();
+    lam_event_t ep, ef;
+    lam_event_init(&ep);
+    lam_event_init(&ef);
+    lam_buf_t in = LAM_BUF_INIT, canon = LAM_BUF_INIT;
+    char err[256];
+    int total = 100000, canonical = 0, took = 0, took_canonical = 0;
+    for (int it = 0; it < total; it++) {
+        lam_buf_clear(&in);
+        d_object(&in, 0);
+        took += check_projected(pj, &ep, &ef, in.data, in.len, seed);
+        if (lam_event_parse(&ef, in.data, in.len, 0, -1, err, sizeof(err)) != 0)
+            continue;
+        lam_buf_clear(&canon);
+        lam_event_canonical(&ef, &canon);
+        canonical++;
+        int t = check_projected(pj, &ep, &ef, canon.data, canon.len, seed);
+        took_canonical += t;
+        took += t;
+        /* the canonical record mutated: a byte replaced, cut short, a field repeated */
+        unsigned m = rnd_below(4);
+        if (m == 0) {
+            canon.data[rnd_below((unsigned)canon.len)] = (char)rnd_below(256);
+        } else if (m == 1) {
+            canon.len = rnd_below((unsigned)canon.len);
+        } else if (m == 2 && canon.len > 2) {
+            canon.len--; /* the closing brace */
+            lam_buf_printf(&canon, ",\"k%u\":%u}", rnd_below(12), rnd_below(3));
+        } else {
+            lam_buf_printf(&canon, "%s", PICK(d_ws));
+        }
+        took += check_projected(pj, &ep, &ef, canon.data, canon.len, seed);
+    }
+    /* the projected scan takes most canonical records (this corpus is rich in escapes, exponents and
+       negative ts, which it leaves to the full parse) */
+    if (canonical < total / 20 || took_canonical * 4 < canonical * 3)
+        fail_msg("seed %llu: %d canonical records, the projected scan took %d", seed, canonical, took_canonical);
+    print_message("projected: %d inputs (+ canonical + mutated), %d canonical, %d taken\n", total, canonical, took);
+    lam_event_proj_free(pj);
+    lam_event_free(&ep);
+    lam_event_free(&ef);
+    lam_buf_free(&in);
+    lam_buf_free(&canon);
+}
+
+/* Hand-picked records on both sides of every decision of the projected scan. */
+static void test_projected_cases(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in;
+        int took;
+    } cases[] = {
+        {"{\"id\":\"a\",\"ts\":1700000000000,\"type\":\"page_view\",\"k0\":\"x\",\"k1\":-1.5,\"k2\":true,\"k3\":null}", 1},
+        {"{\"ts\":1700000000000,\"type\":\"t\",\"g.cc\":\"TH\",\"k9\":\"skipped\"}", 1}, /* no id */
+        {"{\"type\":\"t\",\"ts\":1700000000000,\"k0\":1}", 1},                          /* any order */
+        {"{\"ts\":1700000000000,\"type\":\"t\",\"k0\":\"\xc3\xa9t\xc3\xa9\",\"k9\":\"\xe2\x82\xac\"}", 1},
+        {"{\"ts\":1700000000000,\"type\":\"t\",\"k0\":\"\xc3\"}", 0},           /* invalid UTF-8 */
+        {"{\"ts\":1700000000000,\"type\":\"t\",\"k9\":\"\xed\xa0\x80\"}", 0},   /* surrogate, skipped field */
+        {"{\"ts\":1700000000000,\"type\":\"t\",\"k9\":\"a\\nb\"}", 0},          /* escape */
+        {"{\"ts\":1700000000000,\"type\":\"t\",\"k9\":\"a\tb\"}", 0},           /* control character */
+        {"{\"ts\":1700000000000,\"type\":\"t\",\"k9\":1,\"k9\":2}", 0},         /* duplicate, not projected */
+        {"{\"ts\":1700000000000,\"type\":\"t\",\"k0\":1,\"k0\":2}", 0},         /* duplicate, projected */
+        {"{\"ts\":1700000000000,\"type\":\"t\",\"type\":\"u\"}", 0},
+        {"{\"ts\":1700000000000,\"ts\":1700000000000,\"type\":\"t\"}", 0},
+        {"{\"ts\":1700000000000,\"type\":\"t\",\"_k\":1}", 0},
+        {"{\"ts\":1700000000000,\"type\":\"t\",\"\":1}", 0},
+        {"{\"ts\":1700000000000,\"type\":\"t\",\"g\":{\"cc\":\"TH\"}}", 0},     /* nested: the full parse */
+        {"{\"ts\":1700000000000,\"type\":\"t\",\"k0\":[1]}", 0},
+        {"{\"ts\":1700000000000,\"type\":\"t\",\"k9\":1.50}", 0},               /* not canonical */
+        {"{\"ts\":1700000000000,\"type\":\"t\",\"k9\":01}", 0},
+        {"{\"ts\":1700000000000,\"type\":\"t\",\"k9\":1e3}", 0},
+        {"{\"ts\":1700000000000,\"type\":\"t\",\"k9\":tru}", 0},
+        {"{\"ts\":1700000000000,\"type\":\"t\",\"k0\":1 }", 0},                 /* whitespace */
+        {"{\"ts\":1700000000000,\"type\":\"t\",\"k0\":1}}", 0},
+        {"{\"ts\":1700000000000,\"type\":\"t\",\"k0\":\"x}", 0},
+        {"{\"ts\":1700000000000,\"type\":\"t\",\"k0\"}", 0},
+        {"{\"ts\":1700000000000,\"type\":\"t\",}", 0},
+        {"{\"ts\":1700000000000}", 0},                                            /* no type */
+        {"{\"type\":\"t\"}", 0},                                                  /* no ts: the full parse */
+        {"{\"ts\":\"2023-11-14T22:13:20Z\",\"type\":\"t\"}", 0},
+        {"{\"ts\":-5,\"type\":\"t\"}", 0},
+        {"{\"ts\":1700000000000,\"type\":\"\"}", 0},
+        {"{\"ts\":1700000000000,\"type\":1}", 0},
+        {"{\"ts\":1700000000000,\"type\":\"t\",\"id\":\"\"}", 0},
+        {"{}", 0},
+    };
+    lam_event_proj_t *pj = test_proj();
+    lam_event_t ep, ef;
+    lam_event_init(&ep);
+    lam_event_init(&ef);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int took = check_projected(pj, &ep, &ef, cases[i].in, strlen(cases[i].in), 0);
+        if (took != cases[i].took)
+            fail_msg("%s: projected scan %d, want %d", cases[i].in, took, cases[i].took);
+    }
+    /* a long record (past the scan's limit) goes to the full parse */
+    lam_buf_t big = LAM_BUF_INIT;
+    lam_buf_append_str(&big, "{\"ts\":1700000000000,\"type\":\"t\",\"k9\":\"");
+    for (int i = 0; i < 5000; i++)
+        lam_buf_append_char(&big, 'x');
+    lam_buf_append_str(&big, "\"}");
+    assert_int_equal(check_projected(pj, &ep, &ef, big.data, big.len, 0), 0);
+    lam_buf_free(&big);
+    /* every parse sets the built-ins' hashes from constants */
+    assert_int_equal(lam_event_name_hash("id", 2), LAM_EVENT_HASH_ID);
+    assert_int_equal(lam_event_name_hash("ts", 2), LAM_EVENT_HASH_TS);
+    assert_int_equal(lam_event_name_hash("type", 4), LAM_EVENT_HASH_TYPE);
+    /* the projection refuses empty and repeated names */
+    const char *dup[] = {"a", "a"}, *empty[] = {""};
+    size_t dlen[] = {1, 1}, elen[] = {0};
+    assert_null(lam_event_proj_new(dup, dlen, 2));
+    assert_null(lam_event_proj_new(empty, elen, 1));
+    lam_event_proj_free(pj);
+    lam_event_free(&ep);
+    lam_event_free(&ef);
 }
 
 /* ---- lam_uuid ---- */
@@ -771,6 +939,8 @@ int main(void)
         cmocka_unit_test(test_canonical_fixed_point_random),
         cmocka_unit_test(test_fast_path_differential),
         cmocka_unit_test(test_fast_path_cases),
+        cmocka_unit_test(test_projected_differential),
+        cmocka_unit_test(test_projected_cases),
         cmocka_unit_test(test_uuid7),
         cmocka_unit_test(test_uuid7_threads),
     };
