@@ -131,6 +131,11 @@ static void consume(speed_ctx_t *ctx)
         } else {
             n = rd_kafka_consume_batch_queue(q, timeout, msgs, room);
         }
+        uint64_t nbytes = 0;
+        for (ssize_t i = 0; i < n; i++)
+            nbytes += msgs[i]->len;
+        if (n > 0)
+            speed_kafka_note_sizes(ctx, nbytes, (uint64_t)n);
         if (n <= 0)
             speed_batch_complete(ctx); /* idle: the pending batch's counters should not wait for the next one */
         for (ssize_t i = 0; i < n; i++) {
@@ -172,6 +177,7 @@ int main(int argc, char **argv)
     speed_stats_init(&ctx.stats);
     lam_event_init(&ctx.ev);
     speed_dedup_init(&ctx);
+    pthread_mutex_init(&ctx.kick_lock, NULL);
 
     char err[512];
     ctx.views = lam_views_load(ctx.cfg.common.views_path, err, sizeof(err));
@@ -227,6 +233,7 @@ int main(int argc, char **argv)
         return 1;
     }
     atomic_store(&ctx.kafka_ok, lam_kafka_ping(ctx.consumer, 2000, err, sizeof(err)) == 0);
+    speed_kafka_kicker_start(&ctx);
     lam_info("msg=started addr=%s:%d group=%s topic=%s batch_max=%" PRId64 " batch_ms=%" PRId64, ctx.cfg.addr.host,
              ctx.cfg.addr.port, ctx.cfg.group, ctx.cfg.common.kafka_topic, ctx.cfg.batch_max, ctx.cfg.batch_ms);
 

@@ -138,7 +138,7 @@ typedef struct speed_hist {
 /** Counters and gauges; written by the consumer thread, read by the HTTP thread under lock. */
 typedef struct speed_stats {
     pthread_mutex_t lock;
-    uint64_t events, poison, duplicates, skipped_old, markers, batches, script_errors, resyncs;
+    uint64_t events, poison, duplicates, skipped_old, markers, batches, script_errors, resyncs, fetch_kicks;
     double events_per_s;
     speed_hist_t batch_size, batch_write_s, batch_age_s;
     /* per partition snapshots (copied from ctx->parts every second) */
@@ -163,6 +163,16 @@ typedef struct speed_ctx {
     speed_part_t *parts;
     int nparts;
     int need_resync; /* Redis was lost or a write was refused: re-read offsets and seek */
+
+    /* the fetch kicker (README "Prefetch"): a thread that wakes librdkafka's fetcher once the consumer queue drained */
+    pthread_t kick_thread;
+    int kick_running;
+    atomic_int kick_stop;
+    pthread_mutex_t kick_lock;                   /* guards kick_parts */
+    rd_kafka_topic_partition_list_t *kick_parts; /* the assigned partitions (NULL: none) */
+    atomic_llong rec_bytes_avg;                  /* average record size seen by the consumer thread */
+    uint64_t rec_bytes, rec_count;               /* consumer thread: what rec_bytes_avg is computed from */
+    int64_t prefetch_bytes, prefetch_msgs;       /* queued.max.messages.kbytes in bytes, queued.min.messages */
 
     /* the micro-batch being collected */
     speed_rec_t *recs;
@@ -371,6 +381,10 @@ int speed_kafka_resync(speed_ctx_t *ctx);
 void speed_kafka_pause(speed_ctx_t *ctx);
 /** Refresh per-partition lag from the cached high watermarks. */
 void speed_kafka_update_lag(speed_ctx_t *ctx);
+/** Start the fetch kicker thread (README "Prefetch"); speed_kafka_destroy stops it. */
+void speed_kafka_kicker_start(speed_ctx_t *ctx);
+/** Record sizes for the kicker's estimate of the prefetch queue's capacity in records (consumer thread). */
+void speed_kafka_note_sizes(speed_ctx_t *ctx, uint64_t bytes, uint64_t count);
 /** Commit the stored offsets to Kafka (asynchronously, for lag tools only). */
 void speed_kafka_commit(speed_ctx_t *ctx);
 void speed_kafka_destroy(speed_ctx_t *ctx);
