@@ -64,10 +64,9 @@ static void periodic(speed_ctx_t *ctx, int64_t *last_events, int64_t *last_tick,
     if (now - *last_ping >= 2000) {
         /* One slow metadata answer on a busy machine is not an outage: unhealthy after two
          * failed pings in a row (>= 2 s apart), healthy again at the first answer. */
-        static int failed_pings;
         int ok = lam_kafka_ping(ctx->consumer, 500, err, sizeof(err)) == 0;
-        failed_pings = ok ? 0 : failed_pings + 1;
-        if (!ok && failed_pings < 2)
+        ctx->failed_pings = ok ? 0 : ctx->failed_pings + 1;
+        if (!ok && ctx->failed_pings < 2)
             ok = atomic_load(&ctx->kafka_ok);
         if (ok != atomic_load(&ctx->kafka_ok)) {
             if (ok)
