@@ -11,7 +11,7 @@
 #include "lam_time.h"
 #include "speed.h"
 
-#define BLOOM_K 11              /* bits per id, all in one 512-bit block (one cache line): ~0.1 % false hits */
+#define BLOOM_K 11              /* hash functions: ~0.05 % false hits at 16 bits per id */
 #define BLOOM_BITS_PER_ID 16    /* the same memory as 10 (sizes are rounded up to a power of two) */
 #define BLOOM_FIRST_IDS 65536   /* ids of a slot's first filter; each further one is twice as large ... */
 #define BLOOM_MAX_IDS 524288    /* ... up to this (1 MB): 2M ids take 5 MB of filters, not 8 (the last one half empty) */
@@ -121,16 +121,14 @@ void speed_dedup_free(speed_ctx_t *ctx)
 
 /* ---- Bloom filters, one or more per (session, slot) (nbits 0: over budget, every id may be in it) ---- */
 
-/* Blocked Bloom filter: h1 picks a 512-bit block, h2 and h3 the BLOOM_K bits in it (one cache miss per filter). */
 static int bloom_has(const speed_bloom_t *b, uint64_t h1, uint64_t h2)
 {
     if (!b->nbits)
         return 1;
-    const uint64_t *w = b->bits + (size_t)(h1 & ((b->nbits >> 9) - 1)) * 8;
-    uint64_t h3 = lam_mix64(h2) | 1;
+    size_t mask = b->nbits - 1;
     for (int i = 0; i < BLOOM_K; i++) {
-        unsigned bit = (unsigned)((h2 + (uint64_t)i * h3) >> 55);
-        if (!(w[bit >> 6] & (1ULL << (bit & 63))))
+        size_t bit = (size_t)(h1 + (uint64_t)i * h2) & mask;
+        if (!(b->bits[bit >> 6] & (1ULL << (bit & 63))))
             return 0;
     }
     return 1;
@@ -138,11 +136,10 @@ static int bloom_has(const speed_bloom_t *b, uint64_t h1, uint64_t h2)
 
 static void bloom_set(speed_bloom_t *b, uint64_t h1, uint64_t h2)
 {
-    uint64_t *w = b->bits + (size_t)(h1 & ((b->nbits >> 9) - 1)) * 8;
-    uint64_t h3 = lam_mix64(h2) | 1;
+    size_t mask = b->nbits - 1;
     for (int i = 0; i < BLOOM_K; i++) {
-        unsigned bit = (unsigned)((h2 + (uint64_t)i * h3) >> 55);
-        w[bit >> 6] |= 1ULL << (bit & 63);
+        size_t bit = (size_t)(h1 + (uint64_t)i * h2) & mask;
+        b->bits[bit >> 6] |= 1ULL << (bit & 63);
     }
 }
 
@@ -243,7 +240,7 @@ int speed_dedup_add(speed_ctx_t *ctx, const char *token, int64_t slot, const cha
             ctx->blooms = lam_realloc(ctx->blooms, ctx->blooms_cap * sizeof(*ctx->blooms));
         }
         b = &ctx->blooms[ctx->nblooms++];
-        size_t cap = last_cap ? 2 * last_cap : BLOOM_FIRST_IDS, nbits = 512;
+        size_t cap = last_cap ? 2 * last_cap : BLOOM_FIRST_IDS, nbits = 64;
         if (cap > BLOOM_MAX_IDS)
             cap = BLOOM_MAX_IDS;
         while (nbits < cap * BLOOM_BITS_PER_ID)
