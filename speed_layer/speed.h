@@ -23,7 +23,7 @@
 #define SPEED_PREFETCH_KB "4096" /* librdkafka queued.max.messages.kbytes (README "Prefetch": with the fetch kicker 4 MB no longer starves) */
 #endif
 #ifndef SPEED_FETCH_MAX_BYTES
-#define SPEED_FETCH_MAX_BYTES "4194304" /* librdkafka fetch.max.bytes: a response buffer lives while any of its records does */
+#define SPEED_FETCH_MAX_BYTES "1048576" /* librdkafka fetch.max.bytes: an lz4 response decompresses to several times this (README "Prefetch") */
 #endif
 #define SPEED_NO_OFFSET (-1)        /* partition has no offset stored in Redis: start at the beginning */
 
