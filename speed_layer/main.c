@@ -64,10 +64,9 @@ static void periodic(speed_ctx_t *ctx, int64_t *last_events, int64_t *last_tick,
     if (now - *last_ping >= 2000) {
         /* One slow metadata answer on a busy machine is not an outage: unhealthy after two
          * failed pings in a row (>= 2 s apart), healthy again at the first answer. */
-        static int failed_pings;
         int ok = lam_kafka_ping(ctx->consumer, 500, err, sizeof(err)) == 0;
-        failed_pings = ok ? 0 : failed_pings + 1;
-        if (!ok && failed_pings < 2)
+        ctx->failed_pings = ok ? 0 : ctx->failed_pings + 1;
+        if (!ok && ctx->failed_pings < 2)
             ok = atomic_load(&ctx->kafka_ok);
         if (ok != atomic_load(&ctx->kafka_ok)) {
             if (ok)
@@ -131,6 +130,11 @@ static void consume(speed_ctx_t *ctx)
         } else {
             n = rd_kafka_consume_batch_queue(q, timeout, msgs, room);
         }
+        uint64_t nbytes = 0;
+        for (ssize_t i = 0; i < n; i++)
+            nbytes += msgs[i]->len;
+        if (n > 0)
+            speed_kafka_note_sizes(ctx, nbytes, (uint64_t)n);
         if (n <= 0)
             speed_batch_complete(ctx); /* idle: the pending batch's counters should not wait for the next one */
         for (ssize_t i = 0; i < n; i++) {
@@ -172,6 +176,7 @@ int main(int argc, char **argv)
     speed_stats_init(&ctx.stats);
     lam_event_init(&ctx.ev);
     speed_dedup_init(&ctx);
+    pthread_mutex_init(&ctx.kick_lock, NULL);
 
     char err[512];
     ctx.views = lam_views_load(ctx.cfg.common.views_path, err, sizeof(err));
@@ -227,6 +232,7 @@ int main(int argc, char **argv)
         return 1;
     }
     atomic_store(&ctx.kafka_ok, lam_kafka_ping(ctx.consumer, 2000, err, sizeof(err)) == 0);
+    speed_kafka_kicker_start(&ctx);
     lam_info("msg=started addr=%s:%d group=%s topic=%s batch_max=%" PRId64 " batch_ms=%" PRId64, ctx.cfg.addr.host,
              ctx.cfg.addr.port, ctx.cfg.group, ctx.cfg.common.kafka_topic, ctx.cfg.batch_max, ctx.cfg.batch_ms);
 

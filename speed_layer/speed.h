@@ -20,10 +20,10 @@
 #define SPEED_REDIS_TIMEOUT_MS 5000 /* connect and command timeout */
 #define SPEED_REFRESH_MS 3600000  /* EXPIRE of a real-time key is renewed at most this often */
 #ifndef SPEED_PREFETCH_KB
-#define SPEED_PREFETCH_KB "16384" /* librdkafka queued.max.messages.kbytes (README "Prefetch") */
+#define SPEED_PREFETCH_KB "4096" /* librdkafka queued.max.messages.kbytes (README "Prefetch": with the fetch kicker 4 MB no longer starves) */
 #endif
 #ifndef SPEED_FETCH_MAX_BYTES
-#define SPEED_FETCH_MAX_BYTES "4194304" /* librdkafka fetch.max.bytes: a response buffer lives while any of its records does */
+#define SPEED_FETCH_MAX_BYTES "1048576" /* librdkafka fetch.max.bytes: an lz4 response decompresses to several times this (README "Prefetch") */
 #endif
 #define SPEED_NO_OFFSET (-1)        /* partition has no offset stored in Redis: start at the beginning */
 
@@ -47,6 +47,13 @@ typedef struct speed_part {
     int64_t lag;    /* high watermark - stored, refreshed every second (-1 unknown) */
 } speed_part_t;
 
+/** Arguments of one command: their bytes one after the other, (offset, length) pairs in off. */
+typedef struct speed_argv {
+    lam_buf_t bytes;
+    size_t *off;
+    size_t n, cap;
+} speed_argv_t;
+
 /** One aggregation state per epoch present in the micro-batch (reset and reused). */
 typedef struct speed_epoch_agg {
     int64_t epoch;
@@ -64,9 +71,13 @@ typedef enum speed_rec_kind {
     SPEED_REC_STALE /* partition not ours any more / before the expected offset */
 } speed_rec_kind_t;
 
+/** A record of the micro-batch: its bytes are copied into ctx->payloads and the Kafka message destroyed at once. */
 typedef struct speed_rec {
-    rd_kafka_message_t *msg;
-    int64_t offset; /* msg's, copied while it is in cache (the dedup record is written from here) */
+    size_t pay_off, pay_len; /* payload in ctx->payloads */
+    size_t cut_off, cut_len; /* value of the lam-cut header in ctx->payloads */
+    uint8_t has_payload;     /* 0: the message had no payload (poison) */
+    uint8_t cut;             /* 0 no lam-cut header, 1 with a value, 2 without one (poison) */
+    int64_t offset;
     int32_t partition;
     int64_t epoch;
     size_t id_off, id_len; /* decoded id in batch.ids (id_len 0: no id) */
@@ -138,7 +149,7 @@ typedef struct speed_hist {
 /** Counters and gauges; written by the consumer thread, read by the HTTP thread under lock. */
 typedef struct speed_stats {
     pthread_mutex_t lock;
-    uint64_t events, poison, duplicates, skipped_old, markers, batches, script_errors, resyncs;
+    uint64_t events, poison, duplicates, skipped_old, markers, batches, script_errors, resyncs, fetch_kicks;
     double events_per_s;
     speed_hist_t batch_size, batch_write_s, batch_age_s;
     /* per partition snapshots (copied from ctx->parts every second) */
@@ -157,6 +168,7 @@ typedef struct speed_ctx {
     redisContext *redis;
     lam_http_server_t *http;
     atomic_int kafka_ok;
+    int failed_pings; /* Kafka metadata requests failed in a row (unhealthy from 2) */
     atomic_int redis_ok;
 
     /* partitions of the topic, indexed by partition number */
@@ -164,19 +176,28 @@ typedef struct speed_ctx {
     int nparts;
     int need_resync; /* Redis was lost or a write was refused: re-read offsets and seek */
 
+    /* the fetch kicker (README "Prefetch"): a thread that wakes librdkafka's fetcher once the consumer queue drained */
+    pthread_t kick_thread;
+    int kick_running;
+    atomic_int kick_stop;
+    pthread_mutex_t kick_lock;                   /* guards kick_parts */
+    rd_kafka_topic_partition_list_t *kick_parts; /* the assigned partitions (NULL: none) */
+    atomic_llong rec_bytes_avg;                  /* average record size seen by the consumer thread */
+    uint64_t rec_bytes, rec_count;               /* consumer thread: what rec_bytes_avg is computed from */
+    int64_t prefetch_bytes, prefetch_msgs;       /* queued.max.messages.kbytes in bytes, queued.min.messages */
+
     /* the micro-batch being collected */
     speed_rec_t *recs;
     size_t nrecs;
     int64_t batch_start_ms;
     lam_buf_t ids; /* decoded ids of the batch */
+    lam_buf_t payloads; /* the records' payloads and lam-cut values (README "Prefetch": no fetch buffer is held) */
 
     /* reused per flush */
     speed_epoch_agg_t *aggs;
     size_t naggs, aggs_cap;
     lam_event_t ev;
-    lam_buf_t args;     /* argument bytes of the script call */
-    size_t *arg_off;    /* (offset, length) pairs into args */
-    size_t nargs, args_cap;
+    speed_argv_t args; /* arguments of the script call */
     lam_buf_t kbuf, kbuf2, fbuf; /* key and field scratch */
     lam_buf_t dkeys;             /* dedup: shard keys to read, NUL-terminated */
     uint32_t *dorder;            /* dedup: counted records ordered by shard */
@@ -332,6 +353,11 @@ int speed_redis_recv_batch(speed_ctx_t *ctx, size_t ntx);
 /** HINCRBY/HSET the stats summary. 0 or -1. */
 int speed_redis_push_stats(speed_ctx_t *ctx);
 
+/** Append one argument (binary safe). */
+void speed_argv_add(speed_argv_t *a, const void *data, size_t len);
+void speed_argv_clear(speed_argv_t *a);
+void speed_argv_free(speed_argv_t *a);
+
 /** RESP formatting: `*argc`, then one bulk string per argument (begin clears b, cmd appends). */
 void speed_resp_begin(lam_buf_t *b, size_t argc);
 void speed_resp_cmd(lam_buf_t *b, size_t argc);
@@ -342,7 +368,7 @@ extern const char speed_script_lua[];
 extern const char speed_fence_lua[];
 
 /* speed_apply.c */
-/** Append one record to the batch (takes ownership of msg). */
+/** Append one record to the batch: its payload and lam-cut header are copied, msg is destroyed. */
 void speed_batch_add(speed_ctx_t *ctx, rd_kafka_message_t *msg);
 /**
  * Aggregate the micro-batch and send its transaction; it stays pending (its replies unread) while
@@ -355,7 +381,7 @@ int speed_batch_flush(speed_ctx_t *ctx);
 int speed_batch_complete(speed_ctx_t *ctx);
 /** Flush, then complete: everything in hand written and confirmed (revoke, shutdown). */
 int speed_batch_sync(speed_ctx_t *ctx);
-/** Destroy the batch's messages without writing. */
+/** Forget the batch's records without writing. */
 void speed_batch_drop(speed_ctx_t *ctx);
 void speed_apply_free(speed_ctx_t *ctx);
 /** Forget which keys were refreshed recently (after a Redis reconnect or resync: Redis may have lost them). */
@@ -371,6 +397,10 @@ int speed_kafka_resync(speed_ctx_t *ctx);
 void speed_kafka_pause(speed_ctx_t *ctx);
 /** Refresh per-partition lag from the cached high watermarks. */
 void speed_kafka_update_lag(speed_ctx_t *ctx);
+/** Start the fetch kicker thread (README "Prefetch"); speed_kafka_destroy stops it. */
+void speed_kafka_kicker_start(speed_ctx_t *ctx);
+/** Record sizes for the kicker's estimate of the prefetch queue's capacity in records (consumer thread). */
+void speed_kafka_note_sizes(speed_ctx_t *ctx, uint64_t bytes, uint64_t count);
 /** Commit the stored offsets to Kafka (asynchronously, for lag tools only). */
 void speed_kafka_commit(speed_ctx_t *ctx);
 void speed_kafka_destroy(speed_ctx_t *ctx);

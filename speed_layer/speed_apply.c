@@ -28,16 +28,33 @@ void speed_batch_add(speed_ctx_t *ctx, rd_kafka_message_t *msg)
 {
     if (ctx->nrecs == 0) {
         ctx->batch_start_ms = lam_now_mono_ms();
+        lam_buf_clear(&ctx->payloads);
         if (!ctx->recs)
             ctx->recs = lam_calloc((size_t)ctx->cfg.batch_max, sizeof(*ctx->recs));
     }
-    ctx->recs[ctx->nrecs++] = (speed_rec_t){.msg = msg, .offset = (int64_t)msg->offset, .partition = msg->partition};
+    speed_rec_t *r = &ctx->recs[ctx->nrecs++];
+    *r = (speed_rec_t){.offset = (int64_t)msg->offset, .partition = msg->partition};
+    rd_kafka_headers_t *h;
+    const void *hv;
+    size_t hlen;
+    if (rd_kafka_message_headers(msg, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        rd_kafka_header_get_last(h, LAM_CUT_HEADER, &hv, &hlen) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        r->cut = hv ? 1 : 2;
+        r->cut_off = ctx->payloads.len;
+        r->cut_len = hv ? hlen : 0;
+        if (hv)
+            lam_buf_append(&ctx->payloads, hv, hlen);
+    }
+    r->has_payload = msg->payload != NULL;
+    r->pay_off = ctx->payloads.len;
+    r->pay_len = msg->payload ? msg->len : 0;
+    if (msg->payload)
+        lam_buf_append(&ctx->payloads, msg->payload, msg->len);
+    rd_kafka_message_destroy(msg); /* its fetch buffer is freed once no record of it is held */
 }
 
 void speed_batch_drop(speed_ctx_t *ctx)
 {
-    for (size_t i = 0; i < ctx->nrecs; i++)
-        rd_kafka_message_destroy(ctx->recs[i].msg);
     ctx->nrecs = 0;
 }
 
@@ -50,13 +67,13 @@ void speed_apply_free(speed_ctx_t *ctx)
     lam_free(ctx->aggs);
     lam_event_free(&ctx->ev);
     lam_buf_free(&ctx->ids);
-    lam_buf_free(&ctx->args);
+    lam_buf_free(&ctx->payloads);
+    speed_argv_free(&ctx->args);
     lam_buf_free(&ctx->kbuf);
     lam_buf_free(&ctx->kbuf2);
     lam_buf_free(&ctx->fbuf);
     lam_buf_free(&ctx->dkeys);
     lam_free(ctx->dorder);
-    lam_free(ctx->arg_off);
     lam_free(ctx->idset);
     lam_free(ctx->idset_h);
     lam_free(ctx->hcells);
@@ -265,18 +282,11 @@ static void ops_emit(speed_ctx_t *ctx)
     }
 }
 
-/* ---- script arguments: bytes in ctx->args, (offset, length) pairs in ctx->arg_off ---- */
+/* ---- script arguments: ctx->args ---- */
 
 static void arg_add(speed_ctx_t *ctx, const void *data, size_t len)
 {
-    if (ctx->nargs == ctx->args_cap) {
-        ctx->args_cap = ctx->args_cap ? 2 * ctx->args_cap : 4096;
-        ctx->arg_off = lam_realloc(ctx->arg_off, 2 * ctx->args_cap * sizeof(size_t));
-    }
-    ctx->arg_off[2 * ctx->nargs] = ctx->args.len;
-    ctx->arg_off[2 * ctx->nargs + 1] = len;
-    ctx->nargs++;
-    lam_buf_append(&ctx->args, data, len);
+    speed_argv_add(&ctx->args, data, len);
 }
 
 /* Decimal of v ending at end (no snprintf: this runs a few times per event). */
@@ -426,7 +436,7 @@ static int seen_in_batch(speed_ctx_t *ctx, uint32_t ri)
     }
 }
 
-static void log_poison(speed_ctx_t *ctx, const rd_kafka_message_t *m, const char *why)
+static void log_poison(speed_ctx_t *ctx, const speed_rec_t *r, const char *why)
 {
     int64_t now = lam_now_mono_ms();
     if (now - ctx->last_poison_log_ms < 1000) {
@@ -434,13 +444,13 @@ static void log_poison(speed_ctx_t *ctx, const rd_kafka_message_t *m, const char
         return;
     }
     char excerpt[80];
-    lam_json_quote_excerpt(excerpt, sizeof(excerpt), m->payload ? m->payload : "", m->payload ? m->len : 0);
+    lam_json_quote_excerpt(excerpt, sizeof(excerpt), ctx->payloads.data ? ctx->payloads.data + r->pay_off : "", r->pay_len);
     for (char *p = excerpt; *p; p++)
         if (*p == '"')
             *p = '\'';
     lam_warn("msg=\"skipping poison record\" partition=%d offset=%" PRId64 " error=\"%s\" record=\"%s\""
              " suppressed=%" PRIu64,
-             (int)m->partition, (int64_t)m->offset, why, excerpt, ctx->poison_log_suppressed);
+             (int)r->partition, r->offset, why, excerpt, ctx->poison_log_suppressed);
     ctx->last_poison_log_ms = now;
     ctx->poison_log_suppressed = 0;
 }
@@ -594,7 +604,6 @@ static void apply_records(speed_ctx_t *ctx, batch_counts_t *cnt, int checked)
     char err[256];
     for (size_t i = 0; i < ctx->nrecs; i++) {
         speed_rec_t *r = &ctx->recs[i];
-        rd_kafka_message_t *m = r->msg;
         if (r->check != checked)
             continue;
         switch (r->kind) {
@@ -616,9 +625,10 @@ static void apply_records(speed_ctx_t *ctx, batch_counts_t *cnt, int checked)
             break;
         }
         const char *why = NULL;
-        if (!m->payload || m->len == 0) {
+        if (!r->has_payload || r->pay_len == 0) {
             why = "empty record";
-        } else if (lam_event_parse(&ctx->ev, m->payload, m->len, now, -1, err, sizeof(err)) < 0) {
+        } else if (lam_event_parse(&ctx->ev, ctx->payloads.data + r->pay_off, r->pay_len, now, -1, err, sizeof(err)) <
+                   0) {
             why = err;
         } else if (!ctx->ev.ts_given) {
             why = "not canonical: no ts";
@@ -630,7 +640,7 @@ static void apply_records(speed_ctx_t *ctx, batch_counts_t *cnt, int checked)
         if (why) {
             r->kind = SPEED_REC_POISON;
             cnt->poison++;
-            log_poison(ctx, m, why);
+            log_poison(ctx, r, why);
             continue;
         }
         lam_agg_add_event(epoch_agg(ctx, r->epoch), &ctx->ev);
@@ -780,8 +790,7 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
     lam_buf_clear(&ctx->xkeys);
     ctx->nxkeys = 0;
     lam_buf_clear(&ctx->ids);
-    lam_buf_clear(&ctx->args);
-    ctx->nargs = 0;
+    speed_argv_clear(&ctx->args);
     for (int p = 0; p < ctx->nparts; p++)
         pw[p] = (part_work_t){ctx->parts[p].epoch, ctx->parts[p].stored, 0};
     size_t need = 16;
@@ -800,24 +809,19 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
     size_t nlookup = 0;
     for (size_t i = 0; i < ctx->nrecs; i++) {
         speed_rec_t *r = &ctx->recs[i];
-        rd_kafka_message_t *m = r->msg;
-        int p = m->partition;
+        int p = r->partition;
         r->id_len = 0;
         if (p >= ctx->nparts || !ctx->parts[p].assigned) {
             r->kind = SPEED_REC_STALE;
             continue;
         }
         pw[p].touched = 1;
-        pw[p].next = m->offset + 1;
-        rd_kafka_headers_t *h;
-        const void *hv;
-        size_t hlen;
-        if (rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-            rd_kafka_header_get_last(h, LAM_CUT_HEADER, &hv, &hlen) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        pw[p].next = r->offset + 1;
+        if (r->cut) {
             int64_t k;
-            if (!hv || parse_run(hv, hlen, &k) < 0) {
+            if (r->cut == 2 || parse_run(ctx->payloads.data + r->cut_off, r->cut_len, &k) < 0) {
                 r->kind = SPEED_REC_POISON;
-                log_poison(ctx, m, "bad lam-cut header");
+                log_poison(ctx, r, "bad lam-cut header");
                 continue;
             }
             r->kind = SPEED_REC_MARKER;
@@ -830,9 +834,9 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
             continue;
         }
         r->kind = SPEED_REC_EVENT;
-        if (!m->payload)
+        if (!r->has_payload)
             continue; /* poison, found in pass 2 */
-        int f = extract_id(ctx, m->payload, m->len, &r->id_off, &r->id_len);
+        int f = extract_id(ctx, ctx->payloads.data + r->pay_off, r->pay_len, &r->id_off, &r->id_len);
         if (f <= 0) {
             r->id_len = 0;
             continue; /* no id (pass 2 decides whether it is an event at all) */
@@ -1158,7 +1162,7 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
             tx_str(ctx, SPEED_TAIL_MAXLEN);
             tx_str(ctx, "*");
             tx_str(ctx, "event");
-            tx_arg(ctx, ctx->recs[i].msg->payload, ctx->recs[i].msg->len);
+            tx_arg(ctx, ctx->payloads.data + ctx->recs[i].pay_off, ctx->recs[i].pay_len);
         }
     return 0;
 }

@@ -13,7 +13,8 @@
 
 #define BLOOM_K 11              /* hash functions: ~0.05 % false hits at 16 bits per id */
 #define BLOOM_BITS_PER_ID 16    /* the same memory as 10 (sizes are rounded up to a power of two) */
-#define BLOOM_FIRST_IDS 65536   /* ids of a slot's first filter; each further one is twice as large */
+#define BLOOM_FIRST_IDS 65536   /* ids of a slot's first filter; each further one is twice as large ... */
+#define BLOOM_MAX_IDS 524288    /* ... up to this (1 MB): 2M ids take 5 MB of filters, not 8 (the last one half empty) */
 
 int64_t dedup_slot_seconds(const speed_ctx_t *ctx)
 {
@@ -133,6 +134,15 @@ static int bloom_has(const speed_bloom_t *b, uint64_t h1, uint64_t h2)
     return 1;
 }
 
+static void bloom_set(speed_bloom_t *b, uint64_t h1, uint64_t h2)
+{
+    size_t mask = b->nbits - 1;
+    for (int i = 0; i < BLOOM_K; i++) {
+        size_t bit = (size_t)(h1 + (uint64_t)i * h2) & mask;
+        b->bits[bit >> 6] |= 1ULL << (bit & 63);
+    }
+}
+
 static void id_hashes(const char *id, size_t len, uint64_t *h1, uint64_t *h2)
 {
     *h1 = lam_hll_hash(id, len);
@@ -231,6 +241,8 @@ int speed_dedup_add(speed_ctx_t *ctx, const char *token, int64_t slot, const cha
         }
         b = &ctx->blooms[ctx->nblooms++];
         size_t cap = last_cap ? 2 * last_cap : BLOOM_FIRST_IDS, nbits = 64;
+        if (cap > BLOOM_MAX_IDS)
+            cap = BLOOM_MAX_IDS;
         while (nbits < cap * BLOOM_BITS_PER_ID)
             nbits *= 2;
         *b = (speed_bloom_t){.slot = slot, .cap = cap};
@@ -245,11 +257,7 @@ int speed_dedup_add(speed_ctx_t *ctx, const char *token, int64_t slot, const cha
     }
     uint64_t h1, h2;
     id_hashes(id, len, &h1, &h2);
-    size_t mask = b->nbits - 1;
-    for (int i = 0; i < BLOOM_K; i++) {
-        size_t bit = (size_t)(h1 + (uint64_t)i * h2) & mask;
-        b->bits[bit >> 6] |= 1ULL << (bit & 63);
-    }
+    bloom_set(b, h1, h2);
     b->n++;
     return 1;
 }

@@ -58,6 +58,9 @@ static void render_metrics(speed_ctx_t *ctx, lam_buf_t *out)
     counter(out, "lam_speed_batches_total", "micro-batches written", s->batches);
     counter(out, "lam_speed_script_errors_total", "micro-batch script errors", s->script_errors);
     counter(out, "lam_speed_resyncs_total", "resumptions from the offsets stored in Redis", s->resyncs);
+    counter(out, "lam_speed_fetch_kicks_total",
+            "requests sent to wake librdkafka's fetcher after the prefetch queue drained (README Prefetch)",
+            s->fetch_kicks);
     lam_buf_printf(out, "# HELP lam_speed_events_per_second events applied per second (last second)\n"
                         "# TYPE lam_speed_events_per_second gauge\nlam_speed_events_per_second %.0f\n",
                    s->events_per_s);

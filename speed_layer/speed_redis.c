@@ -327,8 +327,8 @@ int speed_redis_dedup_lookup(speed_ctx_t *ctx, size_t nkeys, const char **keys, 
             const redisReply *v = r->element[e++];
             if (v->type != REDIS_REPLY_STRING)
                 continue; /* not in this slot */
-            const rd_kafka_message_t *msg = ctx->recs[which[i]].msg;
-            int hl = snprintf(here, sizeof(here), "%d:%" PRId64, (int)msg->partition, (int64_t)msg->offset);
+            const speed_rec_t *rec = &ctx->recs[which[i]];
+            int hl = snprintf(here, sizeof(here), "%d:%" PRId64, (int)rec->partition, rec->offset);
             if ((size_t)hl != v->len || memcmp(here, v->str, (size_t)hl))
                 found[i] = 1; /* first counted elsewhere (equal: our own batch, replayed) */
         }
@@ -401,38 +401,45 @@ static void load_record(speed_ctx_t *ctx, void *opaque, size_t i, const char *v,
                  token);
 }
 
-/* One record string of another session as HSET arguments (field id, value "partition:offset"). */
-typedef struct conv {
-    lam_buf_t bytes;
-    size_t *off; /* (offset, length) pairs into bytes */
-    size_t n, cap;
-} conv_t;
-
-static void conv_arg(conv_t *c, const char *data, size_t len)
+void speed_argv_add(speed_argv_t *a, const void *data, size_t len)
 {
-    if (c->n == c->cap) {
-        c->cap = c->cap ? 2 * c->cap : 1024;
-        c->off = lam_realloc(c->off, 2 * c->cap * sizeof(size_t));
+    if (a->n == a->cap) {
+        a->cap = a->cap ? 2 * a->cap : 1024;
+        a->off = lam_realloc(a->off, 2 * a->cap * sizeof(size_t));
     }
-    c->off[2 * c->n] = c->bytes.len;
-    c->off[2 * c->n + 1] = len;
-    c->n++;
-    lam_buf_append(&c->bytes, data, len);
+    a->off[2 * a->n] = a->bytes.len;
+    a->off[2 * a->n + 1] = len;
+    a->n++;
+    lam_buf_append(&a->bytes, data, len);
 }
 
+void speed_argv_clear(speed_argv_t *a)
+{
+    lam_buf_clear(&a->bytes);
+    a->n = 0;
+}
+
+void speed_argv_free(speed_argv_t *a)
+{
+    lam_buf_free(&a->bytes);
+    lam_free(a->off);
+    *a = (speed_argv_t){LAM_BUF_INIT, NULL, 0, 0};
+}
+
+/* One record string of another session as HSET arguments (field id, value "partition:offset"). */
 static void conv_record(speed_ctx_t *ctx, void *opaque, size_t i, const char *v, size_t len)
 {
     (void)ctx;
     (void)i;
-    conv_t *c = opaque;
+    speed_argv_t *c = opaque;
     const char *p = v, *end = v + len, *id;
     size_t idlen;
     int64_t part, off;
     while (speed_dedup_entry_next(&p, end, &id, &idlen, &part, &off) == 1) {
         char pos[48];
         int n = snprintf(pos, sizeof(pos), "%" PRId64 ":%" PRId64, part, off);
-        conv_arg(c, id, idlen);
-        conv_arg(c, pos, (size_t)n);
+        speed_argv_add(c, id, idlen);
+        speed_argv_add(c, pos, (size_t)n);
     }
 }
 
@@ -457,13 +464,12 @@ static int convert_to_hash(speed_ctx_t *ctx, const char *token, int64_t slot)
     }
     if (t)
         freeReplyObject(t);
-    conv_t c = {LAM_BUF_INIT, NULL, 0, 0};
+    speed_argv_t c = {LAM_BUF_INIT, NULL, 0, 0};
     for (unsigned sh = 0; rc == 0 && sh < SPEED_DEDUP_SHARDS; sh++) {
         speed_dedup_shard_key(&sk, slot, token, sh);
-        lam_buf_clear(&c.bytes);
-        c.n = 0;
-        conv_arg(&c, "HSET", 4);
-        conv_arg(&c, hk.data, hk.len);
+        speed_argv_clear(&c);
+        speed_argv_add(&c, "HSET", 4);
+        speed_argv_add(&c, hk.data, hk.len);
         rc = speed_redis_get_each(ctx, 1, sk.data, conv_record, &c);
         if (rc < 0 || c.n == 2)
             continue;
@@ -496,8 +502,7 @@ static int convert_to_hash(speed_ctx_t *ctx, const char *token, int64_t slot)
         lam_warn("msg=\"dedup filters over budget: another session's slot is looked up in its slot hash\" slot=%" PRId64
                  " session=%s", slot, token);
     }
-    lam_free(c.off);
-    lam_buf_free(&c.bytes);
+    speed_argv_free(&c);
     lam_buf_free(&hk);
     lam_buf_free(&sk);
     return rc;
@@ -665,12 +670,12 @@ int speed_redis_send_batch(speed_ctx_t *ctx)
     }
     speed_resp_cmd(b, 1);
     speed_resp_arg(b, "MULTI", 5);
-    speed_resp_cmd(b, ctx->nargs + 3);
+    speed_resp_cmd(b, ctx->args.n + 3);
     speed_resp_arg(b, "EVAL", 4);
     speed_resp_arg(b, speed_script_lua, strlen(speed_script_lua));
     speed_resp_arg(b, "0", 1);
-    for (size_t i = 0; i < ctx->nargs; i++)
-        speed_resp_arg(b, ctx->args.data + ctx->arg_off[2 * i], ctx->arg_off[2 * i + 1]);
+    for (size_t i = 0; i < ctx->args.n; i++)
+        speed_resp_arg(b, ctx->args.bytes.data + ctx->args.off[2 * i], ctx->args.off[2 * i + 1]);
     lam_buf_t *e = &ctx->resp2;
     speed_resp_begin(e, 1);
     speed_resp_arg(e, "EXEC", 4);
