@@ -10,45 +10,23 @@
 #include <zstd.h>
 
 #include "batch.h"
+#include "lam_crc.h"
 #include "lam_mem.h"
 
 /* ---- crc32c (Castagnoli): SSE4.2 where the CPU has it, else slicing-by-8 tables built once ---- */
 
-static uint32_t crc_tab[8][256];
+static lam_crc_tab_t crc_tab;
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 
 static void crc_init(void)
 {
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++)
-            c = (c & 1) ? (c >> 1) ^ 0x82F63B78U : c >> 1;
-        crc_tab[0][i] = c;
-    }
-    for (uint32_t i = 0; i < 256; i++)
-        for (int t = 1; t < 8; t++)
-            crc_tab[t][i] = (crc_tab[t - 1][i] >> 8) ^ crc_tab[0][crc_tab[t - 1][i] & 0xff];
+    lam_crc_tab_init(&crc_tab, LAM_CRC32C_POLY);
 }
 
 uint32_t batch_crc32c_portable(uint32_t crc, const void *data, size_t len)
 {
     pthread_once(&crc_once, crc_init);
-    const uint8_t *p = data;
-    crc = ~crc;
-    while (len >= 8) {
-        uint32_t lo, hi;
-        memcpy(&lo, p, 4);
-        memcpy(&hi, p + 4, 4);
-        lo ^= crc;
-        crc = crc_tab[7][lo & 0xff] ^ crc_tab[6][(lo >> 8) & 0xff] ^ crc_tab[5][(lo >> 16) & 0xff] ^
-              crc_tab[4][lo >> 24] ^ crc_tab[3][hi & 0xff] ^ crc_tab[2][(hi >> 8) & 0xff] ^
-              crc_tab[1][(hi >> 16) & 0xff] ^ crc_tab[0][hi >> 24];
-        p += 8;
-        len -= 8;
-    }
-    while (len--)
-        crc = (crc >> 8) ^ crc_tab[0][(crc ^ *p++) & 0xff];
-    return ~crc;
+    return lam_crc(&crc_tab, crc, data, len);
 }
 
 #if defined(__x86_64__)

@@ -4,6 +4,7 @@
 #include <time.h>
 
 #include "ingest.h"
+#include "lam_crc.h"
 #include "lam_kafka.h"
 #include "lam_log.h"
 #include "lam_mem.h"
@@ -22,41 +23,18 @@ static int64_t mono_us(void)
 /* CRC-32 slice-by-8: ids are hashed once per event to pick their partition (and steered ids are
  * tried against up to 256 endings), and zlib's crc32_z, which librdkafka's partitioner calls,
  * spent ~120 ns on a 36-byte id (4 % of ingest's CPU on 100-event requests). */
-static uint32_t crc_tab[8][256];
+static lam_crc_tab_t crc_tab;
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 
 static void crc_init(void)
 {
-    for (uint32_t n = 0; n < 256; n++) {
-        uint32_t c = n;
-        for (int k = 0; k < 8; k++)
-            c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
-        crc_tab[0][n] = c;
-    }
-    for (uint32_t n = 0; n < 256; n++)
-        for (int t = 1; t < 8; t++)
-            crc_tab[t][n] = crc_tab[0][crc_tab[t - 1][n] & 0xff] ^ (crc_tab[t - 1][n] >> 8);
+    lam_crc_tab_init(&crc_tab, LAM_CRC32_POLY);
 }
 
 uint32_t ingest_crc32(uint32_t crc, const void *buf, size_t len)
 {
     pthread_once(&crc_once, crc_init);
-    const unsigned char *p = buf;
-    crc = ~crc;
-    while (len >= 8) {
-        uint32_t lo, hi;
-        memcpy(&lo, p, 4);
-        memcpy(&hi, p + 4, 4);
-        lo ^= crc; /* little-endian (x86, arm64) */
-        crc = crc_tab[7][lo & 0xff] ^ crc_tab[6][(lo >> 8) & 0xff] ^ crc_tab[5][(lo >> 16) & 0xff] ^
-              crc_tab[4][lo >> 24] ^ crc_tab[3][hi & 0xff] ^ crc_tab[2][(hi >> 8) & 0xff] ^
-              crc_tab[1][(hi >> 16) & 0xff] ^ crc_tab[0][hi >> 24];
-        p += 8;
-        len -= 8;
-    }
-    while (len--)
-        crc = crc_tab[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
-    return ~crc;
+    return lam_crc(&crc_tab, crc, buf, len);
 }
 
 /* 1 when ingest_partition_of() agrees with librdkafka's consistent_random partitioner on sample
