@@ -9,6 +9,7 @@
 
 #include "lam_buf.h"
 #include "lam_config.h"
+#include "lam_crc.h"
 #include "lam_http.h"
 #include "lam_view.h"
 
@@ -87,8 +88,7 @@ typedef struct batch_seg_reader {
 
 /** crc32c (Castagnoli) continued from crc (0 to start): hardware when the CPU has SSE4.2. */
 uint32_t batch_crc32c(uint32_t crc, const void *data, size_t len);
-/** The same with tables only (any CPU); batch_crc32c_hw() says whether batch_crc32c uses hardware. */
-uint32_t batch_crc32c_portable(uint32_t crc, const void *data, size_t len);
+/** Whether batch_crc32c uses hardware; else it is lam_crc32c_sw (tables, any CPU). */
 int batch_crc32c_hw(void);
 
 void batch_manifest_init(batch_manifest_t *m);

@@ -10,24 +10,9 @@
 #include <zstd.h>
 
 #include "batch.h"
-#include "lam_crc.h"
 #include "lam_mem.h"
 
 /* ---- crc32c (Castagnoli): SSE4.2 where the CPU has it, else slicing-by-8 tables built once ---- */
-
-static lam_crc_tab_t crc_tab;
-static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
-
-static void crc_init(void)
-{
-    lam_crc_tab_init(&crc_tab, LAM_CRC32C_POLY);
-}
-
-uint32_t batch_crc32c_portable(uint32_t crc, const void *data, size_t len)
-{
-    pthread_once(&crc_once, crc_init);
-    return lam_crc(&crc_tab, crc, data, len);
-}
 
 #if defined(__x86_64__)
 /* The SSE4.2 crc32 instruction computes exactly crc32c, 8 bytes per instruction. */
@@ -58,7 +43,7 @@ uint32_t batch_crc32c(uint32_t crc, const void *data, size_t len)
     static int hw = -1; /* same answer from every thread: a benign race */
     if (hw < 0)
         hw = batch_crc32c_hw();
-    return hw ? crc32c_sse42(crc, data, len) : batch_crc32c_portable(crc, data, len);
+    return hw ? crc32c_sse42(crc, data, len) : lam_crc32c_sw(crc, data, len);
 }
 #else
 int batch_crc32c_hw(void)
@@ -68,7 +53,7 @@ int batch_crc32c_hw(void)
 
 uint32_t batch_crc32c(uint32_t crc, const void *data, size_t len)
 {
-    return batch_crc32c_portable(crc, data, len);
+    return lam_crc32c_sw(crc, data, len);
 }
 #endif
 

@@ -120,12 +120,12 @@ static void steer_id(parse_state_t *st, char id[LAM_UUID_LEN + 1])
     int32_t target = (int32_t)(((uint64_t)(st->now_ms / ID_WINDOW_MS) + st->ngen++ / ID_RUN) % (uint64_t)st->np);
     static const char hex[] = "0123456789abcdef";
     unsigned orig = (unsigned)(strchr(hex, id[34]) - hex) << 4 | (unsigned)(strchr(hex, id[35]) - hex);
-    uint32_t prefix = ingest_crc32(0, id, 34); /* the CRC continues over the two chars tried */
+    uint32_t prefix = lam_crc32(0, id, 34); /* the CRC continues over the two chars tried */
     for (unsigned k = 0; k < 256; k++) {
         unsigned v = (orig + k) & 0xff;
         id[34] = hex[v >> 4];
         id[35] = hex[v & 15];
-        if ((int32_t)(ingest_crc32(prefix, id + 34, 2) % (uint32_t)st->np) == target) {
+        if ((int32_t)(lam_crc32(prefix, id + 34, 2) % (uint32_t)st->np) == target) {
             st->part = target;
             return;
         }

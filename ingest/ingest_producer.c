@@ -4,7 +4,6 @@
 #include <time.h>
 
 #include "ingest.h"
-#include "lam_crc.h"
 #include "lam_kafka.h"
 #include "lam_log.h"
 #include "lam_mem.h"
@@ -18,23 +17,6 @@ static int64_t mono_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-/* CRC-32 slice-by-8: ids are hashed once per event to pick their partition (and steered ids are
- * tried against up to 256 endings), and zlib's crc32_z, which librdkafka's partitioner calls,
- * spent ~120 ns on a 36-byte id (4 % of ingest's CPU on 100-event requests). */
-static lam_crc_tab_t crc_tab;
-static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
-
-static void crc_init(void)
-{
-    lam_crc_tab_init(&crc_tab, LAM_CRC32_POLY);
-}
-
-uint32_t ingest_crc32(uint32_t crc, const void *buf, size_t len)
-{
-    pthread_once(&crc_once, crc_init);
-    return lam_crc(&crc_tab, crc, buf, len);
 }
 
 /* 1 when ingest_partition_of() agrees with librdkafka's consistent_random partitioner on sample

@@ -1,21 +1,19 @@
-/* lam_crc.h - table-driven CRC-32 (slicing-by-8) for any reflected polynomial. */
+/* lam_crc.h - table-driven CRC-32 (slicing-by-8) for the two polynomials lam uses. */
 #ifndef LAM_CRC_H
 #define LAM_CRC_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#define LAM_CRC32_POLY 0xEDB88320u  /* CRC-32 (ISO-HDLC): zlib's crc32(), Kafka's key partitioning */
-#define LAM_CRC32C_POLY 0x82F63B78u /* CRC-32C (Castagnoli): the master dataset's checksums */
+/*
+ * Both continue from crc (0 to start): f(f(0, a), b) is the CRC of a followed by b. The tables
+ * (8 KB each) are built on first use, once, from any thread.
+ */
 
-typedef struct {
-    uint32_t t[8][256];
-} lam_crc_tab_t;
+/** CRC-32 (ISO-HDLC): zlib's crc32(), the hash of librdkafka's consistent_random partitioner. */
+uint32_t lam_crc32(uint32_t crc, const void *data, size_t len);
 
-/** Fill tab for the reflected polynomial poly (LAM_CRC32_POLY, LAM_CRC32C_POLY). */
-void lam_crc_tab_init(lam_crc_tab_t *tab, uint32_t poly);
-
-/** CRC of data[0..len) continued from crc (0 to start): lam_crc(t, lam_crc(t, 0, a), b) is the CRC of a then b. */
-uint32_t lam_crc(const lam_crc_tab_t *tab, uint32_t crc, const void *data, size_t len);
+/** CRC-32C (Castagnoli), tables only: the master dataset's checksums (batch_crc32c uses SSE4.2 when it can). */
+uint32_t lam_crc32c_sw(uint32_t crc, const void *data, size_t len);
 
 #endif
