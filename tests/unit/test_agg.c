@@ -634,6 +634,57 @@ static void ref_free(ref_cell_t *ref, size_t nref)
             lam_hll_free(ref[r].h[h]);
 }
 
+/* A test's own part of the reference for one view the event falls in (key: lam_agg_event_cell's). */
+typedef void ref_metrics_fn(const lam_view_t *v, const lam_event_t *ev, const lam_buf_t *key, ref_cell_t *rc);
+
+/* ev into a (lam_agg_add_event) and into the reference: each view on its own through
+   lam_agg_event_cell, its cell counted and handed to fn; both must match the same views. */
+static void ref_apply(lam_agg_t *a, const lam_views_t *vs, const lam_event_t *ev, ref_cell_t *ref, size_t *nref,
+                      size_t max, ref_metrics_fn *fn)
+{
+    lam_buf_t key = LAM_BUF_INIT;
+    int matched = lam_agg_add_event(a, ev), rmatched = 0;
+    for (size_t vi = 0; vi < lam_views_count(vs); vi++) {
+        const lam_view_t *v = lam_views_get(vs, vi);
+        int64_t ts;
+        lam_buf_clear(&key);
+        if (!lam_agg_event_cell(v, ev, &ts, &key))
+            continue;
+        rmatched++;
+        ref_cell_t *rc = ref_get(ref, nref, max, vi, ts, &key);
+        rc->count++;
+        fn(v, ev, &key, rc);
+    }
+    lam_buf_free(&key);
+    assert_int_equal(matched, rmatched);
+}
+
+/* test_apply_matches_reference's part: the group key against ref_key, HLLs of the distinct fields. */
+static void ref_key_and_hlls(const lam_view_t *v, const lam_event_t *ev, const lam_buf_t *key, ref_cell_t *rc)
+{
+    lam_buf_t rkey = LAM_BUF_INIT;
+    ref_key(v, ev, &rkey);
+    if (key->len != rkey.len || memcmp(key->data, rkey.data, key->len) != 0)
+        fail_msg("group key %s, reference %s", key->data, rkey.data);
+    lam_buf_free(&rkey);
+    for (size_t m = 0; m < v->nmetrics; m++) {
+        const lam_field_t *f = lam_event_get(ev, v->metrics[m].field.name, v->metrics[m].field.len);
+        if (v->metrics[m].kind == LAM_METRIC_DISTINCT && f && f->type != LAM_VAL_NULL)
+            lam_hll_add(rc->h[m], f->val, f->val_len);
+    }
+}
+
+/* test_apply_shared_where's part: the sum of every sum metric of the view (n, or the 70 f fields). */
+static void ref_sums(const lam_view_t *v, const lam_event_t *ev, const lam_buf_t *key, ref_cell_t *rc)
+{
+    (void)key;
+    for (size_t m = 0; m < v->nmetrics; m++) {
+        const lam_field_t *f = lam_event_get(ev, v->metrics[m].field.name, v->metrics[m].field.len);
+        if (v->metrics[m].kind == LAM_METRIC_SUM && f && f->type == LAM_VAL_NUMBER)
+            rc->sum += f->micro;
+    }
+}
+
 /* lam_agg_add_event against a straightforward reference: group keys, counts and HLL registers
    (six distinct metrics over five fields: more than the per-event hash cache holds). */
 static void test_apply_matches_reference(void **state)
@@ -656,7 +707,7 @@ static void test_apply_matches_reference(void **state)
     lam_agg_t *a = lam_agg_new(vs);
     lam_event_t ev;
     lam_event_init(&ev);
-    lam_buf_t in = LAM_BUF_INIT, key = LAM_BUF_INIT, rkey = LAM_BUF_INIT;
+    lam_buf_t in = LAM_BUF_INIT;
     enum { MAXREF = 4096 };
     static ref_cell_t ref[MAXREF];
     size_t nref = 0;
@@ -675,27 +726,7 @@ static void test_apply_matches_reference(void **state)
         lam_buf_append_char(&in, '}');
         if (lam_event_parse(&ev, in.data, in.len, 0, -1, err, sizeof(err)))
             fail_msg("%s: %s", in.data, err);
-        int matched = lam_agg_add_event(a, &ev), rmatched = 0;
-        for (size_t vi = 0; vi < lam_views_count(vs); vi++) {
-            const lam_view_t *v = lam_views_get(vs, vi);
-            int64_t ts;
-            lam_buf_clear(&key);
-            lam_buf_clear(&rkey);
-            if (!lam_agg_event_cell(v, &ev, &ts, &key))
-                continue;
-            rmatched++;
-            ref_key(v, &ev, &rkey);
-            if (key.len != rkey.len || memcmp(key.data, rkey.data, key.len) != 0)
-                fail_msg("group key %s, reference %s", key.data, rkey.data);
-            ref_cell_t *rc = ref_get(ref, &nref, MAXREF, vi, ts, &key);
-            rc->count++;
-            for (size_t m = 0; m < v->nmetrics; m++) {
-                const lam_field_t *f = lam_event_get(&ev, v->metrics[m].field.name, v->metrics[m].field.len);
-                if (v->metrics[m].kind == LAM_METRIC_DISTINCT && f && f->type != LAM_VAL_NULL)
-                    lam_hll_add(rc->h[m], f->val, f->val_len);
-            }
-        }
-        assert_int_equal(matched, rmatched);
+        ref_apply(a, vs, &ev, ref, &nref, MAXREF, ref_key_and_hlls);
     }
     assert_int_equal(lam_agg_size(a), nref);
     size_t compared = 0;
@@ -720,8 +751,6 @@ static void test_apply_matches_reference(void **state)
     lam_views_free(vs);
     lam_event_free(&ev);
     lam_buf_free(&in);
-    lam_buf_free(&key);
-    lam_buf_free(&rkey);
 }
 
 /*
@@ -758,7 +787,7 @@ static void test_apply_shared_where(void **state)
     lam_agg_t *a = lam_agg_new(vs);
     lam_event_t ev;
     lam_event_init(&ev);
-    lam_buf_t in = LAM_BUF_INIT, key = LAM_BUF_INIT;
+    lam_buf_t in = LAM_BUF_INIT;
     enum { MAXREF = 8192 };
     static ref_cell_t ref[MAXREF];
     size_t nref = 0;
@@ -776,24 +805,7 @@ static void test_apply_shared_where(void **state)
         lam_buf_append_char(&in, '}');
         if (lam_event_parse(&ev, in.data, in.len, 0, -1, err, sizeof(err)))
             fail_msg("%s: %s", in.data, err);
-        int matched = lam_agg_add_event(a, &ev), rmatched = 0;
-        for (size_t vi = 0; vi < lam_views_count(vs); vi++) {
-            const lam_view_t *v = lam_views_get(vs, vi);
-            int64_t ts;
-            lam_buf_clear(&key);
-            if (!lam_agg_event_cell(v, &ev, &ts, &key))
-                continue;
-            rmatched++;
-            ref_cell_t *rc = ref_get(ref, &nref, MAXREF, vi, ts, &key);
-            rc->count++;
-            /* the sum of every sum metric of the view (n, or the 70 f fields) */
-            for (size_t m = 0; m < v->nmetrics; m++) {
-                const lam_field_t *f = lam_event_get(&ev, v->metrics[m].field.name, v->metrics[m].field.len);
-                if (v->metrics[m].kind == LAM_METRIC_SUM && f && f->type == LAM_VAL_NUMBER)
-                    rc->sum += f->micro;
-            }
-        }
-        assert_int_equal(matched, rmatched);
+        ref_apply(a, vs, &ev, ref, &nref, MAXREF, ref_sums);
     }
     assert_int_equal(lam_agg_size(a), nref);
     for (size_t r = 0; r < nref; r++) {
@@ -816,7 +828,6 @@ static void test_apply_shared_where(void **state)
     lam_views_free(vs);
     lam_event_free(&ev);
     lam_buf_free(&in);
-    lam_buf_free(&key);
     lam_buf_free(&doc);
 }
 
