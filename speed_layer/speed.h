@@ -236,9 +236,7 @@ typedef struct speed_ctx {
     uint64_t *xcache;
     int64_t *xcache_ms;
     size_t xcache_cap, xcache_n;
-    lam_buf_t xkeys;     /* EXPIRE list of the batch being built */
-    size_t *xkey_off;
-    size_t nxkeys, xkeys_cap;
+    speed_argv_t xkeys;  /* EXPIRE list of the batch being built */
 
     /* dedup: this session's token and Bloom filters; the other sessions' slot hashes that existed
      * when the offsets were last read (NUL-terminated names) */

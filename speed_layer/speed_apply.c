@@ -84,8 +84,7 @@ void speed_apply_free(speed_ctx_t *ctx)
     lam_free(ctx->has_distinct);
     lam_free(ctx->xcache);
     lam_free(ctx->xcache_ms);
-    lam_buf_free(&ctx->xkeys);
-    lam_free(ctx->xkey_off);
+    speed_argv_free(&ctx->xkeys);
     lam_free(ctx->ogroups);
     lam_free(ctx->ogtab);
     lam_free(ctx->ops);
@@ -147,14 +146,7 @@ static void expire_key(speed_ctx_t *ctx, const char *key, size_t len, int64_t no
 {
     if (xcache_fresh(ctx, key, len, 0x45585049ULL, now))
         return;
-    if (ctx->nxkeys == ctx->xkeys_cap) {
-        ctx->xkeys_cap = ctx->xkeys_cap ? 2 * ctx->xkeys_cap : 1024;
-        ctx->xkey_off = lam_realloc(ctx->xkey_off, 2 * ctx->xkeys_cap * sizeof(size_t));
-    }
-    ctx->xkey_off[2 * ctx->nxkeys] = ctx->xkeys.len;
-    ctx->xkey_off[2 * ctx->nxkeys + 1] = len;
-    ctx->nxkeys++;
-    lam_buf_append(&ctx->xkeys, key, len);
+    speed_argv_add(&ctx->xkeys, key, len);
 }
 
 /* ---- count/sum/min/max deltas grouped per hash key ---- */
@@ -787,8 +779,7 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
 {
     memset(cnt, 0, sizeof(*cnt));
     aggs_reset(ctx);
-    lam_buf_clear(&ctx->xkeys);
-    ctx->nxkeys = 0;
+    speed_argv_clear(&ctx->xkeys);
     lam_buf_clear(&ctx->ids);
     speed_argv_clear(&ctx->args);
     for (int p = 0; p < ctx->nparts; p++)
@@ -1138,10 +1129,10 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
     lam_buf_free(&hllk);
 
     /* EXPIRE of the real-time keys not renewed within the hour. */
-    for (size_t i = 0; i < ctx->nxkeys; i++) {
+    for (size_t i = 0; i < ctx->xkeys.n; i++) {
         tx_cmd(ctx, 3);
         tx_str(ctx, "EXPIRE");
-        tx_arg(ctx, ctx->xkeys.data + ctx->xkey_off[2 * i], ctx->xkey_off[2 * i + 1]);
+        tx_arg(ctx, ctx->xkeys.bytes.data + ctx->xkeys.off[2 * i], ctx->xkeys.off[2 * i + 1]);
         tx_arg(ctx, ttl_p, ttl_len);
     }
 
