@@ -123,6 +123,17 @@ void serving_handle_static(serving_ctx_t *ctx, lam_http_req_t *req)
     serving_send_static(ctx, req, req->path);
 }
 
+/* The built-in page (dashboard not built or not found) where one is due, else 404. */
+static void placeholder_or_404(lam_http_req_t *req, int want_placeholder)
+{
+    if (want_placeholder) {
+        lam_http_add_header(req, "Cache-Control", "no-cache");
+        serving_reply(req, 200, "text/html; charset=utf-8", placeholder, sizeof(placeholder) - 1);
+    } else {
+        serving_error(req, 404, NULL, "not found");
+    }
+}
+
 void serving_send_static(serving_ctx_t *ctx, lam_http_req_t *req, const char *p)
 {
     if (serving_get_only_or_reply(req) < 0)
@@ -134,12 +145,7 @@ void serving_send_static(serving_ctx_t *ctx, lam_http_req_t *req, const char *p)
     }
     int want_index = p[strlen(p) - 1] == '/';
     if (!ctx->dash_real) {
-        if (!strcmp(p, "/") || !strcmp(p, "/index.html")) {
-            lam_http_add_header(req, "Cache-Control", "no-cache");
-            serving_reply(req, 200, "text/html; charset=utf-8", placeholder, sizeof(placeholder) - 1);
-        } else {
-            serving_error(req, 404, NULL, "not found");
-        }
+        placeholder_or_404(req, !strcmp(p, "/") || !strcmp(p, "/index.html"));
         return;
     }
     char path[4096];
@@ -151,12 +157,7 @@ void serving_send_static(serving_ctx_t *ctx, lam_http_req_t *req, const char *p)
     if (!real || strncmp(real, ctx->dash_real, dl) || real[dl] != '/' || stat(real, &st) < 0 ||
         !S_ISREG(st.st_mode) || st.st_size > STATIC_MAX_BYTES) {
         free(real);
-        if (!strcmp(p, "/")) {
-            lam_http_add_header(req, "Cache-Control", "no-cache");
-            serving_reply(req, 200, "text/html; charset=utf-8", placeholder, sizeof(placeholder) - 1);
-        } else {
-            serving_error(req, 404, NULL, "not found");
-        }
+        placeholder_or_404(req, !strcmp(p, "/"));
         return;
     }
     char etag[64];
