@@ -107,23 +107,54 @@ if want speed; then # the speed layer's idle RSS: nothing to consume yet (its ru
 fi
 
 # ---- ingest: 100-event NDJSON requests (acks=all) versus kcat -P producing the same events;
-# then single-event requests with keep-alive (wrk) versus wrk on /healthz.
+# then single-event requests with keep-alive (wrk) versus wrk on /healthz. Both with 128 connections:
+# Kafka's CPU per event falls with the events in flight (BENCHMARKS.md, ingest notes, session 6).
 if want ingest; then
   section ingest
   ensure_svc ingest "$LAM_INGEST_ADDR"
-  n="$(n_of 2000000)"
-  out="$("$BIN/loadgen" --url "http://$LAM_INGEST_ADDR" --rate 0 --count "$n" --batch 100 --connections 32 \
-          --quiet --seed 7 --out "$tmp/events.ndjson")"
+  # CPU seconds of each process during a row (utime + stime from /proc; the clients' own from `time`),
+  # on stderr: on a shared machine the rates move with the load, CPU per event much less.
+  ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+  kpid="$(cat "$LAM_STATE_DIR/pids/kafka.pid" 2>/dev/null)" ipid="${pid_of[ingest]}" tck="$(getconf CLK_TCK)"
+  TIMEFORMAT='CPU %U %S'
+  cpu_note() { # what scale unit count {name ticks|seconds}... ["; label:" count {name value}...]
+    python3 - "$tck" "$(cut -d' ' -f1 /proc/loadavg)" "$@" <<'PY' >&2
+import sys
+tck, load, what, scale, unit, *rest = sys.argv[1:]
+def val(name, v, n):  # /proc ticks for the services, seconds (with a dot) for the clients
+    s = float(v or 0) if "." in (v or "") else int(v or 0) / int(tck)
+    return f"{name} {s / n * float(scale):.2f} {unit}"
+parts, i = [[f"{what}:", max(1, int(rest[0]))]], 1
+while i < len(rest):
+    if rest[i].startswith(";"):
+        parts.append([rest[i][1:].strip(), max(1, int(rest[i + 1]))])
+    else:
+        parts[-1].append(val(rest[i], rest[i + 1], parts[-1][1]))
+    i += 2
+print("bench: [ingest] " + "; ".join(p[0] + " " + ", ".join(p[2:]) for p in parts) + f" (load {load})")
+PY
+  }
+  n="$(n_of 2000000)" conns=128
+  # --prebuild: loadgen builds every body before its clock starts (as kcat reads a ready file).
+  i0=$(ticks "$ipid") k0=$(ticks "$kpid")
+  out="$("$BIN/loadgen" --url "http://$LAM_INGEST_ADDR" --rate 0 --count "$n" --batch 100 --connections $conns \
+          --prebuild --quiet --seed 7 --out "$tmp/events.ndjson")"
+  i1=$(ticks "$ipid") k1=$(ticks "$kpid")
   lam_rate="$(sed -n 's/.* rate=\([0-9]*\)\/s.*/\1/p' <<<"$out" | tail -1)"
   backlog="$(sed -n 's/.* acknowledged=\([0-9]*\) .*/\1/p' <<<"$out" | tail -1)"
   # kcat needs its topic to exist (auto-creation is off): bench_gen creates it, producing nothing.
   gen bench-kcat 0 >/dev/null
   lines="$(wc -l <"$tmp/events.ndjson")"
   t0=$(now)
-  kcat -P -b "$B" -t bench-kcat -X acks=all -X enable.idempotence=true -l "$tmp/events.ndjson" 2>>"$tmp/kcat.log"
+  kc_cpu="$( { time kcat -P -b "$B" -t bench-kcat -X acks=all -X enable.idempotence=true -l "$tmp/events.ndjson" \
+               2>>"$tmp/kcat.log"; } 2>&1 | awk '$1 == "CPU" {print $2 + $3}')"
   kcat_rate="$(per_s "$lines" "$t0" "$(now)")"
+  k2=$(ticks "$kpid")
+  lcpu="$(sed -n 's/.* cpu=\([0-9.]*\)s.*/\1/p' <<<"$out" | tail -1)"
+  cpu_note "bulk CPU per 1k events" 1e6 ms "${backlog:-0}" ingest $((i1 - i0)) Kafka $((k1 - k0)) loadgen "$lcpu" \
+    "; kcat -P:" "$lines" Kafka $((k2 - k1)) kcat "$kc_cpu"
   rm -f "$tmp/events.ndjson"
-  row "ingest, 100-event NDJSON, $backlog events (events/s)" "$lam_rate" "kcat -P same events: $kcat_rate" "$(ratio "$lam_rate" "$kcat_rate")" \
+  row "ingest, 100-event NDJSON, $backlog events, $conns connections (events/s)" "$lam_rate" "kcat -P same events: $kcat_rate" "$(ratio "$lam_rate" "$kcat_rate")" \
       "≥ 200k and ≥ 0.5x: $(verdict "${lam_rate:-0} >= 200000 and ${lam_rate:-0} >= 0.5 * $kcat_rate")"
 
   cat >"$tmp/post.lua" <<'LUA'
@@ -132,11 +163,15 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"type":"page_view","url":"/p/1","user":"u1","session":"s1","device":"mobile"}'
 LUA
   secs="$(secs_of 10)"
-  w1="$(wrk -t2 -c64 -d"${secs}s" --latency -s "$tmp/post.lua" "http://$LAM_INGEST_ADDR/v1/events" 2>&1)"
-  w2="$(wrk -t2 -c64 -d"${secs}s" --latency "http://$LAM_INGEST_ADDR/healthz" 2>&1)"
+  i0=$(ticks "$ipid") k0=$(ticks "$kpid")
+  w1="$( { time wrk -t2 -c$conns -d"${secs}s" --latency -s "$tmp/post.lua" "http://$LAM_INGEST_ADDR/v1/events"; } 2>&1)"
+  i1=$(ticks "$ipid") k1=$(ticks "$kpid")
+  nreq="$(awk '/requests in/ {print $1}' <<<"$w1")" wcpu="$(awk '$1 == "CPU" {print $2 + $3}' <<<"$w1")"
+  cpu_note "single CPU per request" 1e6 us "${nreq:-0}" ingest $((i1 - i0)) Kafka $((k1 - k0)) wrk "$wcpu"
+  w2="$(wrk -t2 -c$conns -d"${secs}s" --latency "http://$LAM_INGEST_ADDR/healthz" 2>&1)"
   rps1="$(awk '/Requests\/sec/ {printf "%d", $2}' <<<"$w1")"; p99a="$(awk '$1=="99%" {print $2}' <<<"$w1")"
   rps2="$(awk '/Requests\/sec/ {printf "%d", $2}' <<<"$w2")"; p99h="$(awk '$1=="99%" {print $2}' <<<"$w2")"
-  row "ingest, single-event requests (req/s, p99)" "$rps1, p99 $p99a" "wrk on ingest /healthz: $rps2, p99 $p99h" "$(ratio "$rps1" "$rps2")" \
+  row "ingest, single-event requests, $conns connections (req/s, p99)" "$rps1, p99 $p99a" "wrk on ingest /healthz: $rps2, p99 $p99h" "$(ratio "$rps1" "$rps2")" \
       "≥ 30k: $(verdict "${rps1:-0} >= 30000")"
 fi
 

@@ -319,6 +319,47 @@ static void test_single_object_canonical(void **st)
     lam_buf_free(&r.body);
 }
 
+/* The 200's ids are the ids as JSON strings: escaped where JSON needs it (ingest copies the usual
+ * plain ids without its escaper, 8 bytes at a time: quotes and control bytes at every offset of a
+ * word, short and long ids), UTF-8 kept. */
+static void test_reply_ids_escaped(void **st)
+{
+    (void)st;
+    static const char *const tails[] = {"q\"b", "\\", "ctl\x01", "0123456\"89abcdef-x", "01234567\\9abcdef",
+                                        "0123456789abcde\x1f", "caf\xc3\xa9", "del\x7f~ok", "plain-0123456789abcdef"};
+    static const char *const escaped[] = {"q\\\"b", "\\\\", "ctl\\u0001", "0123456\\\"89abcdef-x",
+                                          "01234567\\\\9abcdef", "0123456789abcde\\u001f", "caf\xc3\xa9",
+                                          "del\x7f~ok", "plain-0123456789abcdef"};
+    enum { N = sizeof(tails) / sizeof(tails[0]) };
+    lam_buf_t body = LAM_BUF_INIT, want = LAM_BUF_INIT;
+    char id[N][128];
+    lam_buf_append_str(&want, "\"ids\":[");
+    for (size_t i = 0; i < N; i++) {
+        snprintf(id[i], sizeof(id[i]), "esc-%d-%zu-%s", (int)getpid(), i, tails[i]);
+        lam_buf_append_str(&body, "{\"type\":\"esc\",\"id\":");
+        lam_json_append_cstr(&body, id[i]);
+        lam_buf_append_str(&body, "}\n");
+        lam_buf_printf(&want, "%s\"esc-%d-%zu-%s\"", i ? "," : "", (int)getpid(), i, escaped[i]);
+        expect_msg(id[i], NULL);
+    }
+    lam_buf_append_str(&want, "]");
+    resp_t r = {0};
+    assert_int_equal(post(g_port, "application/x-ndjson", body.data, &r), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_int(r.body.data, "accepted"), N);
+    if (!strstr(r.body.data, want.data))
+        printf("FAIL - want %s\n       in %s\n", want.data, r.body.data);
+    assert_non_null(strstr(r.body.data, want.data));
+    char ids[N][LAM_UUID_LEN + 64];
+    assert_int_equal(json_ids(r.body.data, ids, N), N);
+    for (size_t i = 0; i < N; i++)
+        assert_string_equal(ids[i], id[i]);
+    g_accepted += N;
+    lam_buf_free(&r.body);
+    lam_buf_free(&body);
+    lam_buf_free(&want);
+}
+
 static void test_array_generates_uuid7_ids(void **st)
 {
     (void)st;
@@ -731,11 +772,14 @@ static void test_topic_holds_exactly_the_accepted_events(void **st)
                     found[i] = -1000;
                 }
             }
-            /* every record's key is the id at the start of its canonical form */
-            char prefix[200];
-            int pl = snprintf(prefix, sizeof(prefix), "{\"id\":\"%.*s\",", (int)m->key_len, (const char *)m->key);
-            if (m->len < (size_t)pl || memcmp(m->payload, prefix, (size_t)pl))
+            /* every record's key is the id (JSON-escaped) at the start of its canonical form */
+            lam_buf_t prefix = LAM_BUF_INIT;
+            lam_buf_append_str(&prefix, "{\"id\":");
+            lam_json_append_string(&prefix, m->key, m->key_len);
+            lam_buf_append_char(&prefix, ',');
+            if (m->len < prefix.len || memcmp(m->payload, prefix.data, prefix.len))
                 found[0] = -1000;
+            lam_buf_free(&prefix);
         }
         rd_kafka_message_destroy(m);
     }
@@ -829,6 +873,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_single_object_canonical),
+        cmocka_unit_test(test_reply_ids_escaped),
         cmocka_unit_test(test_array_generates_uuid7_ids),
         cmocka_unit_test(test_generated_ids_share_a_partition),
         cmocka_unit_test(test_mixed_ndjson_reports_bad_lines_by_index),

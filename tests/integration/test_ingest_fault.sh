@@ -98,6 +98,20 @@ check "loadgen --server-ids had to retry" grep -q 'retried=[1-9]' "$TMP/loadgen-
 check "loadgen --server-ids wrote every acknowledged event with the id ingest gave it" \
   test "$(grep -c '^{"id":"[0-9a-f-]\{36\}","ts":' "$TMP/acked-sid.ndjson")" = "$(wc -l <"$TMP/acked-sid.ndjson")"
 
+# 3b. loadgen --prebuild (the bench's mode): every body built before the clock, 250 events in
+#     requests of 100, 100 and 50 over 2 connections; --out written after the clock stops.
+"$BIN/loadgen" --url "$URL" --rate 0 --count 250 --batch 100 --connections 2 --prebuild --seed 9 \
+  --out "$TMP/acked-pre.ndjson" --quiet >"$TMP/loadgen-pre.out" 2>&1
+rc=$?
+cat "$TMP/loadgen-pre.out"
+check "loadgen --prebuild: done (exit $rc), 250 sent and acknowledged in 3 requests" \
+  grep -q 'sent=250 acknowledged=250 rejected=0 retried=0 failed=0 dups=0 requests=3 ' "$TMP/loadgen-pre.out"
+check "loadgen --prebuild: --out has 250 events with 250 distinct ids" \
+  test "$(cut -c8-43 "$TMP/acked-pre.ndjson" | sort -u | wc -l)" = 250
+check "loadgen --prebuild: reports its CPU during the clock" grep -q ' cpu=[0-9.]*s$' "$TMP/loadgen-pre.out"
+"$BIN/loadgen" --url "$URL" --rate 0 --count 10 --duration 5 --prebuild >/dev/null 2>&1
+check "loadgen --prebuild with --duration: usage error (exit 2)" test $? = 2
+
 # 4. SIGTERM with requests in flight: their 200s arrive, the producer is flushed, exit 0.
 big="$(ndjson term 3000)"
 for i in 1 2 3 4 5 6; do
@@ -125,13 +139,15 @@ missing="$(comm -23 "$TMP/acked-sid.ids" "$TMP/topic.ids" | wc -l)"
 check "all $(wc -l <"$TMP/acked-sid.ids") events loadgen --server-ids saw acknowledged are in the topic (missing $missing)" \
   test "$missing" = 0
 check "loadgen --server-ids: no id acknowledged twice" test -z "$(uniq -d "$TMP/acked-sid.ids")"
+cut -c8-43 "$TMP/acked-pre.ndjson" | sort >"$TMP/acked-pre.ids"
+missing="$(comm -23 "$TMP/acked-pre.ids" "$TMP/topic.ids" | wc -l)"
+check "all 250 events loadgen --prebuild saw acknowledged are in the topic (missing $missing)" test "$missing" = 0
 check "the before/after/term events are in the topic" \
   test "$(grep -cE '^(before|after|term)-' "$TMP/topic.ids")" = 3010
 check "no event answered 503 is in the topic" test "$(grep -c '^down-' "$TMP/topic.ids")" = 0
 
 # 6. loadgen --server-ids against a stand-in for ingest whose first answer is a 503 acknowledging
 #    event 0 and naming the ids it gave events 1 and 2: the retry carries exactly those ids.
-fport="$(lam_free_port)"
 cat >"$TMP/fake.py" <<'PY'
 import http.server, json, sys
 port, log = int(sys.argv[1]), sys.argv[2]
@@ -158,23 +174,27 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(b)
 http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
 PY
-python3 "$TMP/fake.py" "$fport" "$TMP/fake-requests.log" &
-fake_pid=$!
-lam_wait_tcp 127.0.0.1 "$fport" 10
-"$BIN/loadgen" --url "http://127.0.0.1:$fport" --rate 0 --count 3 --batch 3 --connections 1 --server-ids \
-  --out "$TMP/fake-acked.ndjson" --quiet >"$TMP/fake-loadgen.out" 2>&1
-rc=$?
-kill "$fake_pid" 2>/dev/null; wait "$fake_pid" 2>/dev/null
-awk 'BEGIN {RS = "--\n"} NR == 1' "$TMP/fake-requests.log" >"$TMP/fake-first.body"
-awk 'BEGIN {RS = "--\n"} NR == 2' "$TMP/fake-requests.log" >"$TMP/fake-retry.body"
-check "loadgen --server-ids against the stand-in: done (exit $rc)" test "$rc" = 0
-check "loadgen --server-ids: the first request carries no ids" test "$(grep -c '"id"' "$TMP/fake-first.body")" = 0
-check "loadgen --server-ids: the retry is events 1 and 2 with the ids the 503 named" \
-  test "$(grep . "$TMP/fake-retry.body" | cut -c8-43 | tr '\n' ' ')" = \
-  "00000000-0000-7000-8000-000000000101 00000000-0000-7000-8000-000000000102 "
-check "loadgen --server-ids: --out has the 3 events with the ids they were acknowledged under" \
-  test "$(cut -c8-43 "$TMP/fake-acked.ndjson" | sort | tr '\n' ' ')" = \
-  "00000000-0000-7000-8000-000000000100 00000000-0000-7000-8000-000000000101 00000000-0000-7000-8000-000000000102 "
+for mode in "" --prebuild; do # the same with every body built before the clock
+  fport="$(lam_free_port)"
+  rm -f "$TMP/fake-requests.log"
+  python3 "$TMP/fake.py" "$fport" "$TMP/fake-requests.log" &
+  fake_pid=$!
+  lam_wait_tcp 127.0.0.1 "$fport" 10
+  "$BIN/loadgen" --url "http://127.0.0.1:$fport" --rate 0 --count 3 --batch 3 --connections 1 --server-ids $mode \
+    --out "$TMP/fake-acked.ndjson" --quiet >"$TMP/fake-loadgen.out" 2>&1
+  rc=$?
+  kill "$fake_pid" 2>/dev/null; wait "$fake_pid" 2>/dev/null
+  awk 'BEGIN {RS = "--\n"} NR == 1' "$TMP/fake-requests.log" >"$TMP/fake-first.body"
+  awk 'BEGIN {RS = "--\n"} NR == 2' "$TMP/fake-requests.log" >"$TMP/fake-retry.body"
+  check "loadgen --server-ids${mode:+ $mode} against the stand-in: done (exit $rc)" test "$rc" = 0
+  check "loadgen --server-ids${mode:+ $mode}: the first request carries no ids" test "$(grep -c '"id"' "$TMP/fake-first.body")" = 0
+  check "loadgen --server-ids${mode:+ $mode}: the retry is events 1 and 2 with the ids the 503 named" \
+    test "$(grep . "$TMP/fake-retry.body" | cut -c8-43 | tr '\n' ' ')" = \
+    "00000000-0000-7000-8000-000000000101 00000000-0000-7000-8000-000000000102 "
+  check "loadgen --server-ids${mode:+ $mode}: --out has the 3 events with the ids they were acknowledged under" \
+    test "$(cut -c8-43 "$TMP/fake-acked.ndjson" | sort | tr '\n' ' ')" = \
+    "00000000-0000-7000-8000-000000000100 00000000-0000-7000-8000-000000000101 00000000-0000-7000-8000-000000000102 "
+done
 
 echo "test_ingest_fault: $((checks - fails)) passed, $fails failed"
 [ "$fails" = 0 ]

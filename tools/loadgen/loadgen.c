@@ -45,6 +45,7 @@ typedef struct options {
     int quiet;
     int verbose;
     int server_ids;       /* send events without ids: ingest generates them (retries carry them) */
+    int prebuild;         /* generate every request body before the clock starts */
 } options_t;
 
 static options_t opt = {.host = "127.0.0.1", .port = "8081", .path = "/v1/events", .rate = 1000, .count = -1,
@@ -56,7 +57,8 @@ static struct {
     atomic_int stop;      /* stop generating (SIGINT, count or duration reached) */
     atomic_int abort_now; /* second SIGINT: give up on retries */
     int phase;            /* 0 backfill, 1 live */
-    int64_t start_ns, live_start_ns, end_ns;
+    int64_t start_ns, live_start_ns, end_ns, done_ns;
+    double cpu_start, cpu_done; /* loadgen's CPU seconds (user + system) at start_ns and done_ns */
     long long backfill_total;
     pthread_mutex_t out_lock;
     FILE *out;
@@ -75,6 +77,13 @@ static int64_t wall_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static void sleep_ns(int64_t ns)
@@ -383,6 +392,24 @@ static void take_ids(const char *body, size_t len, const uint8_t *state, size_t 
 
 /* ---- workers ---- */
 
+/*
+ * --prebuild: every live request body made before the clock starts. Batch k holds events
+ * [k * batch, ...) from the generator of connection k % connections; events are stored as sent
+ * on a first attempt (each followed by a newline in bulk mode), so the buffer is the body. After
+ * the run, state (and sid with --server-ids) hold each event's outcome for --out.
+ */
+typedef struct prebatch {
+    lam_buf_t events;
+    size_t *off, *len;
+    size_t n;
+    uint8_t *state;
+    char (*sid)[LAM_UUID_LEN + 1];
+} prebatch_t;
+
+static prebatch_t *pre;
+static size_t npre;
+static atomic_llong pre_next;
+
 typedef struct worker {
     int index;
     pthread_t thread;
@@ -399,32 +426,6 @@ typedef struct worker {
     lam_buf_t body;
 } worker_t;
 
-/* Reserve up to want events from a budget (total < 0: unbounded); 0 when it is used up. */
-static size_t reserve(atomic_llong *counter, long long total, size_t want, long long *first)
-{
-    long long old = atomic_fetch_add(counter, (long long)want);
-    *first = old;
-    if (total >= 0 && old >= total)
-        return 0;
-    if (total >= 0 && old + (long long)want > total)
-        return (size_t)(total - old);
-    return want;
-}
-
-/* Event i as sent: with --server-ids and an id from ingest, that id goes first. */
-static void append_event(worker_t *w, size_t i, lam_buf_t *out)
-{
-    const char *e = w->events.data + w->off[i];
-    if (opt.server_ids && w->sid[i][0]) {
-        lam_buf_append_str(out, "{\"id\":\"");
-        lam_buf_append(out, w->sid[i], LAM_UUID_LEN);
-        lam_buf_append_str(out, w->len[i] > 2 ? "\"," : "\"");
-        lam_buf_append(out, e + 1, w->len[i] - 1);
-    } else {
-        lam_buf_append(out, e, w->len[i]);
-    }
-}
-
 /* --server-ids: drop the "id" member the generator put first (events[start..]). */
 static void strip_id(lam_buf_t *events, size_t start)
 {
@@ -438,17 +439,64 @@ static void strip_id(lam_buf_t *events, size_t start)
     events->len -= idlen - 1;
 }
 
-static void write_acked(worker_t *w, size_t n)
+/* Append n new events to ev (cleared first), event i at off[i] with length len[i], each followed by
+ * a newline in bulk mode: ev is then the body of the first attempt. ts < 0: backfill times. */
+static void gen_events(lg_gen_t *gen, size_t n, int64_t ts, int64_t wall_now, lam_buf_t *ev, size_t *off, size_t *len)
+{
+    lam_buf_clear(ev);
+    long long dups = 0;
+    for (size_t i = 0; i < n; i++) {
+        off[i] = ev->len;
+        dups += lg_gen_event(gen, ts < 0 ? lg_gen_backfill_ts(gen, wall_now, opt.backfill_days) : ts, ev);
+        if (opt.server_ids)
+            strip_id(ev, off[i]);
+        len[i] = ev->len - off[i];
+        if (opt.batch > 1)
+            lam_buf_append_char(ev, '\n');
+    }
+    atomic_fetch_add(&g.dups, dups);
+}
+
+/* Reserve up to want events from a budget (total < 0: unbounded); 0 when it is used up. */
+static size_t reserve(atomic_llong *counter, long long total, size_t want, long long *first)
+{
+    long long old = atomic_fetch_add(counter, (long long)want);
+    *first = old;
+    if (total >= 0 && old >= total)
+        return 0;
+    if (total >= 0 && old + (long long)want > total)
+        return (size_t)(total - old);
+    return want;
+}
+
+/* Event i of events/off/len as sent: with --server-ids and an id from ingest, that id goes first. */
+static void append_event(const lam_buf_t *events, const size_t *off, const size_t *len,
+                         char (*sid)[LAM_UUID_LEN + 1], size_t i, lam_buf_t *out)
+{
+    const char *e = events->data + off[i];
+    if (opt.server_ids && sid[i][0]) {
+        lam_buf_append_str(out, "{\"id\":\"");
+        lam_buf_append(out, sid[i], LAM_UUID_LEN);
+        lam_buf_append_str(out, len[i] > 2 ? "\"," : "\"");
+        lam_buf_append(out, e + 1, len[i] - 1);
+    } else {
+        lam_buf_append(out, e, len[i]);
+    }
+}
+
+/* --out: the acknowledged events of a batch (state[i] == EV_ACKED), one a line. */
+static void write_acked(const lam_buf_t *events, const size_t *off, const size_t *len, const uint8_t *state,
+                        char (*sid)[LAM_UUID_LEN + 1], size_t n)
 {
     if (!g.out)
         return;
     lam_buf_t line = LAM_BUF_INIT;
     pthread_mutex_lock(&g.out_lock);
     for (size_t i = 0; i < n; i++) {
-        if (w->state[i] != EV_ACKED)
+        if (state[i] != EV_ACKED)
             continue;
         lam_buf_clear(&line);
-        append_event(w, i, &line);
+        append_event(events, off, len, sid, i, &line);
         lam_buf_append_char(&line, '\n');
         fwrite(line.data, 1, line.len, g.out);
     }
@@ -463,20 +511,28 @@ static void send_batch(worker_t *w, size_t n)
     int64_t backoff_ms = 100;
     for (int attempt = 0;; attempt++) {
         size_t m = 0;
-        lam_buf_clear(&w->body);
-        for (size_t i = 0; i < n; i++) {
-            if (w->state[i] != EV_PENDING && w->state[i] != EV_RETRY)
-                continue;
-            w->state[i] = EV_PENDING;
-            if (m)
+        const lam_buf_t *body = &w->body;
+        if (attempt == 0) {
+            /* gen_events() laid the events out as the body of the first attempt: sent as they are */
+            for (; m < n; m++)
+                w->map[m] = m;
+            body = &w->events;
+        } else {
+            lam_buf_clear(&w->body);
+            for (size_t i = 0; i < n; i++) {
+                if (w->state[i] != EV_PENDING && w->state[i] != EV_RETRY)
+                    continue;
+                w->state[i] = EV_PENDING;
+                if (m)
+                    lam_buf_append_char(&w->body, '\n');
+                append_event(&w->events, w->off, w->len, w->sid, i, &w->body);
+                w->map[m++] = i;
+            }
+            if (opt.batch > 1)
                 lam_buf_append_char(&w->body, '\n');
-            append_event(w, i, &w->body);
-            w->map[m++] = i;
         }
         if (!m)
             break;
-        if (opt.batch > 1)
-            lam_buf_append_char(&w->body, '\n');
         if (attempt > 0)
             atomic_fetch_add(&g.retried, (long long)m);
         if (attempt > opt.max_retries || (attempt > 0 && atomic_load(&g.abort_now))) {
@@ -485,7 +541,7 @@ static void send_batch(worker_t *w, size_t n)
         }
         http_resp_t r;
         atomic_fetch_add(&g.requests, 1);
-        if (http_post(&w->conn, opt.batch > 1 ? "application/x-ndjson" : "application/json", &w->body, &r) < 0) {
+        if (http_post(&w->conn, opt.batch > 1 ? "application/x-ndjson" : "application/json", body, &r) < 0) {
             atomic_fetch_add(&g.http_errors, 1);
             note_error("connection to %s:%s failed: %s", opt.host, opt.port, errno ? strerror(errno) : "closed");
             if (opt.verbose)
@@ -546,7 +602,8 @@ static void send_batch(worker_t *w, size_t n)
         sleep_ns(wait * 1000000);
         backoff_ms = backoff_ms * 2 > 2000 ? 2000 : backoff_ms * 2;
     }
-    write_acked(w, n);
+    if (!opt.prebuild) /* --prebuild writes --out after the clock stops */
+        write_acked(&w->events, w->off, w->len, w->state, w->sid, n);
 }
 
 static void ensure_cap(worker_t *w, size_t n)
@@ -563,6 +620,20 @@ static void ensure_cap(worker_t *w, size_t n)
     w->bid = lam_realloc(w->bid, n * sizeof(*w->bid));
 }
 
+/* Exchange the worker's events with a prebuilt batch's (buffers and arrays, no copies). */
+static void prebatch_swap(worker_t *w, prebatch_t *pb)
+{
+    lam_buf_t e = w->events;
+    w->events = pb->events;
+    pb->events = e;
+    size_t *p = w->off;
+    w->off = pb->off;
+    pb->off = p;
+    p = w->len;
+    w->len = pb->len;
+    pb->len = p;
+}
+
 static void *worker_main(void *arg)
 {
     worker_t *w = arg;
@@ -574,24 +645,26 @@ static void *worker_main(void *arg)
         size_t n = reserve(&g.backfill_reserved, g.backfill_total, (size_t)opt.batch, &old);
         if (!n)
             break;
-        lam_buf_clear(&w->events);
-        for (size_t i = 0; i < n; i++) {
-            w->off[i] = w->events.len;
-            int64_t ts = lg_gen_backfill_ts(&w->gen, wall_now, opt.backfill_days);
-            atomic_fetch_add(&g.dups, lg_gen_event(&w->gen, ts, &w->events));
-            if (opt.server_ids)
-                strip_id(&w->events, w->off[i]);
-            w->len[i] = w->events.len - w->off[i];
+        gen_events(&w->gen, n, -1, wall_now, &w->events, w->off, w->len);
+        for (size_t i = 0; i < n; i++)
             w->sid[i][0] = '\0';
-        }
         atomic_fetch_add(&g.sent, (long long)n);
         send_batch(w, n);
     }
     /* 2. live traffic at the target rate */
     while (g.phase == 1 && !atomic_load(&g.stop)) {
-        size_t n = reserve(&g.live_reserved, opt.count, (size_t)opt.batch, &old);
-        if (!n)
+        size_t n;
+        prebatch_t *pb = NULL;
+        if (opt.prebuild) {
+            long long k = atomic_fetch_add(&pre_next, 1);
+            if (k >= (long long)npre)
+                break;
+            pb = &pre[k];
+            n = pb->n;
+            old = k * opt.batch;
+        } else if (!(n = reserve(&g.live_reserved, opt.count, (size_t)opt.batch, &old))) {
             break;
+        }
         if (opt.rate > 0) {
             /* constant-rate schedule: event k is due at live_start + k / rate */
             double r = opt.rate * (opt.rhythm ? lg_rhythm(wall_ms()) : 1.0);
@@ -607,31 +680,59 @@ static void *worker_main(void *arg)
         }
         if (g.end_ns && now_ns() >= g.end_ns)
             break;
-        lam_buf_clear(&w->events);
-        int64_t ts = wall_ms();
-        for (size_t i = 0; i < n; i++) {
-            w->off[i] = w->events.len;
-            atomic_fetch_add(&g.dups, lg_gen_event(&w->gen, ts, &w->events));
-            if (opt.server_ids)
-                strip_id(&w->events, w->off[i]);
-            w->len[i] = w->events.len - w->off[i];
-            w->sid[i][0] = '\0';
+        if (pb) { /* the prebuilt batch becomes the worker's for the request, then goes back */
+            prebatch_swap(w, pb);
+        } else {
+            gen_events(&w->gen, n, wall_ms(), 0, &w->events, w->off, w->len);
         }
+        for (size_t i = 0; i < n; i++)
+            w->sid[i][0] = '\0';
         atomic_fetch_add(&g.sent, (long long)n);
         send_batch(w, n);
+        if (pb) {
+            prebatch_swap(w, pb);
+            if (g.out) { /* the outcome, for --out after the clock */
+                pb->state = lam_malloc(n);
+                memcpy(pb->state, w->state, n);
+                if (opt.server_ids) {
+                    pb->sid = lam_malloc(n * sizeof(*pb->sid));
+                    memcpy(pb->sid, w->sid, n * sizeof(*pb->sid));
+                }
+            }
+        }
+    }
+    return NULL;
+}
+
+/* --prebuild, one thread per connection: batches k = index, index + connections, ... from this
+ * connection's generator, all with the time of the build as their event time. */
+static void *prebuild_main(void *arg)
+{
+    worker_t *w = arg;
+    int64_t ts = wall_ms();
+    for (size_t k = (size_t)w->index; k < npre; k += (size_t)opt.connections) {
+        prebatch_t *pb = &pre[k];
+        long long left = opt.count - (long long)k * opt.batch;
+        pb->n = left < opt.batch ? (size_t)left : (size_t)opt.batch;
+        pb->off = lam_malloc(pb->n * sizeof(size_t));
+        pb->len = lam_malloc(pb->n * sizeof(size_t));
+        gen_events(&w->gen, pb->n, ts, 0, &pb->events, pb->off, pb->len);
     }
     return NULL;
 }
 
 static void print_progress(int final, FILE *f, int tty)
 {
-    double s = (double)(now_ns() - g.start_ns) / 1e9;
+    double s = (double)((g.done_ns ? g.done_ns : now_ns()) - g.start_ns) / 1e9;
     long long acked = atomic_load(&g.acked);
     fprintf(f, "%sloadgen: %s sent=%lld acknowledged=%lld rejected=%lld retried=%lld failed=%lld dups=%lld "
-               "requests=%lld seconds=%.1f rate=%.0f/s%s",
+               "requests=%lld seconds=%.1f rate=%.0f/s",
             tty && !final ? "\r" : "", final ? "done" : "running", atomic_load(&g.sent), acked,
             atomic_load(&g.rejected), atomic_load(&g.retried), atomic_load(&g.failed), atomic_load(&g.dups),
-            atomic_load(&g.requests), s, s > 0 ? (double)acked / s : 0.0, tty && !final ? "   " : "\n");
+            atomic_load(&g.requests), s, s > 0 ? (double)acked / s : 0.0);
+    if (final) /* loadgen's own CPU while the clock ran (a --prebuild's generation is not in it) */
+        fprintf(f, " cpu=%.2fs", g.cpu_done - g.cpu_start);
+    fputs(tty && !final ? "   " : "\n", f);
     fflush(f);
 }
 
@@ -656,6 +757,9 @@ static void usage(FILE *f)
             "  --server-ids          send events without ids: ingest generates them; retries and\n"
             "                        --out carry the id ingest gave (not with --dup-rate)\n"
             "  --max-retries N       retries of one event before giving up (default 30)\n"
+            "  --prebuild            generate every request body (with --count) before the clock starts, so\n"
+            "                        the rate measures sending only; --out is written after the clock stops\n"
+            "                        (holds all the events in memory: ~210 bytes each)\n"
             "  --progress            progress line every second even when stderr is not a TTY\n"
             "  --quiet               no progress line\n"
             "  --verbose             log every non-200 answer and connection failure\n"
@@ -703,6 +807,7 @@ int main(int argc, char **argv)
         {"rhythm", no_argument, 0, 'R'},             {"max-retries", required_argument, 0, 'M'},
         {"quiet", no_argument, 0, 'q'},              {"help", no_argument, 0, 'h'},
         {"verbose", no_argument, 0, 'V'},           {"server-ids", no_argument, 0, 'I'},
+        {"prebuild", no_argument, 0, 'X'},
         {0, 0, 0, 0}};
     opt.key = getenv("LAM_INGEST_KEY");
     int c;
@@ -743,6 +848,7 @@ int main(int argc, char **argv)
         case 'q': opt.quiet = 1; break;
         case 'V': opt.verbose = 1; break;
         case 'I': opt.server_ids = 1; break;
+        case 'X': opt.prebuild = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -753,6 +859,10 @@ int main(int argc, char **argv)
     }
     if (opt.count < 0 && opt.duration_s <= 0) {
         fprintf(stderr, "loadgen: give --count N or --duration S (it must stop on its own)\n");
+        return 2;
+    }
+    if (opt.prebuild && (opt.count <= 0 || opt.duration_s > 0 || opt.backfill_days > 0)) {
+        fprintf(stderr, "loadgen: --prebuild needs --count N (and no --duration or --backfill-days)\n");
         return 2;
     }
     if (opt.key && !*opt.key)
@@ -782,7 +892,17 @@ int main(int argc, char **argv)
         ws[i].index = i;
         ws[i].conn.fd = -1;
         lg_gen_init(&ws[i].gen, opt.seed, i, opt.late_rate, opt.dup_rate);
+        ensure_cap(&ws[i], (size_t)opt.batch);
     }
+    if (opt.prebuild) { /* before the clock */
+        npre = (size_t)((opt.count + opt.batch - 1) / opt.batch);
+        pre = lam_calloc(npre, sizeof(*pre));
+        for (int i = 0; i < opt.connections; i++)
+            pthread_create(&ws[i].thread, NULL, prebuild_main, &ws[i]);
+        for (int i = 0; i < opt.connections; i++)
+            pthread_join(ws[i].thread, NULL);
+    }
+    g.cpu_start = cpu_s();
     g.start_ns = now_ns();
     g.live_start_ns = g.start_ns; /* reset when the backfill is done, see below */
     int tty = isatty(2);
@@ -820,8 +940,21 @@ int main(int argc, char **argv)
         if (atomic_load(&g.stop))
             break;
     }
+    g.done_ns = now_ns();
+    g.cpu_done = cpu_s();
     if (show && tty)
         fputc('\n', stderr);
+    for (size_t k = 0; k < npre; k++) {
+        prebatch_t *pb = &pre[k];
+        if (pb->state)
+            write_acked(&pb->events, pb->off, pb->len, pb->state, pb->sid, pb->n);
+        lam_buf_free(&pb->events);
+        lam_free(pb->off);
+        lam_free(pb->len);
+        lam_free(pb->state);
+        lam_free(pb->sid);
+    }
+    lam_free(pre);
     print_progress(1, stdout, 0);
     if (g.first_error[0])
         fprintf(stderr, "loadgen: first error: %s\n", g.first_error);
