@@ -848,8 +848,12 @@ static void pipe_keep(lam_agg_t *a, pipe_ent_t *e)
         if (pv->key_len == UINT32_MAX)
             continue;
         const slot_t *sl = &a->tab[(uint32_t)pv->h & a->mask];
-        if (sl->off8 && sl->hash == (uint32_t)pv->h)
-            __builtin_prefetch(a->cells + (size_t)(sl->off8 - 1) * 8);
+        if (sl->off8 && sl->hash == (uint32_t)pv->h) {
+            /* the header and the key (after the metrics), often the next line */
+            const char *c = a->cells + (size_t)(sl->off8 - 1) * 8;
+            __builtin_prefetch(c);
+            __builtin_prefetch(c + sizeof(lam_cell_t) + a->varr[pv->vi].nmetrics * sizeof(cell_metric_t) + 7);
+        }
     }
 }
 
