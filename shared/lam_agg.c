@@ -48,6 +48,8 @@ typedef struct agg_view {
     uint8_t *wfi;      /* field-cache index of each where field (FC_NONE: look up) */
     uint8_t gfi[LAM_VIEW_GROUP_MAX];
     uint8_t *mfi;      /* per metric (count: unused) */
+    uint8_t *dmi;      /* the distinct metrics' indexes (the pipeline prefetches their HLLs) */
+    size_t ndistinct;
 } agg_view_t;
 
 struct lam_agg {
@@ -163,6 +165,10 @@ static void compile_views(lam_agg_t *a)
         av->mfi = lam_malloc(v->nmetrics ? v->nmetrics : 1);
         for (size_t i = 0; i < v->nmetrics; i++)
             av->mfi[i] = v->metrics[i].kind == LAM_METRIC_COUNT ? FC_NONE : field_index(a, &v->metrics[i].field);
+        av->dmi = lam_malloc(v->nmetrics ? v->nmetrics : 1);
+        for (size_t i = 0; i < v->nmetrics; i++)
+            if (v->metrics[i].kind == LAM_METRIC_DISTINCT)
+                av->dmi[av->ndistinct++] = (uint8_t)i;
     }
     if (!a->fref_full) {
         const char *names[FC_MAX];
@@ -223,6 +229,7 @@ void lam_agg_free(lam_agg_t *a)
     lam_free(a->mbase);
     for (size_t i = 0; a->av && i < a->nviews; i++) {
         lam_free(a->av[i].mfi);
+        lam_free(a->av[i].dmi);
         lam_free(a->av[i].wfi);
     }
     lam_free(a->av);
@@ -866,10 +873,10 @@ static void pipe_cell(lam_agg_t *a, pipe_ent_t *e)
                                ? ec_cell(a, &e->c, pv->vi, pv->ts)
                                : get_padded(a, pv->vi, pv->ts, e->keys.data + pv->key_off, pv->key_len, pv->h);
         pv->cell_off = (size_t)((char *)cell - a->cells);
-        const lam_view_t *v = &a->varr[pv->vi];
-        for (size_t mi = 0; mi < v->nmetrics; mi++)
-            if (v->metrics[mi].kind == LAM_METRIC_DISTINCT && cell->m[mi].u.hll)
-                __builtin_prefetch(cell->m[mi].u.hll);
+        const agg_view_t *av = &a->av[pv->vi];
+        for (size_t d = 0; d < av->ndistinct; d++)
+            if (cell->m[av->dmi[d]].u.hll)
+                __builtin_prefetch(cell->m[av->dmi[d]].u.hll);
     }
 }
 
@@ -879,11 +886,13 @@ static void pipe_reg(lam_agg_t *a, pipe_ent_t *e)
     for (size_t i = 0; e->live && i < e->nv; i++) {
         const pipe_view_t *pv = &e->pv[i];
         const lam_view_t *v = &a->varr[pv->vi];
+        const agg_view_t *av = &a->av[pv->vi];
         lam_cell_t *cell = (lam_cell_t *)(a->cells + pv->cell_off);
-        for (size_t mi = 0; mi < v->nmetrics; mi++) {
-            if (v->metrics[mi].kind != LAM_METRIC_DISTINCT || !cell->m[mi].u.hll)
+        for (size_t d = 0; d < av->ndistinct; d++) {
+            size_t mi = av->dmi[d];
+            if (!cell->m[mi].u.hll)
                 continue;
-            uint8_t fi = a->av[pv->vi].mfi[mi];
+            uint8_t fi = av->mfi[mi];
             const lam_field_t *f = ec_field(a, &e->c, fi, &v->metrics[mi].field);
             if (f && f->type != LAM_VAL_NULL)
                 lam_hll_prefetch(cell->m[mi].u.hll, ec_hash(&e->c, fi, f));
@@ -905,15 +914,14 @@ static void pipe_apply(lam_agg_t *a, pipe_ent_t *e)
 static void pipe_tick(lam_agg_t *a, int64_t t)
 {
     lam_agg_pipe_t *p = a->pipe;
-    static const struct {
-        int d;
-        void (*fn)(lam_agg_t *, pipe_ent_t *);
-    } st[] = {{PIPE_KEEP, pipe_keep}, {PIPE_CELL, pipe_cell}, {PIPE_REG, pipe_reg}, {PIPE_APPLY, pipe_apply}};
-    for (size_t k = 0; k < sizeof(st) / sizeof(st[0]); k++) {
-        int64_t i = t - st[k].d;
-        if (i >= p->tail && i < p->head)
-            st[k].fn(a, &p->e[i % PIPE_N]);
-    }
+#define PIPE_STAGE(d, fn)                                                                                    \
+    if (t - (d) >= p->tail && t - (d) < p->head)                                                           \
+        fn(a, &p->e[(t - (d)) % PIPE_N]);
+    PIPE_STAGE(PIPE_KEEP, pipe_keep)
+    PIPE_STAGE(PIPE_CELL, pipe_cell)
+    PIPE_STAGE(PIPE_REG, pipe_reg)
+    PIPE_STAGE(PIPE_APPLY, pipe_apply)
+#undef PIPE_STAGE
     if (t - PIPE_APPLY >= p->tail && t - PIPE_APPLY < p->head)
         p->tail = t - PIPE_APPLY + 1;
 }
