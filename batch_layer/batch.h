@@ -186,7 +186,7 @@ typedef struct batch_recompute {
     struct lam_agg *agg;
     int64_t records, skipped, dups, total; /* total: the manifest's estimate of records below the cut */
     int64_t scan_us, merge_us;             /* wall time */
-    int64_t read_us, busy_us;              /* summed over threads: block read+crc+zstd; whole scan */
+    int64_t read_us, busy_us;              /* summed over threads: block read+crc+decompress; whole scan */
     int threads;
 } batch_recompute_t;
 /** Called about every 0.5 s with records done / total (return value ignored). */
