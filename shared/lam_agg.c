@@ -585,7 +585,8 @@ static inline __attribute__((always_inline)) uint64_t ec_hash(ev_cache_t *c, uin
     return c->h[fi];
 }
 
-static int ec_match(const lam_agg_t *a, ev_cache_t *c, const lam_view_t *v, const agg_view_t *av)
+static inline __attribute__((always_inline)) int ec_match(const lam_agg_t *a, ev_cache_t *c, const lam_view_t *v,
+                                                          const agg_view_t *av)
 {
     for (size_t i = 0; i < v->nwhere; i++) {
         const lam_where_t *w = &v->where[i];
