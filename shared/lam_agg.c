@@ -627,10 +627,9 @@ static inline __attribute__((always_inline)) void ec_init(const lam_agg_t *a, ev
 
 /* The metric updates of view vi for the event of c, into cell (whose count the caller took). */
 static inline __attribute__((always_inline)) void apply_metrics(lam_agg_t *a, ev_cache_t *c, size_t vi,
+                                                                const lam_view_t *v, const agg_view_t *av,
                                                                 lam_cell_t *cell)
 {
-    const lam_view_t *v = &a->varr[vi];
-    agg_view_t *av = &a->av[vi];
     uint64_t *skipped = a->skipped + a->mbase[vi];
     for (size_t mi = 0; mi < v->nmetrics; mi++) {
         const lam_metric_t *m = &v->metrics[mi];
@@ -665,16 +664,15 @@ static inline __attribute__((always_inline)) void apply_metrics(lam_agg_t *a, ev
 
 /* Where clause of view vi for the event of c; views with the same clause (the first 64) share one
    result through wdone/wok. */
-static inline __attribute__((always_inline)) int ec_view_ok(const lam_agg_t *a, ev_cache_t *c, size_t vi,
-                                                            uint64_t *wdone, uint64_t *wok)
+static inline __attribute__((always_inline)) int ec_view_ok(const lam_agg_t *a, ev_cache_t *c, const lam_view_t *v,
+                                                            const agg_view_t *av, uint64_t *wdone, uint64_t *wok)
 {
-    const lam_view_t *v = &a->varr[vi];
     if (!v->nwhere)
         return 1;
-    uint32_t r = a->av[vi].wrep;
+    uint32_t r = av->wrep;
     if (r < 64 && (*wdone & (1ULL << r)))
         return (int)((*wok >> r) & 1);
-    int ok = ec_match(a, c, v, &a->av[vi]);
+    int ok = ec_match(a, c, v, av);
     if (r < 64) {
         *wdone |= 1ULL << r;
         *wok |= (uint64_t)ok << r;
@@ -694,27 +692,27 @@ static inline __attribute__((always_inline)) int64_t ec_bucket(int64_t ts_ms, la
 }
 
 /* Append view vi's group key for the event of c to out, with 8 readable bytes after it (get_padded). */
-static inline __attribute__((always_inline)) void ec_group_key(const lam_agg_t *a, ev_cache_t *c, size_t vi,
+static inline __attribute__((always_inline)) void ec_group_key(const lam_agg_t *a, ev_cache_t *c,
+                                                               const lam_view_t *v, const agg_view_t *av,
                                                                lam_buf_t *out)
 {
-    const lam_view_t *v = &a->varr[vi];
     const lam_field_t *fs[LAM_VIEW_GROUP_MAX];
     for (size_t i = 0; i < v->ngroup; i++)
-        fs[i] = ec_field(a, c, a->av[vi].gfi[i], &v->group_by[i]);
+        fs[i] = ec_field(a, c, av->gfi[i], &v->group_by[i]);
     group_key_fields(v, fs, out);
     if (out->cap - out->len < 9)
         lam_buf_reserve(out, 8);
 }
 
 /* The cell of view vi and bucket ts for the event of c (found or created). */
-static inline __attribute__((always_inline)) lam_cell_t *ec_cell(lam_agg_t *a, ev_cache_t *c, size_t vi, int64_t ts)
+static inline __attribute__((always_inline)) lam_cell_t *ec_cell(lam_agg_t *a, ev_cache_t *c, size_t vi,
+                                                                 const lam_view_t *v, agg_view_t *av, int64_t ts)
 {
-    agg_view_t *av = &a->av[vi];
-    int keyless = !a->varr[vi].ngroup;
+    int keyless = !v->ngroup;
     if (keyless && av->last_off && av->last_ts == ts)
         return (lam_cell_t *)(a->cells + av->last_off - 1);
     a->key.len = 0;
-    ec_group_key(a, c, vi, &a->key);
+    ec_group_key(a, c, v, av, &a->key);
     lam_cell_t *cell = get_padded(a, vi, ts, a->key.data, a->key.len, cell_hash_padded(vi, ts, a->key.data, a->key.len));
     if (keyless) {
         av->last_ts = ts;
@@ -732,12 +730,14 @@ int lam_agg_add_event(lam_agg_t *a, const lam_event_t *ev)
     int64_t floor_ts[LAM_GRAN_ALL + 1];
     unsigned floor_have = 0;
     for (size_t vi = 0; vi < a->nviews; vi++) {
-        if (!ec_view_ok(a, &c, vi, &wdone, &wok))
+        const lam_view_t *v = &a->varr[vi];
+        agg_view_t *av = &a->av[vi];
+        if (!ec_view_ok(a, &c, v, av, &wdone, &wok))
             continue;
         matched++;
-        lam_cell_t *cell = ec_cell(a, &c, vi, ec_bucket(ev->ts_ms, a->varr[vi].granularity, floor_ts, &floor_have));
+        lam_cell_t *cell = ec_cell(a, &c, vi, v, av, ec_bucket(ev->ts_ms, v->granularity, floor_ts, &floor_have));
         cell->count++;
-        apply_metrics(a, &c, vi, cell);
+        apply_metrics(a, &c, vi, v, av, cell);
     }
     return matched;
 }
@@ -829,7 +829,7 @@ static void pipe_plan(lam_agg_t *a, pipe_ent_t *e)
     int64_t floor_ts[LAM_GRAN_ALL + 1];
     unsigned floor_have = 0;
     for (size_t vi = 0; vi < a->nviews; vi++) {
-        if (!ec_view_ok(a, &e->c, vi, &wdone, &wok))
+        if (!ec_view_ok(a, &e->c, &a->varr[vi], &a->av[vi], &wdone, &wok))
             continue;
         pipe_view_t *pv = &e->pv[e->nv++];
         pv->vi = (uint32_t)vi;
@@ -839,7 +839,7 @@ static void pipe_plan(lam_agg_t *a, pipe_ent_t *e)
             continue;
         }
         pv->key_off = e->keys.len;
-        ec_group_key(a, &e->c, vi, &e->keys);
+        ec_group_key(a, &e->c, &a->varr[vi], &a->av[vi], &e->keys);
         pv->key_len = (uint32_t)(e->keys.len - pv->key_off);
         pv->h = cell_hash_padded(vi, pv->ts, e->keys.data + pv->key_off, pv->key_len);
         __builtin_prefetch(&a->tab[(uint32_t)pv->h & a->mask]);
@@ -871,7 +871,7 @@ static void pipe_cell(lam_agg_t *a, pipe_ent_t *e)
     for (size_t i = 0; e->live && i < e->nv; i++) {
         pipe_view_t *pv = &e->pv[i];
         lam_cell_t *cell = pv->key_len == UINT32_MAX
-                               ? ec_cell(a, &e->c, pv->vi, pv->ts)
+                               ? ec_cell(a, &e->c, pv->vi, &a->varr[pv->vi], &a->av[pv->vi], pv->ts)
                                : get_padded(a, pv->vi, pv->ts, e->keys.data + pv->key_off, pv->key_len, pv->h);
         pv->cell_off = (size_t)((char *)cell - a->cells);
         const agg_view_t *av = &a->av[pv->vi];
@@ -907,7 +907,7 @@ static void pipe_apply(lam_agg_t *a, pipe_ent_t *e)
     for (size_t i = 0; e->live && i < e->nv; i++) {
         lam_cell_t *cell = (lam_cell_t *)(a->cells + e->pv[i].cell_off);
         cell->count++;
-        apply_metrics(a, &e->c, e->pv[i].vi, cell);
+        apply_metrics(a, &e->c, e->pv[i].vi, &a->varr[e->pv[i].vi], &a->av[e->pv[i].vi], cell);
     }
 }
 
