@@ -1,7 +1,7 @@
 # lam services: one Debian-based image holding ingest, speed_layer, batch_layer, serving and loadgen.
 FROM debian:bookworm-slim AS build
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      gcc make libc6-dev librdkafka-dev libhiredis-dev libpq-dev libmicrohttpd-dev libzstd-dev \
+      gcc make libc6-dev librdkafka-dev libhiredis-dev libpq-dev libmicrohttpd-dev libzstd-dev liblz4-dev \
       postgresql-common \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
@@ -23,7 +23,7 @@ RUN npm ci --no-audit --no-fund && npm run build && rm -rf node_modules
 
 FROM debian:bookworm-slim
 RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      librdkafka1 libhiredis0.14 libpq5 libmicrohttpd12 libzstd1 curl ca-certificates \
+      librdkafka1 libhiredis0.14 libpq5 libmicrohttpd12 libzstd1 liblz4-1 curl ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --home /var/lib/lam --create-home lam
 COPY --from=build /out/bin/ /usr/local/bin/

@@ -9,7 +9,7 @@ PG_INC   := $(shell pg_config --includedir 2>/dev/null || echo /usr/include/post
 CFLAGS   ?= $(OPT) -g
 CFLAGS   += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-missing-field-initializers -Wno-format-truncation \
             -fno-strict-aliasing -D_GNU_SOURCE -MMD -MP -Ishared -Itests -I$(PG_INC)
-LDLIBS   := -lrdkafka -lhiredis -lpq -lmicrohttpd -lzstd -lpthread -lm
+LDLIBS   := -lrdkafka -lhiredis -lpq -lmicrohttpd -lzstd -llz4 -lpthread -lm
 
 ifneq ($(SANITIZE),)
 CFLAGS   += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all

@@ -30,7 +30,8 @@ typedef struct batch_config {
 
 #define BATCH_SEG_MAGIC "LAMSEG01"
 #define BATCH_SEG_HDR 16        /* magic[8] partition u32 crc32c u32 */
-#define BATCH_BLK_MAGIC 0x4B4C424CU /* "LBLK" little endian */
+#define BATCH_BLK_MAGIC 0x4B4C424CU     /* "LBLK" little endian: zstd payload */
+#define BATCH_BLK_MAGIC_LZ4 0x344C424CU /* "LBL4": lz4 payload (what the archiver writes) */
 #define BATCH_BLK_HDR 40
 #define BATCH_REC_HDR 21        /* kind u8, offset i64, run i64, len u32 */
 #define BATCH_REC_EVENT 0
@@ -83,7 +84,7 @@ typedef struct batch_seg_reader {
     int64_t pos;   /* file position of the next block */
     int64_t size;
     lam_buf_t comp, raw;
-    void *dctx;    /* ZSTD_DCtx */
+    void *dctx;    /* ZSTD_DCtx, made at the first zstd block */
 } batch_seg_reader_t;
 
 /** crc32c (Castagnoli) continued from crc (0 to start): hardware when the CPU has SSE4.2. */
@@ -115,8 +116,9 @@ int batch_rec_next(const lam_buf_t *raw, size_t *pos, batch_rec_t *rec);
 /** Create a segment file (truncating an orphan of the same name) with its header, fsync'd. fd or -1. */
 int batch_seg_create(const char *path, int32_t partition, char *errstr, size_t errstr_size);
 /**
- * Compress raw (nrecords records, offsets first..last) with zstd and append the block to fd.
- * cctx is a ZSTD_CCtx. Returns the bytes written or -1 with errstr. The caller fsyncs.
+ * Compress raw (nrecords records, offsets first..last) and append the block to fd: an lz4 block
+ * ("LBL4") when cctx is NULL (the archiver), a zstd level 1 block ("LBLK", the format before lz4,
+ * still read) with cctx a ZSTD_CCtx. Returns the bytes written or -1 with errstr. The caller fsyncs.
  */
 int64_t batch_seg_write_block(int fd, void *cctx, const lam_buf_t *raw, uint32_t nrecords, int64_t first,
                               int64_t last, lam_buf_t *scratch, char *errstr, size_t errstr_size);
@@ -184,7 +186,7 @@ typedef struct batch_recompute {
     struct lam_agg *agg;
     int64_t records, skipped, dups, total; /* total: the manifest's estimate of records below the cut */
     int64_t scan_us, merge_us;             /* wall time */
-    int64_t read_us, busy_us;              /* summed over threads: block read+crc+zstd; whole scan */
+    int64_t read_us, busy_us;              /* summed over threads: block read+crc+decompress; whole scan */
     int threads;
 } batch_recompute_t;
 /** Called about every 0.5 s with records done / total (return value ignored). */

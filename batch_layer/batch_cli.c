@@ -416,7 +416,7 @@ static int cli_recompute(batch_ctx_t *ctx, int argc, char **argv)
                " duplicates), %zu view rows, %d threads\n",
                run < 0 ? "whole dataset, no cut; records" : "up to the markers of run", run < 0 ? out.records : run,
                out.records, out.skipped, out.dups, lam_agg_size(out.agg), out.threads);
-        printf("recompute: scan %.3f s wall (threads busy %.3f s, of which read+crc+zstd %.3f s), merge %.3f s\n", s,
+        printf("recompute: scan %.3f s wall (threads busy %.3f s, of which read+crc+decompress %.3f s), merge %.3f s\n", s,
                (double)out.busy_us / 1e6, (double)out.read_us / 1e6, (double)out.merge_us / 1e6);
         printf("recompute: events_per_s=%.0f peak_rss_mb=%" PRId64 "\n", s > 0 ? (double)out.records / s : 0.0,
                peak_rss_kb() / 1024);

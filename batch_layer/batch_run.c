@@ -239,35 +239,29 @@ static int fast_id(const char *data, size_t len, const char **id, size_t *idlen)
 }
 
 /*
- * The events of a scan, two at a time: event k is parsed (and its id's slot in the id set
- * prefetched) before event k-1 is checked against the id set and applied, so the slot's cache
- * line arrives while the parse runs. First occurrence by offset still wins: events finish in order.
+ * The id check of the agg's pipeline (lam_agg_pipe_*): events reach it in offset order, so the
+ * first occurrence of an id still wins; the caller prefetched the id's slot when it pushed.
  */
-typedef struct scan_pipe {
-    lam_event_t ev[2];
-    int cur, pending; /* ev[cur] is parsed next; ev[cur ^ 1] waits when pending */
-    uint64_t pend_hash;
-    const lam_event_proj_t *proj; /* the views' fields (lam_agg_projection), NULL: full parses */
-} scan_pipe_t;
+typedef struct scan_keep {
+    idset_t *ids;
+    int64_t dups;
+} scan_keep_t;
 
-/* Dedup and apply the waiting event, if any. */
-static void pipe_finish(run_job_t *j, scan_pipe_t *sp, idset_t *ids, int64_t *dups)
+static int keep_first(void *opaque, const lam_event_t *ev, uint64_t hash)
 {
-    if (!sp->pending)
-        return;
-    sp->pending = 0;
-    const lam_event_t *ev = &sp->ev[sp->cur ^ 1];
-    if (ev->id.type != LAM_VAL_ABSENT && !idset_add(ids, ev->id.val, ev->id.val_len, sp->pend_hash)) {
-        (*dups)++;
-        return;
+    scan_keep_t *k = opaque;
+    if (ev->id.type != LAM_VAL_ABSENT && !idset_add(k->ids, ev->id.val, ev->id.val_len, hash)) {
+        k->dups++;
+        return 0;
     }
-    lam_agg_add_event(j->agg, ev);
+    return 1;
 }
 
 /* Parse a record: the projected scan when it takes the record, else the full parser. 0 or -1. */
-static int scan_parse(scan_pipe_t *sp, lam_event_t *ev, const char *data, size_t len, char *err, size_t errsz)
+static int scan_parse(const lam_event_proj_t *proj, lam_event_t *ev, const char *data, size_t len, char *err,
+                      size_t errsz)
 {
-    if (sp->proj && lam_event_parse_projected(ev, data, len, sp->proj))
+    if (proj && lam_event_parse_projected(ev, data, len, proj))
         return 0;
     return lam_event_parse(ev, data, len, 0, -1, err, errsz);
 }
@@ -277,13 +271,14 @@ static int scan_parse(scan_pipe_t *sp, lam_event_t *ev, const char *data, size_t
  * aggregated (all copies of an id share a slice, so first-occurrence-wins stays exact) and the id
  * set holds one slice at a time; events without an id belong to pass 0. Returns 0 or -1 (j->err).
  */
-static int scan_partition(run_job_t *j, int32_t p, int pass, int npasses, idset_t *ids, scan_pipe_t *sp)
+static int scan_partition(run_job_t *j, int32_t p, int pass, int npasses, idset_t *ids)
 {
     int64_t cut = j->cut[p];
     batch_seg_reader_t r;
     char path[4096], err[256];
-    int64_t dups = 0;
-    sp->pending = 0;
+    const lam_event_proj_t *proj = lam_agg_projection(j->agg);
+    scan_keep_t keep = {.ids = ids};
+    lam_agg_pipe_begin(j->agg, keep_first, &keep);
     for (size_t si = 0; si < j->man->nsegs; si++) {
         const batch_segment_t *s = &j->man->segs[si];
         if (s->partition != p || s->first < 0 || s->first >= cut)
@@ -291,6 +286,7 @@ static int scan_partition(run_job_t *j, int32_t p, int pass, int npasses, idset_
         snprintf(path, sizeof(path), "%s/%s", j->cfg->data_dir, s->name);
         if (batch_seg_open(&r, path, err, sizeof(err)) < 0) {
             snprintf(j->err, sizeof(j->err), "segment %s: %s", s->name, err);
+            lam_agg_pipe_drain(j->agg); /* keep is this frame's */
             return -1;
         }
         batch_block_t b;
@@ -321,7 +317,7 @@ static int scan_partition(run_job_t *j, int32_t p, int pass, int npasses, idset_
                     continue;
                 if (pass == 0)
                     n++;
-                lam_event_t *ev = &sp->ev[sp->cur];
+                lam_event_t *ev = lam_agg_pipe_event(j->agg);
                 const char *id = NULL;
                 size_t idlen = 0;
                 uint64_t h = 0;
@@ -331,7 +327,7 @@ static int scan_partition(run_job_t *j, int32_t p, int pass, int npasses, idset_
                     if (fast_id(rec.data, rec.len, &id, &idlen)) {
                         h = id_hash(id, idlen);
                     } else {
-                        if (scan_parse(sp, ev, rec.data, rec.len, err, sizeof(err)) < 0) {
+                        if (scan_parse(proj, ev, rec.data, rec.len, err, sizeof(err)) < 0) {
                             skipped += pass == 0;
                             continue;
                         }
@@ -346,7 +342,7 @@ static int scan_partition(run_job_t *j, int32_t p, int pass, int npasses, idset_
                     if (slice != pass)
                         continue;
                 }
-                if (!parsed && scan_parse(sp, ev, rec.data, rec.len, err, sizeof(err)) < 0) {
+                if (!parsed && scan_parse(proj, ev, rec.data, rec.len, err, sizeof(err)) < 0) {
                     skipped++;
                     continue;
                 }
@@ -357,15 +353,12 @@ static int scan_partition(run_job_t *j, int32_t p, int pass, int npasses, idset_
                     if (ids->slots)
                         __builtin_prefetch(&ids->slots[idset_home(h | 1, ids->mask)]);
                 }
-                pipe_finish(j, sp, ids, &dups);
-                sp->pending = 1;
-                sp->pend_hash = h;
-                sp->cur ^= 1;
+                lam_agg_pipe_push(j->agg, h);
             }
             atomic_fetch_add(&j->records, n);
             atomic_fetch_add(&j->skipped, skipped);
-            atomic_fetch_add(&j->dups, dups);
-            dups = 0;
+            atomic_fetch_add(&j->dups, keep.dups);
+            keep.dups = 0;
             if (rr < 0) {
                 snprintf(err, sizeof(err), "malformed record in block at byte %" PRId64, r.pos);
                 rc = -1;
@@ -380,13 +373,14 @@ static int scan_partition(run_job_t *j, int32_t p, int pass, int npasses, idset_
         batch_seg_close(&r);
         if (rc < 0 && !done) {
             snprintf(j->err, sizeof(j->err), "segment %s: %s", s->name, err);
+            lam_agg_pipe_drain(j->agg); /* keep is this frame's */
             return -1;
         }
         if (done)
             break;
     }
-    pipe_finish(j, sp, ids, &dups);
-    atomic_fetch_add(&j->dups, dups);
+    lam_agg_pipe_drain(j->agg); /* before the id set changes: the last events are checked against it */
+    atomic_fetch_add(&j->dups, keep.dups);
     return 0;
 }
 
@@ -394,9 +388,6 @@ static void *run_worker(void *arg)
 {
     run_job_t *j = arg;
     int64_t t0 = now_ns();
-    scan_pipe_t sp = {.proj = lam_agg_projection(j->agg)};
-    lam_event_init(&sp.ev[0]);
-    lam_event_init(&sp.ev[1]);
     idset_t ids = {0};
     for (size_t pi = 0; pi < j->nparts && !j->failed; pi++) {
         int32_t p = j->parts[pi];
@@ -406,13 +397,11 @@ static void *run_worker(void *arg)
         for (int pass = 0; pass < npasses && !j->failed; pass++) {
             idset_reset(&ids);
             idset_reserve(&ids, (size_t)((est + npasses - 1) / npasses));
-            if (scan_partition(j, p, pass, npasses, &ids, &sp) < 0)
+            if (scan_partition(j, p, pass, npasses, &ids) < 0)
                 j->failed = 1;
         }
     }
     idset_free(&ids);
-    lam_event_free(&sp.ev[0]);
-    lam_event_free(&sp.ev[1]);
     j->busy_ns = now_ns() - t0;
     return NULL;
 }

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 . scripts/common.sh
 
 PKGS=(gcc make pkg-config clang libclang-rt-14-dev
-      librdkafka-dev libhiredis-dev libpq-dev libmicrohttpd-dev libcmocka-dev libzstd-dev libjansson-dev
+      librdkafka-dev libhiredis-dev libpq-dev libmicrohttpd-dev libcmocka-dev libzstd-dev liblz4-dev libjansson-dev
       redis-server postgresql default-jdk-headless maven kcat curl wrk python3 python3-yaml
       procps iproute2 docker-compose python3-jsonschema python3-venv clang-format)
 if [ "${LAM_DEPS_BROWSER:-1}" != 0 ]; then PKGS+=(chromium nodejs npm); fi

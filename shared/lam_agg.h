@@ -56,6 +56,22 @@ const lam_event_proj_t *lam_agg_projection(const lam_agg_t *agg);
  */
 int lam_agg_add_event(lam_agg_t *agg, const lam_event_t *ev);
 
+/**
+ * Pipelined apply, for long scans (the batch recompute): the same result as lam_agg_add_event on
+ * each kept event in push order, with several events in flight so that their cache misses overlap.
+ * lam_agg_pipe_begin sets the filter (NULL: keep all); then per event: parse into
+ * lam_agg_pipe_event(agg) (owned by the agg, valid until the next push; not pushing it is fine),
+ * then lam_agg_pipe_push(agg, tag). A few pushes later, in push order, keep(opaque, ev, tag) is
+ * called and the event applied when it returns 1. lam_agg_pipe_drain finishes every pushed event;
+ * call it before reading, merging or freeing the filter's state. lam_agg_reset drops pushed events.
+ */
+typedef int (*lam_agg_keep_fn)(void *opaque, const lam_event_t *ev, uint64_t tag);
+typedef struct lam_agg_pipe lam_agg_pipe_t;
+void lam_agg_pipe_begin(lam_agg_t *agg, lam_agg_keep_fn keep, void *opaque);
+lam_event_t *lam_agg_pipe_event(lam_agg_t *agg);
+void lam_agg_pipe_push(lam_agg_t *agg, uint64_t tag);
+void lam_agg_pipe_drain(lam_agg_t *agg);
+
 /** Number of cells. */
 size_t lam_agg_size(const lam_agg_t *agg);
 /** Heap bytes used (cells, table, HLLs). */

@@ -45,6 +45,8 @@ static inline uint64_t lam_mix64(uint64_t x)
 int lam_hll_add(lam_hll_t *h, const void *data, size_t len);
 /** Add an element by its lam_hll_hash() (computed once for several HLLs). Returns 1 if a register changed. */
 int lam_hll_add_hash(lam_hll_t *h, uint64_t hash);
+/** Prefetch the memory lam_hll_add_hash(h, hash) will read (a hint: no effect on the state). */
+void lam_hll_prefetch(const lam_hll_t *h, uint64_t hash);
 /** dst = register-wise max(dst, src), like PFMERGE. */
 void lam_hll_merge(lam_hll_t *dst, const lam_hll_t *src);
 /**

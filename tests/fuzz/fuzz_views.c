@@ -58,6 +58,41 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (matched != ref)
             abort();
     }
+    /* the pipelined apply (lam_agg_pipe_*, the batch recompute's) of the events three times over,
+       more than it holds in flight, against lam_agg_add_event of the same */
+    lam_agg_t *piped = lam_agg_new(vs), *thrice = lam_agg_new(vs);
+    lam_agg_pipe_begin(piped, NULL, NULL);
+    for (size_t i = 0; i < 3 * sizeof(k_events) / sizeof(k_events[0]); i++) {
+        const char *e = k_events[i % (sizeof(k_events) / sizeof(k_events[0]))];
+        lam_event_t *pe = lam_agg_pipe_event(piped);
+        if (lam_event_parse(pe, e, strlen(e), 1700000000000LL, -1, err, sizeof(err)))
+            abort();
+        lam_agg_add_event(thrice, pe);
+        lam_agg_pipe_push(piped, i);
+    }
+    lam_agg_pipe_drain(piped);
+    if (lam_agg_size(piped) != lam_agg_size(thrice))
+        abort();
+    size_t pit = 0;
+    lam_cell_t *pc;
+    while ((pc = lam_agg_next(thrice, &pit))) {
+        size_t kl;
+        const char *k = lam_cell_key(pc, &kl);
+        lam_cell_t *d = lam_agg_find(piped, lam_cell_view(pc), lam_cell_ts(pc), k, kl);
+        if (!d || !lam_cell_equal(lam_views_get(vs, lam_cell_view(pc)), pc, d))
+            abort();
+    }
+    uint64_t sk[2] = {0, 0}; /* the skipped counters, as one hash each */
+    for (size_t v = 0; v < lam_views_count(vs); v++)
+        for (size_t m = 0; m < lam_views_get(vs, v)->nmetrics; m++) {
+            sk[0] = sk[0] * 1000003 + lam_agg_skipped(piped, v, m);
+            sk[1] = sk[1] * 1000003 + lam_agg_skipped(thrice, v, m);
+        }
+    if (sk[0] != sk[1])
+        abort();
+    lam_agg_free(piped);
+    lam_agg_free(thrice);
+
     lam_agg_merge(a, b);
     if (lam_agg_size(a) != lam_agg_size(all))
         abort();

@@ -836,10 +836,31 @@ static void test_apply_shared_where(void **state)
  * applying those events gives the same cells as applying the full parse, for records in
  * canonical form and for the ones the projected scan leaves to the full parse.
  */
+/* lam_agg_pipe_* filter of the tests: keep sees each pushed event once, in push order, intact;
+   it drops every fifth tag. */
+typedef struct pipe_check {
+    uint64_t next;  /* the tag keep expects next */
+    int64_t ts[8];  /* ts of the events pushed and not yet seen, by tag % 8 */
+} pipe_check_t;
+
+static int keep_check(void *opaque, const lam_event_t *ev, uint64_t tag)
+{
+    pipe_check_t *pc = opaque;
+    assert_int_equal(tag, pc->next);
+    assert_int_equal(ev->ts_ms, pc->ts[tag % 8]);
+    pc->next++;
+    return tag % 5 != 0;
+}
+
 static void apply_projected_vs_full(lam_views_t *vs)
 {
     char err[256];
     lam_agg_t *full = lam_agg_new(vs), *proj = lam_agg_new(vs);
+    /* kept: lam_agg_add_event of the events the pipeline keeps; piped: the pipeline */
+    lam_agg_t *kept = lam_agg_new(vs), *piped = lam_agg_new(vs);
+    pipe_check_t pc = {0};
+    uint64_t tag = 0;
+    lam_agg_pipe_begin(piped, keep_check, &pc);
     const lam_event_proj_t *pj = lam_agg_projection(proj);
     assert_non_null(pj);
     lam_event_t ev, ep;
@@ -855,6 +876,19 @@ static void apply_projected_vs_full(lam_views_t *vs)
     if (round) {
         lam_agg_reset(full);
         lam_agg_reset(proj);
+        lam_agg_reset(kept);
+        /* events in flight are dropped: push some first (kept by no filter) */
+        lam_agg_pipe_begin(piped, NULL, NULL);
+        for (int k = 0; k < 3; k++) {
+            lam_event_t *pe = lam_agg_pipe_event(piped);
+            static const char *login = "{\"type\":\"login\",\"user\":\"z\"}";
+            if (lam_event_parse(pe, login, strlen(login), 0, -1, err, sizeof(err)))
+                fail_msg("%s", err);
+            lam_agg_pipe_push(piped, 0);
+        }
+        lam_agg_reset(piped);
+        lam_agg_pipe_begin(piped, keep_check, &pc);
+        pc.next = tag = 0;
         taken = 0;
     }
     for (int it = 0; it < total; it++) {
@@ -886,13 +920,32 @@ static void apply_projected_vs_full(lam_views_t *vs)
             m2 = lam_agg_add_event(proj, &ep);
         }
         assert_int_equal(m1, m2);
+        /* the pipeline: parsed like the batch scan into its event; every 7th one not pushed (a
+           record the scan skips), every fifth pushed one dropped by keep; drained now and then */
+        lam_event_t *pe = lam_agg_pipe_event(piped);
+        if (!lam_event_parse_projected(pe, canon.data, canon.len, lam_agg_projection(piped)) &&
+            lam_event_parse(pe, canon.data, canon.len, 0, -1, err, sizeof(err)))
+            fail_msg("%s: %s", canon.data, err);
+        if (it % 7 == 3)
+            continue;
+        if (tag % 5 != 0)
+            lam_agg_add_event(kept, &ev);
+        pc.ts[tag % 8] = ev.ts_ms;
+        lam_agg_pipe_push(piped, tag++);
+        if (lam_test_rand() % 1000 == 0)
+            lam_agg_pipe_drain(piped);
     }
     assert_true(taken > total / 4 && taken < total); /* both paths ran */
     assert_aggs_equal(vs, full, proj, 0);
+    lam_agg_pipe_drain(piped);
+    assert_int_equal(pc.next, tag);
+    assert_aggs_equal(vs, piped, kept, 1);
     }
     print_message("%d events, %d by the projected scan, %zu cells\n", total, taken, lam_agg_size(full));
     lam_agg_free(full);
     lam_agg_free(proj);
+    lam_agg_free(kept);
+    lam_agg_free(piped);
     lam_views_free(vs);
     lam_event_free(&ev);
     lam_event_free(&ep);

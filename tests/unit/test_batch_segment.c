@@ -83,8 +83,9 @@ static void test_records_roundtrip(void **st)
     lam_buf_free(&raw);
 }
 
-/* Write a segment with two blocks; returns its path in out. */
-static void write_segment(char *out, size_t outsz, int64_t *size)
+/* Write a segment with two blocks, block i lz4 when bit i of lz4 is set, else zstd (the format
+   before lz4); returns its path in out. */
+static void write_segment(char *out, size_t outsz, int64_t *size, int lz4)
 {
     char err[256];
     snprintf(out, outsz, "%s/p00002-00000000000000000100.seg", dir);
@@ -99,8 +100,11 @@ static void write_segment(char *out, size_t outsz, int64_t *size)
             int n = snprintf(ev, sizeof(ev), "{\"id\":\"e%d\",\"ts\":1,\"type\":\"t\"}", blk * 100 + i);
             batch_rec_append(&raw, BATCH_REC_EVENT, 100 + blk * 100 + i, 0, ev, (uint32_t)n);
         }
-        assert_true(batch_seg_write_block(fd, cctx, &raw, 100, 100 + blk * 100, 199 + blk * 100, &scratch, err,
-                                          sizeof(err)) > BATCH_BLK_HDR);
+        assert_true(batch_seg_write_block(fd, (lz4 >> blk) & 1 ? NULL : cctx, &raw, 100, 100 + blk * 100,
+                                          199 + blk * 100, &scratch, err, sizeof(err)) > BATCH_BLK_HDR);
+        uint32_t magic;
+        memcpy(&magic, scratch.data, 4);
+        assert_int_equal(magic, (lz4 >> blk) & 1 ? BATCH_BLK_MAGIC_LZ4 : BATCH_BLK_MAGIC);
     }
     struct stat sb;
     fstat(fd, &sb);
@@ -111,12 +115,14 @@ static void write_segment(char *out, size_t outsz, int64_t *size)
     lam_buf_free(&scratch);
 }
 
+/* Each codec mix of write_segment: both zstd, zstd then lz4, lz4 then zstd, both lz4. */
 static void test_segment_blocks_and_corruption(void **st)
 {
     (void)st;
+    for (int lz4 = 0; lz4 < 4; lz4++) {
     char path[512], err[256];
     int64_t size;
-    write_segment(path, sizeof(path), &size);
+    write_segment(path, sizeof(path), &size, lz4);
     batch_seg_reader_t r;
     assert_int_equal(batch_seg_open(&r, path, err, sizeof(err)), 0);
     assert_int_equal(r.partition, 2);
@@ -151,6 +157,23 @@ static void test_segment_blocks_and_corruption(void **st)
     c ^= 1;
     assert_int_equal(pwrite(fd, &c, 1, at), 1);
 
+    /* a header whose checksums hold but whose raw length is one more than the payload decodes to */
+    unsigned char h[BATCH_BLK_HDR], h0[BATCH_BLK_HDR];
+    assert_int_equal(pread(fd, h0, sizeof(h0), BATCH_SEG_HDR), (ssize_t)sizeof(h0));
+    memcpy(h, h0, sizeof(h));
+    uint32_t v;
+    memcpy(&v, h + 8, 4);
+    v++;
+    memcpy(h + 8, &v, 4);
+    v = batch_crc32c(0, h, 36);
+    memcpy(h + 36, &v, 4);
+    assert_int_equal(pwrite(fd, h, sizeof(h), BATCH_SEG_HDR), (ssize_t)sizeof(h));
+    assert_int_equal(batch_seg_open(&r, path, err, sizeof(err)), 0);
+    assert_int_equal(batch_seg_next_block(&r, &b, 1, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "does not decompress"));
+    batch_seg_close(&r);
+    assert_int_equal(pwrite(fd, h0, sizeof(h0), BATCH_SEG_HDR), (ssize_t)sizeof(h0));
+
     /* a torn tail: the second block cut short */
     assert_int_equal(ftruncate(fd, size - 3), 0);
     close(fd);
@@ -166,6 +189,7 @@ static void test_segment_blocks_and_corruption(void **st)
     close(fd);
     assert_int_equal(batch_seg_open(&r, path, err, sizeof(err)), -1);
     unlink(path);
+    }
 }
 
 static void test_manifest_roundtrip_and_tamper(void **st)
