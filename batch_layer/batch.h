@@ -24,6 +24,7 @@ typedef struct batch_config {
     int64_t threads;       /* recompute threads */
     int64_t dedup_ids;     /* most ids one recompute thread holds at once (more: extra passes) */
     int64_t cut_timeout_ms; /* how long a run waits for the archiver to reach its markers */
+    char *codec;            /* the archiver's block codec: "lz4" or "zstd" */
 } batch_config_t;
 
 /* ---- master dataset format (batch_segment.c, FORMAT.md) ---- */
@@ -64,6 +65,7 @@ typedef struct batch_manifest {
 
 /** A block header, decoded. */
 typedef struct batch_block {
+    uint32_t magic; /* BATCH_BLK_MAGIC (zstd) or BATCH_BLK_MAGIC_LZ4 */
     uint32_t nrecords, raw_len, comp_len, crc;
     int64_t first, last;
 } batch_block_t;

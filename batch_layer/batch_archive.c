@@ -10,6 +10,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include "batch.h"
 #include "lam_kafka.h"
@@ -43,6 +44,7 @@ struct batch_archive {
     size_t nparts;
     batch_cut_t *pcuts;       /* cuts in blocks not yet fsync'd */
     size_t npcuts, pcutcap;
+    ZSTD_CCtx *cctx;          /* LAM_BATCH_CODEC=zstd; NULL: lz4 blocks */
     lam_buf_t scratch;
     rd_kafka_t *rk;
     int lock_fd;
@@ -235,7 +237,7 @@ static int write_block(batch_archive_t *a, int32_t p, char *errstr, size_t errst
         }
         ps->seg = a->man.nsegs - 1;
     }
-    int64_t n = batch_seg_write_block(ps->fd, NULL, &ps->raw, ps->nrec, ps->bfirst, ps->blast, &a->scratch,
+    int64_t n = batch_seg_write_block(ps->fd, a->cctx, &ps->raw, ps->nrec, ps->bfirst, ps->blast, &a->scratch,
                                       errstr, errstr_size);
     if (n < 0)
         return -1;
@@ -464,6 +466,8 @@ batch_archive_t *batch_archive_start(batch_ctx_t *ctx, char *errstr, size_t errs
     pthread_mutex_init(&a->mu, NULL);
     batch_manifest_init(&a->man);
     batch_manifest_init(&a->durable);
+    if (!strcmp(ctx->cfg.codec, "zstd"))
+        a->cctx = ZSTD_createCCtx();
 
     char path[4096];
     snprintf(path, sizeof(path), "%s/LOCK", a->dir);
@@ -550,6 +554,8 @@ void batch_archive_stop(batch_archive_t *a)
     batch_manifest_free(&a->durable);
     lam_free(a->pcuts);
     lam_buf_free(&a->scratch);
+    if (a->cctx)
+        ZSTD_freeCCtx(a->cctx);
     if (a->lock_fd >= 0)
         close(a->lock_fd);
     pthread_mutex_destroy(&a->mu);

@@ -162,8 +162,9 @@ static int cli_status(batch_ctx_t *ctx)
     return 0;
 }
 
-/* Check one segment against its manifest entry; collects its cut records into found. */
-static int verify_segment(const char *dir, const batch_segment_t *s, batch_manifest_t *found, int64_t *records)
+/* Check one segment against its manifest entry; collects its cut records into found, counts blocks by codec. */
+static int verify_segment(const char *dir, const batch_segment_t *s, batch_manifest_t *found, int64_t *records,
+                          int64_t *lz4_blocks, int64_t *zstd_blocks)
 {
     char path[4096], err[256];
     snprintf(path, sizeof(path), "%s/%s", dir, s->name);
@@ -224,6 +225,7 @@ static int verify_segment(const char *dir, const batch_segment_t *s, batch_manif
             break;
         }
         count += n;
+        *(b.magic == BATCH_BLK_MAGIC_LZ4 ? lz4_blocks : zstd_blocks) += 1;
         if (first < 0)
             first = b.first;
         last = b.last;
@@ -266,14 +268,14 @@ static int cli_verify(batch_ctx_t *ctx)
     }
     batch_manifest_init(&found);
     int failures = 0;
-    int64_t records = 0;
+    int64_t records = 0, lz4_blocks = 0, zstd_blocks = 0;
     for (size_t i = 0; i < m.nsegs; i++) {
         for (size_t j = 0; j < i; j++)
             if (!strcmp(m.segs[i].name, m.segs[j].name)) {
                 printf("manifest: segment %s listed twice\n", m.segs[i].name);
                 failures++;
             }
-        if (verify_segment(ctx->cfg.data_dir, &m.segs[i], &found, &records) < 0)
+        if (verify_segment(ctx->cfg.data_dir, &m.segs[i], &found, &records, &lz4_blocks, &zstd_blocks) < 0)
             failures++;
     }
     for (size_t i = 0; i < m.ncuts; i++) {
@@ -287,8 +289,9 @@ static int cli_verify(batch_ctx_t *ctx)
     if (failures) {
         printf("verify: %d problem(s) in %s\n", failures, ctx->cfg.data_dir);
     } else {
-        printf("verify: ok: %zu segments, %" PRId64 " records, %zu cut markers in %s\n", m.nsegs, records, m.ncuts,
-               ctx->cfg.data_dir);
+        printf("verify: ok: %zu segments, %" PRId64 " records, %zu cut markers, blocks %" PRId64 " lz4 + %" PRId64
+               " zstd in %s\n",
+               m.nsegs, records, m.ncuts, lz4_blocks, zstd_blocks, ctx->cfg.data_dir);
     }
     batch_manifest_free(&m);
     batch_manifest_free(&found);

@@ -457,6 +457,7 @@ int batch_seg_next_block(batch_seg_reader_t *r, batch_block_t *b, int decode, ch
         snprintf(errstr, errstr_size, "block header checksum mismatch at byte %" PRId64, r->pos);
         return -1;
     }
+    b->magic = magic;
     b->nrecords = get32(h + 4);
     b->raw_len = get32(h + 8);
     b->comp_len = get32(h + 12);

@@ -35,6 +35,8 @@ static const lam_config_entry_t batch_config_table[] = {
      (int64_t)1 << 40},
     {"LAM_BATCH_CUT_TIMEOUT", LAM_CFG_MS, "60s", offsetof(batch_config_t, cut_timeout_ms),
      "a run fails when the archiver has not reached its markers after this long", 100, 86400000},
+    {"LAM_BATCH_CODEC", LAM_CFG_STR, "lz4", offsetof(batch_config_t, codec),
+     "archiver block compression: lz4 (faster recomputes) or zstd (~40 % less disk); both are always readable"},
     {NULL}};
 
 static int is_command(const char *s)
@@ -59,7 +61,12 @@ int main(int argc, char **argv)
 
     batch_schedule_t sched;
     char err[512];
-    if (batch_schedule_parse(ctx.cfg.schedule, &sched, err, sizeof(err)) < 0) {
+    int bad = batch_schedule_parse(ctx.cfg.schedule, &sched, err, sizeof(err)) < 0;
+    if (!bad && strcmp(ctx.cfg.codec, "lz4") && strcmp(ctx.cfg.codec, "zstd")) {
+        snprintf(err, sizeof(err), "LAM_BATCH_CODEC: expected lz4 or zstd: \"%s\"", ctx.cfg.codec);
+        bad = 1;
+    }
+    if (bad) {
         fprintf(stderr, "batch_layer: %s\n", err);
         lam_config_free(batch_config_table, &ctx.cfg);
         return 2;

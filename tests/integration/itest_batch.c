@@ -365,6 +365,9 @@ static void test_bad_schedule_exits_2(void **st)
     assert_non_null(strstr(out, "LAM_BATCH_SCHEDULE"));
     rc = cli("", out, sizeof(out), "LAM_BATCH_SCHEDULE='daily@25:00'");
     assert_int_equal(rc, 2);
+    rc = cli("", out, sizeof(out), "LAM_BATCH_CODEC='brotli'");
+    assert_int_equal(rc, 2);
+    assert_non_null(strstr(out, "LAM_BATCH_CODEC"));
 }
 
 typedef struct stream_arg {
@@ -396,7 +399,7 @@ static void test_archiver_kill9_exactly_once(void **st)
     stream_arg_t sa = {0, STREAM_N};
     pthread_t th;
     pthread_create(&th, NULL, stream_thread, &sa);
-    /* kill -9 twice while the stream is being archived */
+    /* kill -9 twice while the stream is being archived; the middle third archived as zstd blocks */
     int64_t marks[2] = {want / 4, want / 2};
     for (int k = 0; k < 2; k++) {
         int64_t deadline = lam_now_mono_ms() + 60000;
@@ -404,6 +407,10 @@ static void test_archiver_kill9_exactly_once(void **st)
             usleep(2000);
         assert_true(manifest_records(data_dir) >= marks[k]);
         kill_service(SIGKILL);
+        if (k == 0)
+            setenv("LAM_BATCH_CODEC", "zstd", 1);
+        else
+            unsetenv("LAM_BATCH_CODEC");
         start_service();
     }
     pthread_join(th, NULL);
@@ -453,6 +460,11 @@ static void test_archiver_kill9_exactly_once(void **st)
     int rc = cli("verify", out, sizeof(out), NULL);
     if (rc != 0)
         fail_msg("verify failed: %s", out);
+    /* both codecs in one dataset (LAM_BATCH_CODEC per archiver start), every block verified */
+    long long nlz4 = 0, nzstd = 0;
+    const char *bl = strstr(out, "blocks ");
+    if (!bl || sscanf(bl, "blocks %lld lz4 + %lld zstd", &nlz4, &nzstd) != 2 || nlz4 <= 0 || nzstd <= 0)
+        fail_msg("verify should count lz4 and zstd blocks: %s", out);
 }
 
 /* A torn block at the end of an open segment (crash mid-write) is cut away at start-up. */
