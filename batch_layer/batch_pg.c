@@ -550,24 +550,22 @@ static int unload(PGconn *pg, int64_t run)
     return -1;
 }
 
-/* A connection to the same server and database as pg, with its parameters; NULL with errstr. */
-static PGconn *connect_like(PGconn *pg, char *errstr, size_t errstr_size)
+/* A connection with the parameters opts (PQconninfo of the executor's); NULL with errstr. */
+static PGconn *connect_with(const PQconninfoOption *opts, char *errstr, size_t errstr_size)
 {
-    PQconninfoOption *opts = PQconninfo(pg);
     if (!opts) {
-        snprintf(errstr, errstr_size, "postgresql: out of memory");
+        snprintf(errstr, errstr_size, "postgresql: second connection: out of memory");
         return NULL;
     }
     const char *keys[128], *vals[128];
     int n = 0;
-    for (PQconninfoOption *o = opts; o->keyword && n < 127; o++)
+    for (const PQconninfoOption *o = opts; o->keyword && n < 127; o++)
         if (o->val && *o->val) {
             keys[n] = o->keyword;
             vals[n++] = o->val;
         }
     keys[n] = vals[n] = NULL;
     PGconn *c = PQconnectdbParams(keys, vals, 0);
-    PQconninfoFree(opts);
     if (PQstatus(c) != CONNECTION_OK) {
         snprintf(errstr, errstr_size, "postgresql: second connection: %s", PQerrorMessage(c));
         PQfinish(c);
@@ -636,10 +634,16 @@ static int copy_rows(PGconn *pg, const char *name, lam_cell_t *const *cells, siz
 
 /* One half of run k's rows, loaded on its own connection (half 0 on the executor's, 1 on a second one). */
 typedef struct {
-    PGconn *pg;       /* NULL: open own, with the parameters of like */
-    PGconn *like, *own;
-    int64_t run, split;
+    PGconn *pg;       /* NULL: open own, with the parameters opts */
+    const PQconninfoOption *opts;
+    PGconn *own;
+    int64_t run;
     int half;
+    /* set by the publishing thread once the rows are ordered (ready), while half 1 connects */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int ready;
+    int64_t split;
     lam_cell_t *const *cells;
     size_t n;
     const lam_views_t *views;
@@ -661,7 +665,11 @@ static void *half_load(void *arg)
 {
     half_load_t *h = arg;
     int64_t cpu0 = clock_us(CLOCK_THREAD_CPUTIME_ID);
-    PGconn *pg = h->pg ? h->pg : (h->own = connect_like(h->like, h->err, sizeof(h->err)));
+    PGconn *pg = h->pg ? h->pg : (h->own = connect_with(h->opts, h->err, sizeof(h->err)));
+    pthread_mutex_lock(&h->mu);
+    while (!h->ready)
+        pthread_cond_wait(&h->cv, &h->mu);
+    pthread_mutex_unlock(&h->mu);
     h->rc = -1;
     if (!pg)
         return NULL;
@@ -734,8 +742,20 @@ int batch_pg_publish(PGconn *pg, int64_t run, const lam_agg_t *agg, int64_t reco
      * once (PostgreSQL spends about 1 us a row per connection in COPY; the index builds run side by side
      * too), then made run k's table, partitioned by bucket: serving's query (one view, a range of
      * buckets) prunes to the halves its range touches and reads each by its (view, bucket) index. The
-     * rows of half 1 are built and sent by a second thread while half 0 streams.
+     * rows of half 1 are built and sent by a second thread while half 0 streams; that thread opens
+     * its connection while the rows are ordered.
      */
+    PQconninfoOption *opts = PQconninfo(pg);
+    half_load_t hl[BATCH_PG_HALVES] = {
+        {.pg = pg, .run = run, .half = 0, .ready = 1},
+        {.opts = opts, .run = run, .half = 1},
+    };
+    for (int h = 0; h < BATCH_PG_HALVES; h++) {
+        pthread_mutex_init(&hl[h].mu, NULL);
+        pthread_cond_init(&hl[h].cv, NULL);
+    }
+    pthread_t th;
+    int threaded = pthread_create(&th, NULL, half_load, &hl[1]) == 0;
     size_t ncells;
     int64_t split;
     lam_cell_t **cells = cells_in_groups(agg, &ncells, &split);
@@ -749,18 +769,27 @@ int batch_pg_publish(PGconn *pg, int64_t run, const lam_agg_t *agg, int64_t reco
             halves[j++] = cells[i];
     lam_free(cells);
     const lam_views_t *views = lam_agg_views(agg);
-    half_load_t hl[BATCH_PG_HALVES] = {
-        {.pg = pg, .run = run, .split = split, .half = 0, .cells = halves, .n = n0, .views = views},
-        {.like = pg, .run = run, .split = split, .half = 1, .cells = halves + n0, .n = ncells - n0, .views = views},
-    };
+    for (int h = 0; h < BATCH_PG_HALVES; h++) {
+        pthread_mutex_lock(&hl[h].mu);
+        hl[h].split = split;
+        hl[h].views = views;
+        hl[h].cells = h ? halves + n0 : halves;
+        hl[h].n = h ? ncells - n0 : n0;
+        hl[h].ready = 1;
+        pthread_cond_signal(&hl[h].cv);
+        pthread_mutex_unlock(&hl[h].mu);
+    }
     int64_t t_rows = now_us();
-    pthread_t th;
-    int threaded = pthread_create(&th, NULL, half_load, &hl[1]) == 0;
     half_load(&hl[0]);
     if (threaded)
         pthread_join(th, NULL);
     else
         half_load(&hl[1]);
+    PQconninfoFree(opts);
+    for (int h = 0; h < BATCH_PG_HALVES; h++) {
+        pthread_mutex_destroy(&hl[h].mu);
+        pthread_cond_destroy(&hl[h].cv);
+    }
     if (hl[1].own)
         PQfinish(hl[1].own);
     lam_free(halves);
