@@ -110,36 +110,32 @@ static int part_attach(PGconn *pg, int64_t run, char *errstr, size_t errstr_size
     return lam_pg_exec(pg, attach, 0, NULL, errstr, errstr_size);
 }
 
-/* Drop table `name` if it exists and is no partition (loaded by an attempt that never published). */
-static int drop_loose(PGconn *pg, const char *name, char *errstr, size_t errstr_size)
-{
-    const char *p[] = {name};
-    PGresult *res = lam_pg_query(pg,
-                                 "SELECT to_regclass($1) IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_inherits"
-                                 " WHERE inhrelid = to_regclass($1))",
-                                 1, p, errstr, errstr_size);
-    if (!res)
-        return -1;
-    int loose = !strcmp(PQgetvalue(res, 0, 0), "t");
-    PQclear(res);
-    char sql[128];
-    snprintf(sql, sizeof(sql), "DROP TABLE %s", name);
-    return loose ? lam_pg_exec(pg, sql, 0, NULL, errstr, errstr_size) : 0;
-}
-
-/* Drop run k's table and halves left unattached by an attempt that never published. */
+/* Drop run k's table and halves left unattached by an attempt that never published (one query to look). */
 static int part_drop_loose(PGconn *pg, int64_t run, char *errstr, size_t errstr_size)
 {
-    char name[64];
-    snprintf(name, sizeof(name), PART_FMT, run);
-    if (drop_loose(pg, name, errstr, errstr_size) < 0) /* with the halves attached to it */
+    char names[3][64];
+    snprintf(names[0], sizeof(names[0]), PART_FMT, run);
+    snprintf(names[1], sizeof(names[1]), PART_FMT "_0", run);
+    snprintf(names[2], sizeof(names[2]), PART_FMT "_1", run);
+    const char *p[] = {names[0], names[1], names[2]};
+    /* ordered: run k's table first, which takes the halves attached to it along */
+    PGresult *res = lam_pg_query(pg,
+                                 "SELECT c.relname FROM pg_class c WHERE c.oid IN (to_regclass($1), to_regclass($2),"
+                                 " to_regclass($3)) AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)"
+                                 " ORDER BY length(c.relname), c.relname",
+                                 3, p, errstr, errstr_size);
+    if (!res)
         return -1;
-    for (int h = 0; h < BATCH_PG_HALVES; h++) {
-        snprintf(name, sizeof(name), PART_FMT "_%d", run, h);
-        if (drop_loose(pg, name, errstr, errstr_size) < 0)
-            return -1;
-    }
-    return 0;
+    int rc = 0;
+    for (int i = 0; i < PQntuples(res) && !rc; i++)
+        for (int j = 0; j < 3; j++) /* our own name, not the catalog's text, goes into the DDL */
+            if (!strcmp(PQgetvalue(res, i, 0), names[j])) {
+                char sql[128];
+                snprintf(sql, sizeof(sql), "DROP TABLE %s", names[j]);
+                rc = lam_pg_exec(pg, sql, 0, NULL, errstr, errstr_size);
+            }
+    PQclear(res);
+    return rc;
 }
 
 static int view_rows_partitioned(PGconn *pg, char *errstr, size_t errstr_size)
