@@ -675,9 +675,9 @@ static void *half_load(void *arg)
     if (lam_pg_exec(pg, "BEGIN", 0, NULL, h->err, sizeof(h->err)) < 0)
         return NULL;
     /*
-     * synchronous_commit off: the commit does not wait for its WAL record's flush; the publish
-     * transaction's commit (synchronous) flushes the WAL up to it, so a published run was loaded
-     * durably (with wal_level=minimal the table itself is fsynced at this commit either way).
+     * synchronous_commit off: the commit does not wait for its WAL record's flush; the assembly's
+     * commit (synchronous, before the publish) flushes the WAL up to it, so a published run was
+     * loaded durably (with wal_level=minimal the table itself is fsynced at this commit either way).
      */
     if (lam_pg_exec(pg, "SET LOCAL backend_flush_after = '2MB'", 0, NULL, h->err, sizeof(h->err)) < 0 ||
         lam_pg_exec(pg, "SET LOCAL synchronous_commit = off", 0, NULL, h->err, sizeof(h->err)) < 0 ||
@@ -695,8 +695,9 @@ static void *half_load(void *arg)
 
 /*
  * Run k's table: partitioned by bucket, its two halves (loaded, indexed, committed) attached below and
- * above split. Committed (asynchronously, as the loads), not attached to lam_view_rows: still
- * invisible to readers.
+ * above split. Committed, not attached to lam_view_rows: still invisible to readers. This commit is
+ * synchronous: its WAL flush (which takes the loads' asynchronous commits along) comes before the
+ * publish transaction, not while it holds lam_view_rows locked.
  */
 static int part_assemble(PGconn *pg, int64_t run, int64_t split, char *errstr, size_t errstr_size)
 {
@@ -716,8 +717,7 @@ static int part_assemble(PGconn *pg, int64_t run, int64_t split, char *errstr, s
     snprintf(index, sizeof(index), "CREATE INDEX " PART_FMT "_view_bucket ON " PART_FMT " (view, bucket)", run, run);
     if (lam_pg_exec(pg, "BEGIN", 0, NULL, errstr, errstr_size) < 0)
         return -1;
-    if (exec_all(pg, (const char *[]){"SET LOCAL synchronous_commit = off", create, a0, a1, index, "COMMIT"}, 6,
-                 errstr, errstr_size) < 0)
+    if (exec_all(pg, (const char *[]){create, a0, a1, index, "COMMIT"}, 5, errstr, errstr_size) < 0)
         return rollback(pg);
     return 0;
 }
@@ -786,28 +786,30 @@ int batch_pg_publish(PGconn *pg, int64_t run, const lam_agg_t *agg, int64_t reco
         pthread_mutex_destroy(&hl[h].mu);
         pthread_cond_destroy(&hl[h].cv);
     }
-    if (hl[1].own)
-        PQfinish(hl[1].own);
     lam_free(halves);
+    /* the second connection is closed after the publish: its backend's exit does not compete with it */
+    PGconn *second = hl[1].own;
     for (int h = 0; h < BATCH_PG_HALVES; h++)
         if (hl[h].rc < 0) {
             snprintf(errstr, errstr_size, "%s", hl[h].err);
+            PQfinish(second);
             return unload(pg, run);
         }
     int64_t t_load = now_us();
-    if (part_assemble(pg, run, split, errstr, errstr_size) < 0)
+    if (part_assemble(pg, run, split, errstr, errstr_size) < 0) {
+        PQfinish(second);
         return unload(pg, run);
+    }
     int64_t t1 = now_us();
     /* Publish, ONE transaction: run k's rows, its status and lam_published become visible together. */
     int prc;
-    for (int attempt = 1; (prc = publish_txn(pg, run, rec, sk, nrows, errstr, errstr_size)) == 1; attempt++) {
-        if (attempt == 10)
-            return unload(pg, run);
+    for (int attempt = 1; (prc = publish_txn(pg, run, rec, sk, nrows, errstr, errstr_size)) == 1 && attempt < 10;
+         attempt++)
         lam_warn("msg=\"publish waits for readers of lam_view_rows\" run=%s attempt=%d", r, attempt);
-    }
-    if (prc < 0)
-        return unload(pg, run);
     int64_t t2 = now_us();
+    PQfinish(second);
+    if (prc != 0)
+        return unload(pg, run);
     /* client_cpu_ms: building, sorting and sending the rows, both threads (PostgreSQL's is apart) */
     lam_info("msg=\"rows loaded and published\" run=%s view_rows=%s copy_ms=%.3f rows_per_s=%.0f publish_ms=%.3f"
              " client_cpu_ms=%.1f halves=%zu/%zu split_bucket=%" PRId64 " order_ms=%.3f load_ms=%.3f assemble_ms=%.3f",
