@@ -828,26 +828,33 @@ int batch_pg_cleanup(PGconn *pg, int64_t run, char *errstr, size_t errstr_size)
     /*
      * Run tables older than k but the previous succeeded run: attached, half detached, or left
      * standalone; and halves no run table holds (a load that never assembled). Halves of a run table
-     * go with it. The names are pg_class's, matched to lam_view_rows_<run>[_<half>] (digits only).
+     * go with it. Names matched as lam_view_rows_<run>[_<half>] are rebuilt from those numbers.
      */
     PGresult *res = lam_pg_query(
         pg,
-        "SELECT run, state, relname FROM (SELECT CASE WHEN c.relname ~ '^lam_view_rows_[0-9]{1,18}(_[0-9])?$' THEN"
-        " substring(c.relname from '^lam_view_rows_([0-9]+)')::bigint END AS run, CASE WHEN i.inhrelid IS NOT NULL"
+        "SELECT run, state, half FROM (SELECT CASE WHEN c.relname ~ '^lam_view_rows_[0-9]{1,18}(_[0-9])?$' THEN"
+        " substring(c.relname from '^lam_view_rows_([0-9]+)')::bigint END AS run, CASE WHEN"
+        " c.relname ~ '^lam_view_rows_[0-9]+_[0-9]$' THEN right(c.relname, 1)::int ELSE -1 END AS half,"
+        " CASE WHEN i.inhrelid IS NOT NULL"
         " THEN CASE WHEN i.inhdetachpending THEN 'p' ELSE 'a' END WHEN EXISTS (SELECT 1 FROM pg_inherits j"
-        " WHERE j.inhrelid = c.oid) THEN 'h' ELSE 's' END AS state, c.relname FROM pg_class c"
+        " WHERE j.inhrelid = c.oid) THEN 'h' ELSE 's' END AS state FROM pg_class c"
         " JOIN pg_namespace n ON n.oid = c.relnamespace"
         " LEFT JOIN pg_inherits i ON i.inhrelid = c.oid AND i.inhparent = 'lam_view_rows'::regclass"
         " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname LIKE 'lam\\_view\\_rows\\_%') t"
         " WHERE state <> 'h' AND run < $1::bigint AND run <> COALESCE((SELECT max(run) FROM lam_runs"
-        " WHERE status = 'succeeded' AND run < $1::bigint), -1) ORDER BY run, relname",
+        " WHERE status = 'succeeded' AND run < $1::bigint), -1) ORDER BY run, half",
         1, p, errstr, errstr_size);
     if (!res)
         return -1;
     int rc = 0;
     for (int i = 0; i < PQntuples(res) && !rc; i++) {
-        const char *name = PQgetvalue(res, i, 2);
-        char state = PQgetvalue(res, i, 1)[0], sql[256];
+        int64_t old = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+        int half = atoi(PQgetvalue(res, i, 2));
+        char state = PQgetvalue(res, i, 1)[0], sql[256], name[64];
+        if (half < 0) /* the run's table: its halves go with it */
+            snprintf(name, sizeof(name), PART_FMT, old);
+        else
+            snprintf(name, sizeof(name), PART_FMT "_%d", old, half);
         /*
          * DETACH CONCURRENTLY takes no lock that blocks readers (DROP of an attached partition would lock
          * all of lam_view_rows); it waits for queries that may still read the run. One interrupted half
