@@ -1,6 +1,7 @@
 /* batch_pg.c - PostgreSQL side of runs: request/claim, progress, COPY of view rows and the one-transaction publish. */
 #include <arpa/inet.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,7 @@ static int64_t now_us(void)
  * Identifiers carry only the run number (an int64 of ours, never user text): DDL takes no parameters.
  */
 #define PART_FMT "lam_view_rows_%" PRId64
+#define BATCH_PG_HALVES 2 /* run k's table is partitioned by bucket into lam_view_rows_<k>_0 and _1 */
 
 /* Statements without parameters, one at a time (the extended protocol takes one per call): 0 or -1. */
 static int exec_all(PGconn *pg, const char *const *sql, int n, char *errstr, size_t errstr_size)
@@ -48,12 +50,17 @@ static int exec_all(PGconn *pg, const char *const *sql, int n, char *errstr, siz
     return 0;
 }
 
-/* Create run k's table (empty, not attached, no index) in the current transaction. */
-static int part_create(PGconn *pg, int64_t run, char *errstr, size_t errstr_size)
+/*
+ * Create a run table (empty, not attached, no index) in the current transaction: `name` is run k's
+ * table or one of its halves, `check` an extra CHECK on bucket for a half ("" for none).
+ */
+static int part_create(PGconn *pg, const char *name, int64_t run, const char *check, char *errstr,
+                       size_t errstr_size)
 {
-    char create[384], storage[128];
+    char create[512], storage[128];
     /*
-     * CHECK (run = k) lets ATTACH skip its validation scan. Cell states are mostly HLL registers that
+     * CHECK (run = k) lets ATTACH skip its validation scan (and the check on bucket, the half's
+     * bound). Cell states are mostly HLL registers that
      * pglz hardly shrinks (about 10 %) but compresses slowly (COPY took 10x longer): EXTERNAL keeps
      * large states out of line, uncompressed. The fixed-width columns come first (a partition's
      * columns match the parent's by name, not position): no alignment padding after view, 96 instead
@@ -61,16 +68,16 @@ static int part_create(PGconn *pg, int64_t run, char *errstr, size_t errstr_size
      * 12 bytes a row less to send).
      */
     snprintf(create, sizeof(create),
-             "CREATE TABLE " PART_FMT " (run bigint NOT NULL DEFAULT %" PRId64 " CHECK (run = %" PRId64 "),"
-             " bucket bigint NOT NULL, count bigint NOT NULL, view text NOT NULL, gkey text NOT NULL,"
+             "CREATE TABLE %s (run bigint NOT NULL DEFAULT %" PRId64 " CHECK (run = %" PRId64 "),"
+             " bucket bigint NOT NULL%s, count bigint NOT NULL, view text NOT NULL, gkey text NOT NULL,"
              " state bytea NOT NULL)",
-             run, run, run);
-    snprintf(storage, sizeof(storage), "ALTER TABLE " PART_FMT " ALTER COLUMN state SET STORAGE EXTERNAL", run);
+             name, run, run, check);
+    snprintf(storage, sizeof(storage), "ALTER TABLE %s ALTER COLUMN state SET STORAGE EXTERNAL", name);
     return exec_all(pg, (const char *[]){create, storage}, 2, errstr, errstr_size);
 }
 
-/* Index run k's loaded table: one sorted build instead of a btree insert per row. */
-static int part_index(PGconn *pg, int64_t run, char *errstr, size_t errstr_size)
+/* Index a loaded run table (or half): one sorted build instead of a btree insert per row. */
+static int part_index(PGconn *pg, const char *name, char *errstr, size_t errstr_size)
 {
     char index[256];
     /*
@@ -81,7 +88,7 @@ static int part_index(PGconn *pg, int64_t run, char *errstr, size_t errstr_size)
      * pages (1 hour 12.2 -> 7.9 ms, 6 hours 68 -> 46 ms). Rows are unique per (view, bucket, gkey) by
      * construction: they are the cells of one lam_agg, a hash table on that key.
      */
-    snprintf(index, sizeof(index), "CREATE INDEX " PART_FMT "_view_bucket ON " PART_FMT " (view, bucket)", run, run);
+    snprintf(index, sizeof(index), "CREATE INDEX %s_view_bucket ON %s (view, bucket)", name, name);
     /*
      * One process: the rows come sorted, so a serial build's in-memory sort only checks the order. A
      * parallel build has each worker sort its share to a temporary file and the leader merge them:
@@ -103,22 +110,32 @@ static int part_attach(PGconn *pg, int64_t run, char *errstr, size_t errstr_size
     return lam_pg_exec(pg, attach, 0, NULL, errstr, errstr_size);
 }
 
-/* Drop run k's table if it exists and is not attached (loaded by an attempt that never published). */
+/* Drop run k's table and halves left unattached by an attempt that never published (one query to look). */
 static int part_drop_loose(PGconn *pg, int64_t run, char *errstr, size_t errstr_size)
 {
-    char name[64], sql[128];
-    snprintf(name, sizeof(name), PART_FMT, run);
-    const char *p[] = {name};
+    char names[3][64];
+    snprintf(names[0], sizeof(names[0]), PART_FMT, run);
+    snprintf(names[1], sizeof(names[1]), PART_FMT "_0", run);
+    snprintf(names[2], sizeof(names[2]), PART_FMT "_1", run);
+    const char *p[] = {names[0], names[1], names[2]};
+    /* ordered: run k's table first, which takes the halves attached to it along */
     PGresult *res = lam_pg_query(pg,
-                                 "SELECT to_regclass($1) IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_inherits"
-                                 " WHERE inhrelid = to_regclass($1))",
-                                 1, p, errstr, errstr_size);
+                                 "SELECT c.relname FROM pg_class c WHERE c.oid IN (to_regclass($1), to_regclass($2),"
+                                 " to_regclass($3)) AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)"
+                                 " ORDER BY length(c.relname), c.relname",
+                                 3, p, errstr, errstr_size);
     if (!res)
         return -1;
-    int loose = !strcmp(PQgetvalue(res, 0, 0), "t");
+    int rc = 0;
+    for (int i = 0; i < PQntuples(res) && !rc; i++)
+        for (int j = 0; j < 3; j++) /* our own name, not the catalog's text, goes into the DDL */
+            if (!strcmp(PQgetvalue(res, i, 0), names[j])) {
+                char sql[128];
+                snprintf(sql, sizeof(sql), "DROP TABLE %s", names[j]);
+                rc = lam_pg_exec(pg, sql, 0, NULL, errstr, errstr_size);
+            }
     PQclear(res);
-    snprintf(sql, sizeof(sql), "DROP TABLE " PART_FMT, run);
-    return loose ? lam_pg_exec(pg, sql, 0, NULL, errstr, errstr_size) : 0;
+    return rc;
 }
 
 static int view_rows_partitioned(PGconn *pg, char *errstr, size_t errstr_size)
@@ -171,8 +188,11 @@ int batch_pg_prepare(PGconn *pg, char *errstr, size_t errstr_size)
                  " SELECT run, view, bucket, gkey, count, state FROM lam_view_rows_legacy"
                  " WHERE run = $1::bigint ORDER BY view, bucket, gkey",
                  run);
-        rc = part_create(pg, run, errstr, errstr_size) < 0 || lam_pg_exec(pg, sql, 1, &rs, errstr, errstr_size) < 0 ||
-             part_index(pg, run, errstr, errstr_size) < 0 || part_attach(pg, run, errstr, errstr_size) < 0;
+        char name[64];
+        snprintf(name, sizeof(name), PART_FMT, run);
+        rc = part_create(pg, name, run, "", errstr, errstr_size) < 0 ||
+             lam_pg_exec(pg, sql, 1, &rs, errstr, errstr_size) < 0 || part_index(pg, name, errstr, errstr_size) < 0 ||
+             part_attach(pg, run, errstr, errstr_size) < 0;
     }
     PQclear(res);
     if (rc || lam_pg_exec(pg, "DROP TABLE lam_view_rows_legacy", 0, NULL, errstr, errstr_size) < 0 ||
@@ -364,8 +384,47 @@ static int group_idx_cmp(const void *pa, const void *pb, void *groups)
     return a->ts < b->ts ? -1 : a->ts > b->ts;
 }
 
-/* The agg's cells grouped by (view name, bucket) ascending; *n of them (lam_free the array). */
-static lam_cell_t **cells_in_groups(const lam_agg_t *agg, size_t *n)
+typedef struct {
+    int64_t ts;
+    size_t n;
+} bucket_count_t;
+
+static int bucket_count_cmp(const void *pa, const void *pb)
+{
+    const bucket_count_t *a = pa, *b = pb;
+    return a->ts < b->ts ? -1 : a->ts > b->ts;
+}
+
+/* The bucket that splits the ncells cells (counted per group) closest to in half: below it, and the rest. */
+static int64_t split_bucket(const cell_groups_t *gs, size_t ncells)
+{
+    if (!gs->n)
+        return 0;
+    bucket_count_t *bc = lam_malloc(gs->n * sizeof(*bc));
+    for (size_t i = 0; i < gs->n; i++)
+        bc[i] = (bucket_count_t){gs->g[i].ts, gs->g[i].at};
+    qsort(bc, gs->n, sizeof(*bc), bucket_count_cmp);
+    int64_t best = bc[0].ts;
+    size_t below = 0, best_off = ncells; /* |2 below - ncells| */
+    for (size_t i = 0; i < gs->n; i++) {
+        if (i == 0 || bc[i].ts != bc[i - 1].ts) {
+            size_t off = 2 * below > ncells ? 2 * below - ncells : ncells - 2 * below;
+            if (off < best_off) {
+                best_off = off;
+                best = bc[i].ts;
+            }
+        }
+        below += bc[i].n;
+    }
+    lam_free(bc);
+    return best;
+}
+
+/*
+ * The agg's cells grouped by (view name, bucket) ascending; *n of them (lam_free the array). *split:
+ * the bucket that halves them (split_bucket).
+ */
+static lam_cell_t **cells_in_groups(const lam_agg_t *agg, size_t *n, int64_t *split)
 {
     const lam_views_t *views = lam_agg_views(agg);
     size_t nviews = lam_views_count(views), ncells = lam_agg_size(agg), it = 0, ci = 0;
@@ -383,6 +442,7 @@ static lam_cell_t **cells_in_groups(const lam_agg_t *agg, size_t *n)
         cells[ci++] = c;
     }
     lam_free(rank);
+    *split = split_bucket(&gs, ci);
     uint32_t *byorder = lam_malloc((gs.n ? gs.n : 1) * sizeof(*byorder));
     for (size_t i = 0; i < gs.n; i++)
         byorder[i] = (uint32_t)i;
@@ -486,46 +546,48 @@ static int unload(PGconn *pg, int64_t run)
     return -1;
 }
 
-int batch_pg_publish(PGconn *pg, int64_t run, const lam_agg_t *agg, int64_t records, int64_t skipped,
+/* A connection with the parameters opts (PQconninfo of the executor's); NULL with errstr. */
+static PGconn *connect_with(const PQconninfoOption *opts, char *errstr, size_t errstr_size)
+{
+    if (!opts) {
+        snprintf(errstr, errstr_size, "postgresql: second connection: out of memory");
+        return NULL;
+    }
+    const char *keys[128], *vals[128];
+    int n = 0;
+    for (const PQconninfoOption *o = opts; o->keyword && n < 127; o++)
+        if (o->val && *o->val) {
+            keys[n] = o->keyword;
+            vals[n++] = o->val;
+        }
+    keys[n] = vals[n] = NULL;
+    PGconn *c = PQconnectdbParams(keys, vals, 0);
+    if (PQstatus(c) != CONNECTION_OK) {
+        snprintf(errstr, errstr_size, "postgresql: second connection: %s", PQerrorMessage(c));
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* COPY cells (in index order) into table `name`, in the current transaction. 0 or -1 with errstr. */
+static int copy_rows(PGconn *pg, const char *name, lam_cell_t *const *cells, size_t ncells, const lam_views_t *views,
                      char *errstr, size_t errstr_size)
 {
-    char r[32], rec[32], sk[32], nrows[32];
-    snprintf(r, sizeof(r), "%" PRId64, run);
-    snprintf(rec, sizeof(rec), "%" PRId64, records);
-    snprintf(sk, sizeof(sk), "%" PRId64, skipped);
-    snprintf(nrows, sizeof(nrows), "%zu", lam_agg_size(agg));
-    int64_t t0 = now_us(), cpu0 = clock_us(CLOCK_THREAD_CPUTIME_ID);
-    if (lam_pg_exec(pg, "BEGIN", 0, NULL, errstr, errstr_size) < 0)
-        return -1;
-    /*
-     * Load: run k's own table, created in this transaction (with wal_level=minimal its rows skip the WAL),
-     * committed unattached, so invisible to readers. Committing it here keeps its flush to disk out of
-     * the publish transaction. FREEZE (allowed: the table is this transaction's) writes the rows
-     * frozen and all-visible, so serving's first reads of the run do not set hint bits and write
-     * every page again. backend_flush_after: the pages COPY writes out of its ring buffer start
-     * their writeback at once, so the commit's fsync of the table waits for less (0.23-0.30 s ->
-     * 0.11-0.14 s for 58 MB).
-     */
-    if (lam_pg_exec(pg, "SET LOCAL backend_flush_after = '2MB'", 0, NULL, errstr, errstr_size) < 0 ||
-        part_drop_loose(pg, run, errstr, errstr_size) < 0 || part_create(pg, run, errstr, errstr_size) < 0)
-        return rollback(pg);
     char copy_sql[160];
-    snprintf(copy_sql, sizeof(copy_sql),
-             "COPY " PART_FMT " (bucket, count, view, gkey, state) FROM STDIN (FORMAT binary, FREEZE)", run);
+    snprintf(copy_sql, sizeof(copy_sql), "COPY %s (bucket, count, view, gkey, state) FROM STDIN (FORMAT binary, FREEZE)",
+             name);
     PGresult *res = PQexec(pg, copy_sql);
     if (PQresultStatus(res) != PGRES_COPY_IN) {
         snprintf(errstr, errstr_size, "postgresql: COPY: %s", PQresultErrorMessage(res));
         PQclear(res);
-        return rollback(pg);
+        return -1;
     }
     PQclear(res);
-    const lam_views_t *views = lam_agg_views(agg);
     lam_buf_t b = LAM_BUF_INIT;
     lam_buf_append(&b, "PGCOPY\n\377\r\n\0", 11);
     put_i32(&b, 0);
     put_i32(&b, 0);
-    size_t ncells;
-    lam_cell_t **cells = cells_in_groups(agg, &ncells);
     int rc = 0;
     for (size_t ci = 0; ci < ncells; ci++) {
         lam_cell_t *c = cells[ci];
@@ -547,7 +609,6 @@ int batch_pg_publish(PGconn *pg, int64_t run, const lam_agg_t *agg, int64_t reco
         if (b.len >= (1 << 20) && (rc = copy_flush(pg, &b, errstr, errstr_size)) < 0)
             break;
     }
-    lam_free(cells);
     if (!rc) {
         put_i16(&b, -1);
         rc = copy_flush(pg, &b, errstr, errstr_size);
@@ -564,25 +625,198 @@ int batch_pg_publish(PGconn *pg, int64_t run, const lam_agg_t *agg, int64_t reco
         }
         PQclear(res);
     }
-    if (rc || part_index(pg, run, errstr, errstr_size) < 0 || lam_pg_exec(pg, "COMMIT", 0, NULL, errstr, errstr_size) < 0)
+    return rc;
+}
+
+/* One half of run k's rows, loaded on its own connection (half 0 on the executor's, 1 on a second one). */
+typedef struct {
+    PGconn *pg;       /* NULL: open own, with the parameters opts */
+    const PQconninfoOption *opts;
+    PGconn *own;
+    int64_t run;
+    int half;
+    /* set by the publishing thread once the rows are ordered (ready), while half 1 connects */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int ready;
+    int64_t split;
+    lam_cell_t *const *cells;
+    size_t n;
+    const lam_views_t *views;
+    int rc;
+    int64_t cpu_us;
+    char err[512];
+} half_load_t;
+
+/*
+ * Load half h into lam_view_rows_<k>_<h>: created in this transaction (with wal_level=minimal its rows
+ * skip the WAL), committed unattached, so invisible to readers. Committing it here keeps its flush to
+ * disk out of the publish transaction. FREEZE (allowed: the table is this transaction's) writes the
+ * rows frozen and all-visible, so serving's first reads of the run do not set hint bits and write
+ * every page again. backend_flush_after: the pages COPY writes out of its ring buffer start their
+ * writeback at once, so the commit's fsync of the table waits for less (0.23-0.30 s -> 0.11-0.14 s
+ * for 58 MB).
+ */
+static void *half_load(void *arg)
+{
+    half_load_t *h = arg;
+    int64_t cpu0 = clock_us(CLOCK_THREAD_CPUTIME_ID);
+    PGconn *pg = h->pg ? h->pg : (h->own = connect_with(h->opts, h->err, sizeof(h->err)));
+    pthread_mutex_lock(&h->mu);
+    while (!h->ready)
+        pthread_cond_wait(&h->cv, &h->mu);
+    pthread_mutex_unlock(&h->mu);
+    h->rc = -1;
+    if (!pg)
+        return NULL;
+    char name[64], check[96];
+    snprintf(name, sizeof(name), PART_FMT "_%d", h->run, h->half);
+    snprintf(check, sizeof(check), " CHECK (bucket %s %" PRId64 ")", h->half ? ">=" : "<", h->split);
+    if (lam_pg_exec(pg, "BEGIN", 0, NULL, h->err, sizeof(h->err)) < 0)
+        return NULL;
+    /*
+     * synchronous_commit off: the commit does not wait for its WAL record's flush; the assembly's
+     * commit (synchronous, before the publish) flushes the WAL up to it, so a published run was
+     * loaded durably (with wal_level=minimal the table itself is fsynced at this commit either way).
+     */
+    if (lam_pg_exec(pg, "SET LOCAL backend_flush_after = '2MB'", 0, NULL, h->err, sizeof(h->err)) < 0 ||
+        lam_pg_exec(pg, "SET LOCAL synchronous_commit = off", 0, NULL, h->err, sizeof(h->err)) < 0 ||
+        part_create(pg, name, h->run, check, h->err, sizeof(h->err)) < 0 ||
+        copy_rows(pg, name, h->cells, h->n, h->views, h->err, sizeof(h->err)) < 0 ||
+        part_index(pg, name, h->err, sizeof(h->err)) < 0 ||
+        lam_pg_exec(pg, "COMMIT", 0, NULL, h->err, sizeof(h->err)) < 0) {
+        rollback(pg);
+        return NULL;
+    }
+    h->rc = 0;
+    h->cpu_us = clock_us(CLOCK_THREAD_CPUTIME_ID) - cpu0;
+    return NULL;
+}
+
+/*
+ * Run k's table: partitioned by bucket, its two halves (loaded, indexed, committed) attached below and
+ * above split. Committed, not attached to lam_view_rows: still invisible to readers. This commit is
+ * synchronous: its WAL flush (which takes the loads' asynchronous commits along) comes before the
+ * publish transaction, not while it holds lam_view_rows locked.
+ */
+static int part_assemble(PGconn *pg, int64_t run, int64_t split, char *errstr, size_t errstr_size)
+{
+    char create[384], a0[192], a1[192], index[192];
+    snprintf(create, sizeof(create),
+             "CREATE TABLE " PART_FMT " (run bigint NOT NULL, bucket bigint NOT NULL, count bigint NOT NULL,"
+             " view text NOT NULL, gkey text NOT NULL, state bytea NOT NULL) PARTITION BY RANGE (bucket)",
+             run);
+    /* no validation scan: each half's CHECKs (run = k, its side of split) imply its bound */
+    snprintf(a0, sizeof(a0),
+             "ALTER TABLE " PART_FMT " ATTACH PARTITION " PART_FMT "_0 FOR VALUES FROM (MINVALUE) TO (%" PRId64 ")",
+             run, run, split);
+    snprintf(a1, sizeof(a1),
+             "ALTER TABLE " PART_FMT " ATTACH PARTITION " PART_FMT "_1 FOR VALUES FROM (%" PRId64 ") TO (MAXVALUE)",
+             run, run, split);
+    /* made of the halves' indexes, attached (no build) */
+    snprintf(index, sizeof(index), "CREATE INDEX " PART_FMT "_view_bucket ON " PART_FMT " (view, bucket)", run, run);
+    if (lam_pg_exec(pg, "BEGIN", 0, NULL, errstr, errstr_size) < 0)
+        return -1;
+    if (exec_all(pg, (const char *[]){create, a0, a1, index, "COMMIT"}, 5, errstr, errstr_size) < 0)
         return rollback(pg);
+    return 0;
+}
+
+int batch_pg_publish(PGconn *pg, int64_t run, const lam_agg_t *agg, int64_t records, int64_t skipped,
+                     char *errstr, size_t errstr_size)
+{
+    char r[32], rec[32], sk[32], nrows[32];
+    snprintf(r, sizeof(r), "%" PRId64, run);
+    snprintf(rec, sizeof(rec), "%" PRId64, records);
+    snprintf(sk, sizeof(sk), "%" PRId64, skipped);
+    snprintf(nrows, sizeof(nrows), "%zu", lam_agg_size(agg));
+    int64_t t0 = now_us(), cpu0 = clock_us(CLOCK_THREAD_CPUTIME_ID);
+    if (part_drop_loose(pg, run, errstr, errstr_size) < 0)
+        return -1;
+    /*
+     * Load: two halves of the rows, split at a bucket, each loaded and indexed on its own connection at
+     * once (PostgreSQL spends about 1 us a row per connection in COPY; the index builds run side by side
+     * too), then made run k's table, partitioned by bucket: serving's query (one view, a range of
+     * buckets) prunes to the halves its range touches and reads each by its (view, bucket) index. The
+     * rows of half 1 are built and sent by a second thread while half 0 streams; that thread opens
+     * its connection while the rows are ordered.
+     */
+    PQconninfoOption *opts = PQconninfo(pg);
+    half_load_t hl[BATCH_PG_HALVES] = {
+        {.pg = pg, .run = run, .half = 0, .ready = 1},
+        {.opts = opts, .run = run, .half = 1},
+    };
+    for (int h = 0; h < BATCH_PG_HALVES; h++) {
+        pthread_mutex_init(&hl[h].mu, NULL);
+        pthread_cond_init(&hl[h].cv, NULL);
+    }
+    pthread_t th;
+    int threaded = pthread_create(&th, NULL, half_load, &hl[1]) == 0;
+    size_t ncells;
+    int64_t split;
+    lam_cell_t **cells = cells_in_groups(agg, &ncells, &split);
+    lam_cell_t **halves = lam_malloc((ncells ? ncells : 1) * sizeof(*halves));
+    size_t n0 = 0;
+    for (size_t i = 0; i < ncells; i++) /* each half keeps the (view, bucket) order */
+        if (lam_cell_ts(cells[i]) < split)
+            halves[n0++] = cells[i];
+    for (size_t i = 0, j = n0; i < ncells; i++)
+        if (lam_cell_ts(cells[i]) >= split)
+            halves[j++] = cells[i];
+    lam_free(cells);
+    const lam_views_t *views = lam_agg_views(agg);
+    for (int h = 0; h < BATCH_PG_HALVES; h++) {
+        pthread_mutex_lock(&hl[h].mu);
+        hl[h].split = split;
+        hl[h].views = views;
+        hl[h].cells = h ? halves + n0 : halves;
+        hl[h].n = h ? ncells - n0 : n0;
+        hl[h].ready = 1;
+        pthread_cond_signal(&hl[h].cv);
+        pthread_mutex_unlock(&hl[h].mu);
+    }
+    int64_t t_rows = now_us();
+    half_load(&hl[0]);
+    if (threaded)
+        pthread_join(th, NULL);
+    else
+        half_load(&hl[1]);
+    PQconninfoFree(opts);
+    for (int h = 0; h < BATCH_PG_HALVES; h++) {
+        pthread_mutex_destroy(&hl[h].mu);
+        pthread_cond_destroy(&hl[h].cv);
+    }
+    lam_free(halves);
+    /* the second connection is closed after the publish: its backend's exit does not compete with it */
+    PGconn *second = hl[1].own;
+    for (int h = 0; h < BATCH_PG_HALVES; h++)
+        if (hl[h].rc < 0) {
+            snprintf(errstr, errstr_size, "%s", hl[h].err);
+            PQfinish(second);
+            return unload(pg, run);
+        }
+    int64_t t_load = now_us();
+    if (part_assemble(pg, run, split, errstr, errstr_size) < 0) {
+        PQfinish(second);
+        return unload(pg, run);
+    }
     int64_t t1 = now_us();
     /* Publish, ONE transaction: run k's rows, its status and lam_published become visible together. */
     int prc;
-    for (int attempt = 1; (prc = publish_txn(pg, run, rec, sk, nrows, errstr, errstr_size)) == 1; attempt++) {
-        if (attempt == 10)
-            return unload(pg, run);
+    for (int attempt = 1; (prc = publish_txn(pg, run, rec, sk, nrows, errstr, errstr_size)) == 1 && attempt < 10;
+         attempt++)
         lam_warn("msg=\"publish waits for readers of lam_view_rows\" run=%s attempt=%d", r, attempt);
-    }
-    if (prc < 0)
-        return unload(pg, run);
     int64_t t2 = now_us();
-    /* client_cpu_ms: this thread's CPU for building, sorting and sending the rows (PostgreSQL's is apart) */
+    PQfinish(second);
+    if (prc != 0)
+        return unload(pg, run);
+    /* client_cpu_ms: building, sorting and sending the rows, both threads (PostgreSQL's is apart) */
     lam_info("msg=\"rows loaded and published\" run=%s view_rows=%s copy_ms=%.3f rows_per_s=%.0f publish_ms=%.3f"
-             " client_cpu_ms=%.1f",
+             " client_cpu_ms=%.1f halves=%zu/%zu split_bucket=%" PRId64 " order_ms=%.3f load_ms=%.3f assemble_ms=%.3f",
              r, nrows, (double)(t1 - t0) / 1000.0,
              t1 > t0 ? (double)lam_agg_size(agg) * 1e6 / (double)(t1 - t0) : 0.0, (double)(t2 - t1) / 1000.0,
-             (double)(clock_us(CLOCK_THREAD_CPUTIME_ID) - cpu0) / 1000.0);
+             (double)(clock_us(CLOCK_THREAD_CPUTIME_ID) - cpu0 + hl[1].cpu_us) / 1000.0, n0, ncells - n0, split,
+             (double)(t_rows - t0) / 1000.0, (double)(t_load - t_rows) / 1000.0, (double)(t1 - t_load) / 1000.0);
     return 0;
 }
 
@@ -591,37 +825,48 @@ int batch_pg_cleanup(PGconn *pg, int64_t run, char *errstr, size_t errstr_size)
     char r[32];
     snprintf(r, sizeof(r), "%" PRId64, run);
     const char *p[] = {r};
-    /* Run tables older than k but the previous succeeded run: attached, half detached, or left standalone. */
-    /* The CASE keeps the cast away from other names (index names such as lam_view_rows_7_view_bucket). */
+    /*
+     * Run tables older than k but the previous succeeded run: attached, half detached, or left
+     * standalone; and halves no run table holds (a load that never assembled). Halves of a run table
+     * go with it. Names matched as lam_view_rows_<run>[_<half>] are rebuilt from those numbers.
+     */
     PGresult *res = lam_pg_query(
         pg,
-        "SELECT run, state FROM (SELECT CASE WHEN c.relname ~ '^lam_view_rows_[0-9]{1,18}$' THEN"
-        " substr(c.relname, 15)::bigint END AS run, CASE WHEN i.inhrelid IS NULL THEN 's' WHEN"
-        " i.inhdetachpending THEN 'p' ELSE 'a' END AS state FROM pg_class c"
+        "SELECT run, state, half FROM (SELECT CASE WHEN c.relname ~ '^lam_view_rows_[0-9]{1,18}(_[0-9])?$' THEN"
+        " substring(c.relname from '^lam_view_rows_([0-9]+)')::bigint END AS run, CASE WHEN"
+        " c.relname ~ '^lam_view_rows_[0-9]+_[0-9]$' THEN right(c.relname, 1)::int ELSE -1 END AS half,"
+        " CASE WHEN i.inhrelid IS NOT NULL"
+        " THEN CASE WHEN i.inhdetachpending THEN 'p' ELSE 'a' END WHEN EXISTS (SELECT 1 FROM pg_inherits j"
+        " WHERE j.inhrelid = c.oid) THEN 'h' ELSE 's' END AS state FROM pg_class c"
         " JOIN pg_namespace n ON n.oid = c.relnamespace"
         " LEFT JOIN pg_inherits i ON i.inhrelid = c.oid AND i.inhparent = 'lam_view_rows'::regclass"
-        " WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname LIKE 'lam\\_view\\_rows\\_%') t"
-        " WHERE run < $1::bigint AND run <> COALESCE((SELECT max(run) FROM lam_runs WHERE status = 'succeeded'"
-        " AND run < $1::bigint), -1) ORDER BY run",
+        " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND c.relname LIKE 'lam\\_view\\_rows\\_%') t"
+        " WHERE state <> 'h' AND run < $1::bigint AND run <> COALESCE((SELECT max(run) FROM lam_runs"
+        " WHERE status = 'succeeded' AND run < $1::bigint), -1) ORDER BY run, half",
         1, p, errstr, errstr_size);
     if (!res)
         return -1;
     int rc = 0;
     for (int i = 0; i < PQntuples(res) && !rc; i++) {
         int64_t old = strtoll(PQgetvalue(res, i, 0), NULL, 10);
-        char state = PQgetvalue(res, i, 1)[0], sql[256];
+        int half = atoi(PQgetvalue(res, i, 2));
+        char state = PQgetvalue(res, i, 1)[0], sql[256], name[64];
+        if (half < 0) /* the run's table: its halves go with it */
+            snprintf(name, sizeof(name), PART_FMT, old);
+        else
+            snprintf(name, sizeof(name), PART_FMT "_%d", old, half);
         /*
          * DETACH CONCURRENTLY takes no lock that blocks readers (DROP of an attached partition would lock
          * all of lam_view_rows); it waits for queries that may still read the run. One interrupted half
          * way is finished with FINALIZE.
          */
         if (state != 's') {
-            snprintf(sql, sizeof(sql), "ALTER TABLE lam_view_rows DETACH PARTITION " PART_FMT "%s", old,
+            snprintf(sql, sizeof(sql), "ALTER TABLE lam_view_rows DETACH PARTITION %s%s", name,
                      state == 'p' ? " FINALIZE" : " CONCURRENTLY");
             rc = lam_pg_exec(pg, sql, 0, NULL, errstr, errstr_size);
         }
         if (!rc) {
-            snprintf(sql, sizeof(sql), "DROP TABLE IF EXISTS " PART_FMT, old);
+            snprintf(sql, sizeof(sql), "DROP TABLE IF EXISTS %s", name);
             rc = lam_pg_exec(pg, sql, 0, NULL, errstr, errstr_size);
         }
     }

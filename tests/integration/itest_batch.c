@@ -245,6 +245,15 @@ static void q_text(PGconn *c, const char *sql, const char *arg, char *out, size_
     PQclear(r);
 }
 
+/* Statements without parameters, in order; the test fails at the first error. */
+static void exec_list(PGconn *c, const char *const *sql, size_t n)
+{
+    char err[512];
+    for (size_t i = 0; i < n; i++)
+        if (lam_pg_exec(c, sql[i], 0, NULL, err, sizeof(err)) < 0)
+            fail_msg("%s: %s", sql[i], err);
+}
+
 /* Request a run through the CLI and wait; returns the run number (asserts success). */
 static int64_t run_and_wait(void)
 {
@@ -601,8 +610,9 @@ static void test_pg_error_fails_run_cleanly(void **st)
     char r[32];
     snprintf(r, sizeof(r), "%lld", k);
     assert_int_equal(q_int(c, "SELECT count(*) FROM lam_view_rows WHERE run = $1::bigint", r), 0);
-    /* The run's loaded table went with it. */
-    assert_int_equal(q_int(c, "SELECT count(*) FROM pg_class WHERE relname = 'lam_view_rows_' || $1::text", r), 0);
+    /* The run's loaded tables (its table and both halves) went with it. */
+    assert_int_equal(
+        q_int(c, "SELECT count(*) FROM pg_class WHERE relname ~ ('^lam_view_rows_' || $1::text || '(_[0-9])?$')", r), 0);
     assert_int_equal(lam_pg_exec(c, "DROP TRIGGER itest_fail ON lam_runs", 0, NULL, err, sizeof(err)), 0);
     assert_int_equal(lam_pg_exec(c, "DROP FUNCTION itest_fail()", 0, NULL, err, sizeof(err)), 0);
     int64_t k2 = run_and_wait();
@@ -1020,7 +1030,8 @@ static void test_publish_not_held_by_a_lock_on_the_previous_run(void **st)
 }
 
 /* lam_view_rows is partitioned by run: after runs, exactly the published and the previous succeeded run
- * have a table (older ones were dropped, not deleted row by row), each indexed and attached. */
+ * have a table (older ones were dropped, not deleted row by row), each indexed and attached. A run's
+ * table is partitioned by bucket in two halves, loaded side by side, each in index order and frozen. */
 static void test_runs_are_partitions_old_ones_dropped(void **st)
 {
     (void)st;
@@ -1033,14 +1044,25 @@ static void test_runs_are_partitions_old_ones_dropped(void **st)
                            NULL),
                      1);
     int64_t prev = q_int(c, "SELECT max(run) FROM lam_runs WHERE status = 'succeeded' AND run < $1::bigint", r);
-    char want[64];
+    char want[128];
     snprintf(want, sizeof(want), "lam_view_rows_%lld,lam_view_rows_%lld", (long long)prev, (long long)k);
     char got[256];
     q_text(c,
-           "SELECT string_agg(relname, ',' ORDER BY substr(relname, 15)::bigint) FROM pg_class WHERE relkind = 'r'"
-           " AND relname ~ '^lam_view_rows_[0-9]+$'",
+           "SELECT string_agg(relname, ',' ORDER BY substr(relname, 15)::bigint) FROM pg_class"
+           " WHERE relkind IN ('r', 'p') AND relname ~ '^lam_view_rows_[0-9]+$'",
            NULL, got, sizeof(got));
     assert_string_equal(got, want);
+    /* no other run's halves are left: the 4 there are the halves of these two */
+    char two[96];
+    snprintf(two, sizeof(two), "%lld,%lld", (long long)prev, (long long)k);
+    assert_int_equal(q_int(c, "SELECT count(*) FROM pg_class WHERE relname ~ '^lam_view_rows_[0-9]+_[0-9]+$'", NULL), 4);
+    assert_int_equal(q_int(c,
+                           "SELECT count(*) FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid"
+                           " JOIN pg_class p ON p.oid = i.inhparent WHERE c.relname ~ '^lam_view_rows_[0-9]+_[0-9]+$'"
+                           " AND p.relname IN ('lam_view_rows_' || split_part($1, ',', 1),"
+                           " 'lam_view_rows_' || split_part($1, ',', 2))",
+                           two),
+                     4);
     /* both attached, each with its (view, bucket) index, serving's lookup */
     assert_int_equal(q_int(c,
                            "SELECT count(*) FROM pg_inherits i JOIN pg_index x ON x.indrelid = i.inhrelid"
@@ -1059,27 +1081,116 @@ static void test_runs_are_partitions_old_ones_dropped(void **st)
     /* run tables put the fixed-width columns first (no alignment padding) */
     q_text(c,
            "SELECT string_agg(attname, ',' ORDER BY attnum) FROM pg_attribute WHERE attnum > 0 AND NOT attisdropped"
-           " AND attrelid = to_regclass('lam_view_rows_' || $1::text)",
+           " AND attrelid = to_regclass('lam_view_rows_' || $1::text || '_0')",
            r, got, sizeof(got));
     assert_string_equal(got, "run,bucket,count,view,gkey,state");
-    /* rows stored in (view, bucket) order, the index's (its build then only checks the order) */
-    char sql[512];
-    snprintf(sql, sizeof(sql),
-             "SELECT count(*) FROM (SELECT view, bucket, lag(view) OVER w AS pv, lag(bucket) OVER w AS pb"
-             " FROM lam_view_rows_%lld WINDOW w AS (ORDER BY ctid)) t"
-             " WHERE pv COLLATE \"C\" > view OR (pv = view AND pb > bucket)",
-             (long long)k);
-    assert_int_equal(q_int(c, sql, NULL), 0);
-    /* loaded with COPY FREEZE: every row of run k's table is frozen (readers set no hint bits) */
-    char err[512];
-    if (lam_pg_exec(c, "CREATE EXTENSION IF NOT EXISTS pageinspect", 0, NULL, err, sizeof(err)) < 0)
-        fail_msg("%s", err);
-    assert_true(q_int(c, "SELECT count(*) FROM heap_page_items(get_raw_page('lam_view_rows_' || $1::text, 0))", r) > 0);
+    /* run k's table: two halves by bucket, each indexed on (view, bucket), split where the rows halve */
+    q_text(c,
+           "SELECT string_agg(c.relname || ':' || pg_get_expr(c.relpartbound, c.oid), ',' ORDER BY c.relname)"
+           " FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+           " WHERE i.inhparent = to_regclass('lam_view_rows_' || $1::text)",
+           r, got, sizeof(got));
+    long long split = 0, split2 = 0;
+    char fmt[256];
+    snprintf(fmt, sizeof(fmt),
+             "lam_view_rows_%lld_0:FOR VALUES FROM (MINVALUE) TO ('%%lld'),lam_view_rows_%lld_1:FOR VALUES FROM ('%%lld')"
+             " TO (MAXVALUE)",
+             (long long)k, (long long)k);
+    if (sscanf(got, fmt, &split, &split2) != 2 || split != split2)
+        fail_msg("run %lld's halves: %s", (long long)k, got);
     assert_int_equal(q_int(c,
-                           "SELECT count(*) FROM heap_page_items(get_raw_page('lam_view_rows_' || $1::text, 0))"
-                           " WHERE t_infomask & 768 <> 768", /* HEAP_XMIN_FROZEN = HEAP_XMIN_COMMITTED | INVALID */
+                           "SELECT count(*) FROM pg_inherits i JOIN pg_index x ON x.indrelid = i.inhrelid"
+                           " WHERE i.inhparent = to_regclass('lam_view_rows_' || $1::text) AND"
+                           " pg_get_indexdef(x.indexrelid) LIKE '%USING btree (view, bucket)'",
                            r),
-                     0);
+                     2);
+    char sql[768];
+    int64_t n[2], most;
+    for (int h = 0; h < 2; h++) {
+        snprintf(sql, sizeof(sql), "SELECT count(*) FROM lam_view_rows_%lld_%d", (long long)k, h);
+        n[h] = q_int(c, sql, NULL);
+        assert_true(n[h] > 0);
+    }
+    snprintf(sql, sizeof(sql), "SELECT max(n) FROM (SELECT count(*) AS n FROM lam_view_rows_%lld GROUP BY bucket) b",
+             (long long)k);
+    most = q_int(c, sql, NULL);
+    if (llabs(n[0] - n[1]) > most) /* the best split is at most one bucket's rows from the middle */
+        fail_msg("halves of %lld and %lld rows (a bucket has at most %lld)", (long long)n[0], (long long)n[1],
+                 (long long)most);
+    for (int h = 0; h < 2; h++) {
+        /* rows stored in (view, bucket) order, the index's (its build then only checks the order) */
+        snprintf(sql, sizeof(sql),
+                 "SELECT count(*) FROM (SELECT view, bucket, lag(view) OVER w AS pv, lag(bucket) OVER w AS pb"
+                 " FROM lam_view_rows_%lld_%d WINDOW w AS (ORDER BY ctid)) t"
+                 " WHERE pv COLLATE \"C\" > view OR (pv = view AND pb > bucket)",
+                 (long long)k, h);
+        assert_int_equal(q_int(c, sql, NULL), 0);
+        /* loaded with COPY FREEZE: every row of run k's tables is frozen (readers set no hint bits) */
+        char err[512], half[64];
+        snprintf(half, sizeof(half), "lam_view_rows_%lld_%d", (long long)k, h);
+        if (lam_pg_exec(c, "CREATE EXTENSION IF NOT EXISTS pageinspect", 0, NULL, err, sizeof(err)) < 0)
+            fail_msg("%s", err);
+        assert_true(q_int(c, "SELECT count(*) FROM heap_page_items(get_raw_page($1, 0))", half) > 0);
+        assert_int_equal(q_int(c,
+                               "SELECT count(*) FROM heap_page_items(get_raw_page($1, 0))"
+                               " WHERE t_infomask & 768 <> 768", /* HEAP_XMIN_FROZEN = HEAP_XMIN_COMMITTED | INVALID */
+                               half),
+                         0);
+    }
+    /* serving's query for buckets on one side of the split reads that half only */
+    char lo[32], hi[32], view[128];
+    for (int h = 0; h < 2; h++) {
+        snprintf(sql, sizeof(sql), "SELECT view FROM lam_view_rows_%lld_%d LIMIT 1", (long long)k, h);
+        q_text(c, sql, NULL, view, sizeof(view));
+        snprintf(lo, sizeof(lo), "%lld", h ? split : split - 3600000);
+        snprintf(hi, sizeof(hi), "%lld", h ? split + 3600000 : split);
+        const char *params[] = {view, lo, hi};
+        char err[512];
+        PGresult *res = lam_pg_query(c,
+                                     "EXPLAIN (COSTS OFF) SELECT p.run, v.bucket, v.gkey, v.state"
+                                     " FROM lam_published p LEFT JOIN lam_runs lr ON lr.run = p.run"
+                                     " LEFT JOIN lam_view_rows v ON v.run = p.run AND v.view = $1"
+                                     " AND v.run = (SELECT run FROM lam_published)"
+                                     " AND v.bucket >= $2::bigint AND v.bucket < $3::bigint",
+                                     3, params, err, sizeof(err));
+        if (!res)
+            fail_msg("EXPLAIN: %s", err);
+        char plan[8192] = "", mine[64], other[64];
+        for (int i = 0; i < PQntuples(res); i++) {
+            strncat(plan, PQgetvalue(res, i, 0), sizeof(plan) - strlen(plan) - 2);
+            strcat(plan, "\n");
+        }
+        PQclear(res);
+        snprintf(mine, sizeof(mine), "lam_view_rows_%lld_%d ", (long long)k, h);
+        snprintf(other, sizeof(other), "lam_view_rows_%lld_%d ", (long long)k, !h);
+        if (!strstr(plan, mine) || strstr(plan, other))
+            fail_msg("buckets [%s, %s) of run %lld, plan:\n%s", lo, hi, (long long)k, plan);
+    }
+    PQfinish(c);
+}
+
+/* What a load killed half way leaves (halves loaded, a run table assembled but not attached) is
+ * dropped by the next run, which publishes as usual. */
+static void test_unassembled_halves_dropped_by_next_run(void **st)
+{
+    (void)st;
+    PGconn *c = pg();
+    char before[128], after[128];
+    rows_checksum(q_int(c, "SELECT run FROM lam_published", NULL), before, sizeof(before));
+    const char *left[] = {
+        /* run 0: a half committed alone; run 1: a run table with one half, never attached */
+        "CREATE TABLE lam_view_rows_0_1 (LIKE lam_view_rows)",
+        "CREATE TABLE lam_view_rows_1 (LIKE lam_view_rows) PARTITION BY RANGE (bucket)",
+        "CREATE TABLE lam_view_rows_1_0 (LIKE lam_view_rows)",
+        "ALTER TABLE lam_view_rows_1 ATTACH PARTITION lam_view_rows_1_0 FOR VALUES FROM (MINVALUE) TO (0)",
+        "CREATE TABLE lam_view_rows_1_1 (LIKE lam_view_rows)",
+    };
+    exec_list(c, left, sizeof(left) / sizeof(left[0]));
+    int64_t k = run_and_wait();
+    assert_int_equal(q_int(c, "SELECT count(*) FROM pg_class WHERE relname ~ '^lam_view_rows_[01](_[0-9])?$'", NULL), 0);
+    assert_int_equal(q_int(c, "SELECT run FROM lam_published", NULL), k);
+    rows_checksum(k, after, sizeof(after));
+    assert_string_equal(before, after); /* nothing new was produced: same rows */
     PQfinish(c);
 }
 
@@ -1089,7 +1200,7 @@ static void test_plain_view_rows_converted_at_start(void **st)
 {
     (void)st;
     PGconn *c = pg();
-    char err[512], before[128], after[128], r[32];
+    char before[128], after[128], r[32];
     int64_t prev = q_int(c, "SELECT run FROM lam_published", NULL);
     snprintf(r, sizeof(r), "%lld", (long long)prev);
     rows_checksum(prev, before, sizeof(before));
@@ -1102,9 +1213,7 @@ static void test_plain_view_rows_converted_at_start(void **st)
         "ALTER TABLE lam_view_rows ADD PRIMARY KEY (run, view, bucket, gkey)",
         "COMMIT",
     };
-    for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++)
-        if (lam_pg_exec(c, plain[i], 0, NULL, err, sizeof(err)) < 0)
-            fail_msg("%s: %s", plain[i], err);
+    exec_list(c, plain, sizeof(plain) / sizeof(plain[0]));
     assert_int_equal(q_int(c, "SELECT count(*) FROM pg_class WHERE relname ~ '^lam_view_rows_[0-9]+$'", NULL), 0);
     start_service();
     int64_t k = run_and_wait(); /* the executor runs once the set-up (and so the conversion) is done */
@@ -1332,6 +1441,7 @@ int main(void)
         cmocka_unit_test(test_concurrent_reader_never_sees_a_mix),
         cmocka_unit_test(test_publish_not_held_by_a_lock_on_the_previous_run),
         cmocka_unit_test(test_runs_are_partitions_old_ones_dropped),
+        cmocka_unit_test(test_unassembled_halves_dropped_by_next_run),
         cmocka_unit_test(test_plain_view_rows_converted_at_start),
         cmocka_unit_test(test_old_layout_run_table_kept_then_dropped),
         cmocka_unit_test(test_pg_error_fails_run_cleanly),
