@@ -36,6 +36,7 @@ typedef struct speed_config {
     int64_t batch_ms;
     int64_t key_ttl_ms;
     int64_t bloom_max_kb;
+    int64_t full_parse; /* LAM_SPEED_FULL_PARSE: never the projected scan (tests compare the two) */
 } speed_config_t;
 
 /** What the speed layer knows about one partition of the topic. */
@@ -217,6 +218,11 @@ typedef struct speed_ctx {
     size_t hval_set_cap;
     lam_buf_t hbytes;   /* group keys and values */
     unsigned char *has_distinct; /* per view */
+    /* the fields collect_distinct reads, each name once (a projected event's are looked up once per event):
+     * dnames[k]; per view with distinct metrics, nwhere + ngroup + nmetrics indexes into dnames in didx[v] */
+    const lam_fieldref_t *dnames[64];
+    size_t ndnames;
+    uint8_t **didx;
 
     /* hash-key groups of the batch's count/sum/min/max deltas */
     speed_ogroup_t *ogroups;
