@@ -32,6 +32,9 @@ static const lam_config_entry_t speed_config_table[] = {
     {"LAM_SPEED_DEDUP_FILTER_KB", LAM_CFG_INT, "8192", offsetof(speed_config_t, bloom_max_kb),
      "memory for the dedup Bloom filters (ids of the window); beyond it ids are kept one Redis hash field each", 0,
      4194304},
+    {"LAM_SPEED_HLL_DENSE_AT", LAM_CFG_INT, "256", offsetof(speed_config_t, hll_dense_at),
+     "an HLL key is made dense once this many values were added to it (sparse PFADDs cost Redis ~9x dense ones; 0: never)",
+     0, 1000000000},
     {"LAM_SPEED_FULL_PARSE", LAM_CFG_BOOL, "0", offsetof(speed_config_t, full_parse),
      "parse every record with the full parser, not the projected scan of the views' fields (for tests)"},
     {NULL}};

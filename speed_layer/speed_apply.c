@@ -86,6 +86,8 @@ void speed_apply_free(speed_ctx_t *ctx)
             lam_free(ctx->didx[v]);
     lam_free(ctx->didx);
     lam_free(ctx->has_distinct);
+    lam_free(ctx->hcnt_h);
+    lam_free(ctx->hcnt_n);
     lam_free(ctx->xcache);
     lam_free(ctx->xcache_ms);
     speed_argv_free(&ctx->xkeys);
@@ -143,6 +145,44 @@ static int xcache_fresh(speed_ctx_t *ctx, const char *key, size_t len, uint64_t 
 void speed_batch_forget(speed_ctx_t *ctx)
 {
     xcache_clear(ctx);
+}
+
+/*
+ * 1 when the HLL key should be made dense now: n more values go to it and it has had cfg.hll_dense_at or
+ * more since this process first wrote it (an estimate: the table forgets everything when half full, and
+ * a key deleted and written again stays "dense" here; either only costs speed, never a value).
+ */
+static int hll_make_dense(speed_ctx_t *ctx, const char *key, size_t len, size_t n)
+{
+    if (ctx->cfg.hll_dense_at <= 0)
+        return 0;
+    if (!ctx->hcnt_h || 2 * ctx->hcnt_used >= ctx->hcnt_cap) {
+        if (!ctx->hcnt_h) {
+            ctx->hcnt_cap = 1 << 15;
+            ctx->hcnt_h = lam_malloc(ctx->hcnt_cap * sizeof(*ctx->hcnt_h));
+            ctx->hcnt_n = lam_malloc(ctx->hcnt_cap * sizeof(*ctx->hcnt_n));
+        }
+        memset(ctx->hcnt_h, 0, ctx->hcnt_cap * sizeof(*ctx->hcnt_h));
+        ctx->hcnt_used = 0;
+    }
+    uint64_t h = lam_hll_hash(key, len) | 1;
+    size_t mask = ctx->hcnt_cap - 1, i = h & mask;
+    while (ctx->hcnt_h[i] && ctx->hcnt_h[i] != h)
+        i = (i + 1) & mask;
+    if (!ctx->hcnt_h[i]) {
+        ctx->hcnt_h[i] = h;
+        ctx->hcnt_n[i] = 0;
+        ctx->hcnt_used++;
+    }
+    if (ctx->hcnt_n[i] == UINT32_MAX)
+        return 0;
+    uint64_t t = (uint64_t)ctx->hcnt_n[i] + n;
+    if (t < (uint64_t)ctx->cfg.hll_dense_at) {
+        ctx->hcnt_n[i] = (uint32_t)t;
+        return 0;
+    }
+    ctx->hcnt_n[i] = UINT32_MAX;
+    return 1;
 }
 
 /* Queue an EXPIRE of key unless it was renewed recently. */
@@ -1259,13 +1299,37 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
     }
     ops_emit(ctx);
 
-    /* Distinct metrics: PFADD of the batch's distinct values per HLL key, the key into its hidx set. */
+    /* Distinct metrics: PFADD of the batch's distinct values per HLL key, the key into its hidx set. A key
+     * that has had LAM_SPEED_HLL_DENSE_AT values is first made dense: PFMERGE of itself and an empty dense
+     * HLL (a temporary key of this session, deleted in the same transaction). The registers are the same
+     * (max with zeros), so the PFADD that follows gives what it gives on the sparse key (README "Distinct"). */
+    lam_buf_t dtmp = LAM_BUF_INIT;
     for (size_t hc = 0; hc < ctx->nhcells; hc++) {
         const speed_hcell_t *c = &ctx->hcells[hc];
         const char *vname = lam_views_get(ctx->views, c->view)->name;
         lam_store_rt_hll_key(&hllk, c->epoch, vname, c->bucket, c->metric, ctx->hbytes.data + c->key_off,
                              c->key_len);
         lam_store_rt_hidx_key(xk, c->epoch, vname, c->bucket);
+        if (hll_make_dense(ctx, hllk.data, hllk.len, c->n)) {
+            if (!dtmp.len) {
+                lam_store_speed_key(&dtmp, ctx->cfg.group, "dense-hll");
+                lam_buf_append(&dtmp, ":", 1);
+                lam_buf_append(&dtmp, ctx->dedup_token, strlen(ctx->dedup_token));
+                lam_hll_t *empty = lam_hll_new();
+                uint8_t blob[LAM_HLL_DENSE_SIZE];
+                lam_hll_to_redis_dense(empty, blob);
+                lam_hll_free(empty);
+                tx_cmd(ctx, 3);
+                tx_str(ctx, "SET");
+                tx_arg(ctx, dtmp.data, dtmp.len);
+                tx_arg(ctx, blob, sizeof(blob));
+            }
+            tx_cmd(ctx, 4);
+            tx_str(ctx, "PFMERGE");
+            tx_arg(ctx, hllk.data, hllk.len);
+            tx_arg(ctx, hllk.data, hllk.len);
+            tx_arg(ctx, dtmp.data, dtmp.len);
+        }
         tx_cmd(ctx, 2 + c->n);
         tx_str(ctx, "PFADD");
         tx_arg(ctx, hllk.data, hllk.len);
@@ -1280,6 +1344,12 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
         expire_key(ctx, hllk.data, hllk.len, mono);
         expire_key(ctx, xk->data, xk->len, mono);
     }
+    if (dtmp.len) {
+        tx_cmd(ctx, 2);
+        tx_str(ctx, "DEL");
+        tx_arg(ctx, dtmp.data, dtmp.len);
+    }
+    lam_buf_free(&dtmp);
     lam_buf_free(&hllk);
 
     /* EXPIRE of the real-time keys not renewed within the hour. */

@@ -1327,7 +1327,8 @@ static void dump_rt_state(redisContext *r, lam_buf_t *out)
 
 /*
  * The projected scan (lam_event_parse_projected, the views' fields only) and the full parser give the same
- * Redis state (README "Parse"): generated events plus records the scan declines (nested objects, escapes)
+ * Redis state (README "Parse"), and HLL keys made dense (LAM_SPEED_HLL_DENSE_AT) hold the registers PFADD
+ * alone gives (README "Distinct"): generated events plus records the scan declines (nested objects, escapes)
  * or whose group key it leaves to the full parse (non-ASCII, quotes), numbers, booleans and null as group
  * values, a number as a distinct value, a string where a sum expects a number.
  */
@@ -1357,17 +1358,36 @@ static void test_projected_equals_full(void **st)
     producer_flush(&p);
 
     lam_buf_t state[2] = {LAM_BUF_INIT, LAM_BUF_INIT};
+    size_t dense_full = 0;
     for (int full = 1; full >= 0; full--) {
         redisContext *r = fresh_db();
         char log[512], group[64];
         log_path(log, sizeof(log), full ? "proj-full" : "proj-scan");
         snprintf(group, sizeof(group), "g-proj-%d-%d", full, (int)getpid());
         setenv("LAM_SPEED_FULL_PARSE", full ? "1" : "0", 1);
+        setenv("LAM_SPEED_HLL_DENSE_AT", full ? "0" : "16", 1); /* the scan run also makes HLLs dense early */
         pid_t pid = spawn_speed(p.topic, group, g_redis_url, "700", log, NULL);
         unsetenv("LAM_SPEED_FULL_PARSE");
+        unsetenv("LAM_SPEED_HLL_DENSE_AT");
         wait_caught_up(r, group, &p, 2, 60);
         stop_speed(pid);
         dump_rt_state(r, &state[full]);
+        /* HLL keys: more dense ones with LAM_SPEED_HLL_DENSE_AT (without it only Redis's own conversion of
+         * the largest); the temporary dense key never outlives its transaction */
+        redisReply *ks = rcmd(r, "KEYS lam:rt:*:hll:*");
+        size_t dense = 0;
+        for (size_t i = 0; i < ks->elements; i++)
+            dense += rint_cmd(r, "STRLEN %s", ks->element[i]->str) == LAM_HLL_DENSE_SIZE;
+        fprintf(stderr, "projected: %s run: %zu of %zu HLL keys dense\n", full ? "full-parse" : "scan", dense, ks->elements);
+        assert_true(ks->elements > 10);
+        if (full)
+            dense_full = dense;
+        else
+            assert_true(dense > dense_full + 10);
+        freeReplyObject(ks);
+        ks = rcmd(r, "KEYS *dense-hll*");
+        assert_int_equal(ks->elements, 0);
+        freeReplyObject(ks);
         redisFree(r);
     }
     assert_true(state[1].len > 1000);
