@@ -32,6 +32,11 @@ static const lam_config_entry_t speed_config_table[] = {
     {"LAM_SPEED_DEDUP_FILTER_KB", LAM_CFG_INT, "8192", offsetof(speed_config_t, bloom_max_kb),
      "memory for the dedup Bloom filters (ids of the window); beyond it ids are kept one Redis hash field each", 0,
      4194304},
+    {"LAM_SPEED_HLL_DENSE_AT", LAM_CFG_INT, "256", offsetof(speed_config_t, hll_dense_at),
+     "an HLL key is made dense once this many values were added to it (sparse PFADDs cost Redis ~9x dense ones; 0: never)",
+     0, 1000000000},
+    {"LAM_SPEED_FULL_PARSE", LAM_CFG_BOOL, "0", offsetof(speed_config_t, full_parse),
+     "parse every record with the full parser, not the projected scan of the views' fields (for tests)"},
     {NULL}};
 
 /* Every second: published run, cleanup of covered epochs, lag, stats push, Kafka reachability. */
@@ -186,7 +191,8 @@ int main(int argc, char **argv)
         return 2;
     }
     /* The engine's own HLLs are not used (the batch PFADDs the raw values, see README "Distinct"): the
-     * aggregation runs on a copy of the views whose distinct metrics are counts (no field of their own). */
+     * aggregation runs on a copy of the views whose distinct metrics are max, never emitted (a max only
+     * checks its value is a number, and keeps the field in the agg's projection for collect_distinct). */
     ctx.agg_views = lam_views_load(ctx.cfg.common.views_path, err, sizeof(err));
     if (!ctx.agg_views) {
         lam_error("msg=\"bad views file\" error=\"%s\"", err);
@@ -196,7 +202,7 @@ int main(int argc, char **argv)
         lam_view_t *view = (lam_view_t *)lam_views_get(ctx.agg_views, v);
         for (size_t m = 0; m < view->nmetrics; m++)
             if (view->metrics[m].kind == LAM_METRIC_DISTINCT)
-                view->metrics[m].kind = LAM_METRIC_COUNT;
+                view->metrics[m].kind = LAM_METRIC_MAX;
     }
     lam_buf_t k = LAM_BUF_INIT;
     lam_store_speed_key(&k, ctx.cfg.group, "offsets");

@@ -36,6 +36,8 @@ typedef struct speed_config {
     int64_t batch_ms;
     int64_t key_ttl_ms;
     int64_t bloom_max_kb;
+    int64_t full_parse; /* LAM_SPEED_FULL_PARSE: never the projected scan (tests compare the two) */
+    int64_t hll_dense_at; /* LAM_SPEED_HLL_DENSE_AT: values sent to an HLL key before it is made dense (0 never) */
 } speed_config_t;
 
 /** What the speed layer knows about one partition of the topic. */
@@ -216,7 +218,16 @@ typedef struct speed_ctx {
     uint64_t *hval_set; /* hashes of (cell, value) seen in this batch */
     size_t hval_set_cap;
     lam_buf_t hbytes;   /* group keys and values */
+    /* values PFADDed per HLL key (by key hash) since it was seen: made dense at cfg.hll_dense_at (README "Distinct") */
+    uint64_t *hcnt_h;
+    uint32_t *hcnt_n; /* UINT32_MAX: made dense */
+    size_t hcnt_cap, hcnt_used;
     unsigned char *has_distinct; /* per view */
+    /* the fields collect_distinct reads, each name once (a projected event's are looked up once per event):
+     * dnames[k]; per view with distinct metrics, nwhere + ngroup + nmetrics indexes into dnames in didx[v] */
+    const lam_fieldref_t *dnames[64];
+    size_t ndnames;
+    uint8_t **didx;
 
     /* hash-key groups of the batch's count/sum/min/max deltas */
     speed_ogroup_t *ogroups;

@@ -81,7 +81,13 @@ void speed_apply_free(speed_ctx_t *ctx)
     lam_free(ctx->hvals);
     lam_free(ctx->hval_set);
     lam_buf_free(&ctx->hbytes);
+    if (ctx->didx)
+        for (size_t v = 0; v < lam_views_count(ctx->views); v++)
+            lam_free(ctx->didx[v]);
+    lam_free(ctx->didx);
     lam_free(ctx->has_distinct);
+    lam_free(ctx->hcnt_h);
+    lam_free(ctx->hcnt_n);
     lam_free(ctx->xcache);
     lam_free(ctx->xcache_ms);
     speed_argv_free(&ctx->xkeys);
@@ -139,6 +145,44 @@ static int xcache_fresh(speed_ctx_t *ctx, const char *key, size_t len, uint64_t 
 void speed_batch_forget(speed_ctx_t *ctx)
 {
     xcache_clear(ctx);
+}
+
+/*
+ * 1 when the HLL key should be made dense now: n more values go to it and it has had cfg.hll_dense_at or
+ * more since this process first wrote it (an estimate: the table forgets everything when half full, and
+ * a key deleted and written again stays "dense" here; either only costs speed, never a value).
+ */
+static int hll_make_dense(speed_ctx_t *ctx, const char *key, size_t len, size_t n)
+{
+    if (ctx->cfg.hll_dense_at <= 0)
+        return 0;
+    if (!ctx->hcnt_h || 2 * ctx->hcnt_used >= ctx->hcnt_cap) {
+        if (!ctx->hcnt_h) {
+            ctx->hcnt_cap = 1 << 15;
+            ctx->hcnt_h = lam_malloc(ctx->hcnt_cap * sizeof(*ctx->hcnt_h));
+            ctx->hcnt_n = lam_malloc(ctx->hcnt_cap * sizeof(*ctx->hcnt_n));
+        }
+        memset(ctx->hcnt_h, 0, ctx->hcnt_cap * sizeof(*ctx->hcnt_h));
+        ctx->hcnt_used = 0;
+    }
+    uint64_t h = lam_hll_hash(key, len) | 1;
+    size_t mask = ctx->hcnt_cap - 1, i = h & mask;
+    while (ctx->hcnt_h[i] && ctx->hcnt_h[i] != h)
+        i = (i + 1) & mask;
+    if (!ctx->hcnt_h[i]) {
+        ctx->hcnt_h[i] = h;
+        ctx->hcnt_n[i] = 0;
+        ctx->hcnt_used++;
+    }
+    if (ctx->hcnt_n[i] == UINT32_MAX)
+        return 0;
+    uint64_t t = (uint64_t)ctx->hcnt_n[i] + n;
+    if (t < (uint64_t)ctx->cfg.hll_dense_at) {
+        ctx->hcnt_n[i] = (uint32_t)t;
+        return 0;
+    }
+    ctx->hcnt_n[i] = UINT32_MAX;
+    return 1;
 }
 
 /* Queue an EXPIRE of key unless it was renewed recently. */
@@ -237,11 +281,14 @@ static void ops_emit(speed_ctx_t *ctx)
     size_t nk = 0;
     for (size_t gi = 0; gi < ctx->nogroups; gi++) {
         const speed_ogroup_t *g = &ctx->ogroups[gi];
-        nk += 1 + (g->nm > SPEED_MAX_NM ? (g->nm - 1) / SPEED_MAX_NM : 0);
+        if (g->nc || g->nm) /* a key with counts only is not in the script */
+            nk += 1 + (g->nm > SPEED_MAX_NM ? (g->nm - 1) / SPEED_MAX_NM : 0);
     }
     arg_i64(ctx, (int64_t)nk);
     for (size_t gi = 0; gi < ctx->nogroups; gi++) {
         const speed_ogroup_t *g = &ctx->ogroups[gi];
+        if (!g->nc && !g->nm)
+            continue;
         const char *key = ctx->obytes.data + g->key_off;
         size_t nc = g->nc, left = g->nm;
         size_t mi = g->head; /* next min/max op to emit */
@@ -461,6 +508,25 @@ static void distinct_reset(speed_ctx_t *ctx, size_t max_values)
                 if (view->metrics[m].kind == LAM_METRIC_DISTINCT)
                     ctx->has_distinct[v] = 1;
         }
+        ctx->didx = lam_calloc(nv + 1, sizeof(*ctx->didx));
+        for (size_t v = 0; v < nv; v++) {
+            const lam_view_t *view = lam_views_get(ctx->views, v);
+            if (!ctx->has_distinct[v])
+                continue;
+            size_t n = view->nwhere + view->ngroup + view->nmetrics;
+            ctx->didx[v] = lam_malloc(n ? n : 1);
+            for (size_t i = 0; i < n; i++) {
+                const lam_fieldref_t *ref = i < view->nwhere                 ? &view->where[i].field
+                                            : i < view->nwhere + view->ngroup ? &view->group_by[i - view->nwhere]
+                                                                              : &view->metrics[i - view->nwhere - view->ngroup].field;
+                size_t k = 0;
+                while (k < ctx->ndnames && !(ctx->dnames[k]->len == ref->len && !memcmp(ctx->dnames[k]->name, ref->name, ref->len)))
+                    k++;
+                if (k == ctx->ndnames && k < LAM_ARRAY_SIZE(ctx->dnames))
+                    ctx->dnames[ctx->ndnames++] = ref;
+                ctx->didx[v][i] = k < LAM_ARRAY_SIZE(ctx->dnames) ? (uint8_t)k : 0xff; /* 0xff: looked up each time */
+            }
+        }
     }
     ctx->nhcells = 0;
     ctx->nhvals = 0;
@@ -470,15 +536,25 @@ static void distinct_reset(speed_ctx_t *ctx, size_t max_values)
         ctx->hcell_tab = lam_malloc(ctx->hcell_tab_cap * sizeof(*ctx->hcell_tab));
     }
     memset(ctx->hcell_tab, 0, ctx->hcell_tab_cap * sizeof(*ctx->hcell_tab));
+    /* sized for what the last batch needed (hval_new grows it): not for every record times every distinct
+     * metric, which made it 1 MB at 10k records and each probe a cache miss */
     size_t need = 1024;
-    while (need < 2 * max_values)
+    while (need < 4 * max_values)
         need *= 2;
-    if (need > ctx->hval_set_cap) {
+    if (need != ctx->hval_set_cap) {
         lam_free(ctx->hval_set);
         ctx->hval_set = lam_malloc(need * sizeof(*ctx->hval_set));
         ctx->hval_set_cap = need;
     }
     memset(ctx->hval_set, 0, ctx->hval_set_cap * sizeof(*ctx->hval_set));
+}
+
+static void hval_put(uint64_t *set, size_t mask, uint64_t h)
+{
+    size_t i = h & mask;
+    while (set[i])
+        i = (i + 1) & mask;
+    set[i] = h;
 }
 
 static void hcell_tab_insert(speed_ctx_t *ctx, size_t idx)
@@ -531,6 +607,16 @@ static int hval_new(speed_ctx_t *ctx, uint64_t h)
 {
     if (!h)
         h = 1;
+    if (2 * (ctx->nhvals + 1) > ctx->hval_set_cap) { /* entries = hvals: keep it at most half full */
+        size_t cap = 2 * ctx->hval_set_cap;
+        uint64_t *set = lam_calloc(cap, sizeof(*set));
+        for (size_t i = 0; i < ctx->hval_set_cap; i++)
+            if (ctx->hval_set[i])
+                hval_put(set, cap - 1, ctx->hval_set[i]);
+        lam_free(ctx->hval_set);
+        ctx->hval_set = set;
+        ctx->hval_set_cap = cap;
+    }
     size_t mask = ctx->hval_set_cap - 1;
     for (size_t i = h & mask;; i = (i + 1) & mask) {
         if (!ctx->hval_set[i]) {
@@ -542,25 +628,113 @@ static int hval_new(speed_ctx_t *ctx, uint64_t h)
     }
 }
 
+/* The fields of one event as collect_distinct reads them (dnames), each looked up at most once. */
+typedef struct dfields {
+    const lam_event_t *ev;
+    uint64_t have;
+    const lam_field_t *f[64];
+} dfields_t;
+
+/* Field i of view v (where, then group_by, then metrics) of an event of the full parse or of the projected
+ * scan (whose fields only lam_event_get finds). */
+static const lam_field_t *dfield(const speed_ctx_t *ctx, dfields_t *d, size_t v, size_t i, const lam_fieldref_t *ref)
+{
+    if (!d->ev->proj)
+        return lam_view_field(d->ev, ref);
+    uint8_t k = ctx->didx[v][i];
+    if (k == 0xff)
+        return lam_event_get(d->ev, ref->name, ref->len);
+    if (!(d->have & (1ULL << k))) {
+        d->f[k] = lam_event_get(d->ev, ref->name, ref->len);
+        d->have |= 1ULL << k;
+    }
+    return d->f[k];
+}
+
+static int plain_ascii(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = (uint8_t)s[i];
+        if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\')
+            return 0;
+    }
+    return 1;
+}
+
 /*
- * The values an event adds to the distinct metrics of its cells, for PFADD. The cell comes from the
- * engine (lam_agg_event_cell), the value is exactly what lam_agg_add_event feeds its HLL.
+ * lam_agg_event_cell for an event of either parse: 1 matched (bucket and group key set), 0 not, -1 a
+ * projected event whose group key needs escaping (parse it in full: lam_agg_group_key escapes).
+ * The key of a projected event is written like lam_agg_group_key's plain path: `["a",12,null,true]`.
  */
-static void collect_distinct(speed_ctx_t *ctx, int64_t epoch, const lam_event_t *ev)
+static int event_cell(const speed_ctx_t *ctx, dfields_t *d, size_t vi, const lam_view_t *v, int64_t *bucket,
+                      lam_buf_t *key)
+{
+    if (!d->ev->proj)
+        return lam_agg_event_cell(v, d->ev, bucket, key);
+    for (size_t i = 0; i < v->nwhere; i++)
+        if (!lam_where_match(&v->where[i], dfield(ctx, d, vi, i, &v->where[i].field)))
+            return 0;
+    *bucket = lam_time_floor(d->ev->ts_ms, v->granularity);
+    const lam_field_t *fs[LAM_VIEW_GROUP_MAX];
+    size_t need = 2 + 5 * v->ngroup;
+    for (size_t i = 0; i < v->ngroup; i++) {
+        fs[i] = dfield(ctx, d, vi, v->nwhere + i, &v->group_by[i]);
+        if (fs[i] && fs[i]->type == LAM_VAL_STRING && !plain_ascii(fs[i]->val, fs[i]->val_len))
+            return -1;
+        need += fs[i] ? fs[i]->val_len : 0;
+    }
+    lam_buf_reserve(key, need);
+    char *p = key->data + key->len;
+    *p++ = '[';
+    for (size_t i = 0; i < v->ngroup; i++) {
+        const lam_field_t *f = fs[i];
+        if (i)
+            *p++ = ',';
+        if (!f || f->type == LAM_VAL_NULL) {
+            memcpy(p, "null", 4);
+            p += 4;
+        } else {
+            if (f->type == LAM_VAL_STRING)
+                *p++ = '"';
+            memcpy(p, f->val, f->val_len);
+            p += f->val_len;
+            if (f->type == LAM_VAL_STRING)
+                *p++ = '"';
+        }
+    }
+    *p++ = ']';
+    *p = '\0';
+    key->len = (size_t)(p - key->data);
+    return 1;
+}
+
+/*
+ * The values an event adds to the distinct metrics of its cells, for PFADD. The cell is the engine's
+ * (lam_agg_event_cell), the value is exactly what lam_agg_add_event feeds its HLL. 0, or -1 when a
+ * projected event must be parsed in full first (values collected before that are collected again:
+ * hval_new keeps each (cell, value) once).
+ */
+static int collect_distinct(speed_ctx_t *ctx, int64_t epoch, const lam_event_t *ev)
 {
     size_t nv = lam_views_count(ctx->views);
+    dfields_t d;
+    d.ev = ev;
+    d.have = 0;
     for (size_t vi = 0; vi < nv; vi++) {
         if (!ctx->has_distinct[vi])
             continue;
         const lam_view_t *v = lam_views_get(ctx->views, vi);
         int64_t bucket;
         lam_buf_clear(&ctx->kbuf);
-        if (!lam_agg_event_cell(v, ev, &bucket, &ctx->kbuf))
+        int m = event_cell(ctx, &d, vi, v, &bucket, &ctx->kbuf);
+        if (m < 0)
+            return -1;
+        if (!m)
             continue;
         for (size_t mi = 0; mi < v->nmetrics; mi++) {
             if (v->metrics[mi].kind != LAM_METRIC_DISTINCT)
                 continue;
-            const lam_field_t *f = lam_view_field(ev, &v->metrics[mi].field);
+            const lam_field_t *f = dfield(ctx, &d, vi, v->nwhere + v->ngroup + mi, &v->metrics[mi].field);
             if (!f || f->type == LAM_VAL_NULL)
                 continue;
             speed_hcell_t *c = hcell_get(ctx, epoch, (uint32_t)vi, bucket, (uint32_t)mi, ctx->kbuf.data, ctx->kbuf.len);
@@ -576,6 +750,7 @@ static void collect_distinct(speed_ctx_t *ctx, int64_t epoch, const lam_event_t 
             lam_buf_append(&ctx->hbytes, f->val, f->val_len);
         }
     }
+    return 0;
 }
 
 typedef struct batch_counts {
@@ -617,10 +792,17 @@ static void apply_records(speed_ctx_t *ctx, batch_counts_t *cnt, int checked)
             break;
         }
         const char *why = NULL;
+        const char *pay = ctx->payloads.data + r->pay_off;
+        lam_agg_t *agg = NULL;
+        if (r->has_payload && r->pay_len)
+            agg = epoch_agg(ctx, r->epoch);
+        /* the projected scan (only the views' fields) when it takes the record, else the full parser;
+         * both give the engine the same event (README "Parse") */
+        const lam_event_proj_t *pj = agg && !ctx->cfg.full_parse ? lam_agg_projection(agg) : NULL;
         if (!r->has_payload || r->pay_len == 0) {
             why = "empty record";
-        } else if (lam_event_parse(&ctx->ev, ctx->payloads.data + r->pay_off, r->pay_len, now, -1, err, sizeof(err)) <
-                   0) {
+        } else if (!(pj && lam_event_parse_projected(&ctx->ev, pay, r->pay_len, pj)) &&
+                   lam_event_parse(&ctx->ev, pay, r->pay_len, now, -1, err, sizeof(err)) < 0) {
             why = err;
         } else if (!ctx->ev.ts_given) {
             why = "not canonical: no ts";
@@ -635,8 +817,14 @@ static void apply_records(speed_ctx_t *ctx, batch_counts_t *cnt, int checked)
             log_poison(ctx, r, why);
             continue;
         }
-        lam_agg_add_event(epoch_agg(ctx, r->epoch), &ctx->ev);
-        collect_distinct(ctx, r->epoch, &ctx->ev);
+        lam_agg_add_event(agg, &ctx->ev);
+        if (collect_distinct(ctx, r->epoch, &ctx->ev) < 0) {
+            /* a group key to escape: the full parse gives the same event, and lam_agg_group_key */
+            if (lam_event_parse(&ctx->ev, pay, r->pay_len, now, -1, err, sizeof(err)) < 0 ||
+                collect_distinct(ctx, r->epoch, &ctx->ev) < 0)
+                lam_error("msg=\"projected and full parse disagree\" partition=%d offset=%" PRId64, (int)r->partition,
+                          r->offset);
+        }
         cnt->events++;
     }
 
@@ -861,7 +1049,7 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
         for (size_t mi = 0; mi < view->nmetrics; mi++)
             ndistinct += view->metrics[mi].kind == LAM_METRIC_DISTINCT;
     }
-    distinct_reset(ctx, ctx->nrecs * ndistinct);
+    distinct_reset(ctx, ndistinct ? ctx->nhvals : 0); /* the last batch's distinct values */
     /* Pass 2: records that need no lookup first (Redis is still executing the batch sent before),
      * then the pending batch's outcome, the lookup, and the records that needed it. */
     apply_records(ctx, cnt, 0);
@@ -1078,9 +1266,15 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
                     }
                 }
             }
+            /* the count: a plain HINCRBY (it cannot overflow an int64, so it needs no script: a field
+             * through the script cost Redis ~2.5x a plain command) */
             lam_store_rt_field(fb, 0, gkey, glen);
             char *dp = i64_dec(num + sizeof(num), lam_cell_count(c));
-            ops_add(ctx, g, 'c', fb->data, fb->len, dp, (size_t)(num + sizeof(num) - dp));
+            tx_cmd(ctx, 4);
+            tx_str(ctx, "HINCRBY");
+            tx_arg(ctx, hk->data, hk->len);
+            tx_arg(ctx, fb->data, fb->len);
+            tx_arg(ctx, dp, (size_t)(num + sizeof(num) - dp));
             for (size_t mi = 0; mi < v->nmetrics; mi++) {
                 lam_metric_kind_t kind = v->metrics[mi].kind;
                 if (kind == LAM_METRIC_COUNT)
@@ -1105,13 +1299,37 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
     }
     ops_emit(ctx);
 
-    /* Distinct metrics: PFADD of the batch's distinct values per HLL key, the key into its hidx set. */
+    /* Distinct metrics: PFADD of the batch's distinct values per HLL key, the key into its hidx set. A key
+     * that has had LAM_SPEED_HLL_DENSE_AT values is first made dense: PFMERGE of itself and an empty dense
+     * HLL (a temporary key of this session, deleted in the same transaction). The registers are the same
+     * (max with zeros), so the PFADD that follows gives what it gives on the sparse key (README "Distinct"). */
+    lam_buf_t dtmp = LAM_BUF_INIT;
     for (size_t hc = 0; hc < ctx->nhcells; hc++) {
         const speed_hcell_t *c = &ctx->hcells[hc];
         const char *vname = lam_views_get(ctx->views, c->view)->name;
         lam_store_rt_hll_key(&hllk, c->epoch, vname, c->bucket, c->metric, ctx->hbytes.data + c->key_off,
                              c->key_len);
         lam_store_rt_hidx_key(xk, c->epoch, vname, c->bucket);
+        if (hll_make_dense(ctx, hllk.data, hllk.len, c->n)) {
+            if (!dtmp.len) {
+                lam_store_speed_key(&dtmp, ctx->cfg.group, "dense-hll");
+                lam_buf_append(&dtmp, ":", 1);
+                lam_buf_append(&dtmp, ctx->dedup_token, strlen(ctx->dedup_token));
+                lam_hll_t *empty = lam_hll_new();
+                uint8_t blob[LAM_HLL_DENSE_SIZE];
+                lam_hll_to_redis_dense(empty, blob);
+                lam_hll_free(empty);
+                tx_cmd(ctx, 3);
+                tx_str(ctx, "SET");
+                tx_arg(ctx, dtmp.data, dtmp.len);
+                tx_arg(ctx, blob, sizeof(blob));
+            }
+            tx_cmd(ctx, 4);
+            tx_str(ctx, "PFMERGE");
+            tx_arg(ctx, hllk.data, hllk.len);
+            tx_arg(ctx, hllk.data, hllk.len);
+            tx_arg(ctx, dtmp.data, dtmp.len);
+        }
         tx_cmd(ctx, 2 + c->n);
         tx_str(ctx, "PFADD");
         tx_arg(ctx, hllk.data, hllk.len);
@@ -1126,6 +1344,12 @@ static int batch_build(speed_ctx_t *ctx, batch_counts_t *cnt, part_work_t *pw)
         expire_key(ctx, hllk.data, hllk.len, mono);
         expire_key(ctx, xk->data, xk->len, mono);
     }
+    if (dtmp.len) {
+        tx_cmd(ctx, 2);
+        tx_str(ctx, "DEL");
+        tx_arg(ctx, dtmp.data, dtmp.len);
+    }
+    lam_buf_free(&dtmp);
     lam_buf_free(&hllk);
 
     /* EXPIRE of the real-time keys not renewed within the hour. */

@@ -19,6 +19,7 @@
 
 #include "lam_buf.h"
 #include "lam_event.h"
+#include "lam_hll.h"
 #include "lam_kafka.h"
 #include "lam_mem.h"
 #include "lam_redis.h"
@@ -1251,6 +1252,160 @@ static void test_fetch_kicker(void **st)
     redisFree(r);
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Every real-time key of the database, as text: hashes field by field, HLLs as their registers (dense), zsets
+ * and sets member by member; sorted, so that two runs that wrote the same state give the same text. */
+static void dump_rt_state(redisContext *r, lam_buf_t *out)
+{
+    redisReply *ks = rcmd(r, "KEYS lam:rt:*");
+    assert_int_equal(ks->type, REDIS_REPLY_ARRAY);
+    char **lines = lam_malloc((ks->elements + 1) * sizeof(*lines));
+    size_t nl = 0;
+    for (size_t i = 0; i < ks->elements; i++) {
+        const char *k = ks->element[i]->str;
+        lam_buf_t b = LAM_BUF_INIT;
+        redisReply *t = rcmd(r, "TYPE %s", k);
+        lam_buf_printf(&b, "%s %s:", k, t->str);
+        redisReply *v = NULL;
+        if (!strcmp(t->str, "hash")) {
+            v = rcmd(r, "HGETALL %s", k);
+            /* field order in a hash is not the write order: sort the pairs */
+            size_t np = v->elements / 2;
+            char **pairs = lam_malloc((np + 1) * sizeof(*pairs));
+            for (size_t j = 0; j < np; j++) {
+                lam_buf_t pb = LAM_BUF_INIT;
+                lam_buf_printf(&pb, " %s=%s", v->element[2 * j]->str, v->element[2 * j + 1]->str);
+                pairs[j] = lam_strndup(pb.data, pb.len);
+                lam_buf_free(&pb);
+            }
+            qsort(pairs, np, sizeof(*pairs), cmp_str);
+            for (size_t j = 0; j < np; j++) {
+                lam_buf_printf(&b, "%s", pairs[j]);
+                lam_free(pairs[j]);
+            }
+            lam_free(pairs);
+        } else if (!strcmp(t->str, "string")) {
+            /* an HLL: compare registers, not the sparse encoding (which may depend on the order of PFADDs) */
+            v = rcmd(r, "GET %s", k);
+            lam_hll_t *h = lam_hll_new();
+            char err[256];
+            assert_int_equal(lam_hll_merge_redis_blob(h, v->str, v->len, err, sizeof(err)), 0);
+            uint8_t dense[LAM_HLL_DENSE_SIZE];
+            lam_hll_to_redis_dense(h, dense);
+            uint64_t fp = 1469598103934665603ULL;
+            for (size_t j = 0; j < sizeof(dense); j++)
+                fp = (fp ^ dense[j]) * 1099511628211ULL;
+            lam_buf_printf(&b, " registers %016llx", (unsigned long long)fp);
+            lam_hll_free(h);
+        } else if (!strcmp(t->str, "zset")) {
+            v = rcmd(r, "ZRANGE %s 0 -1 WITHSCORES", k);
+            for (size_t j = 0; j < v->elements; j++)
+                lam_buf_printf(&b, " %s", v->element[j]->str);
+        } else if (!strcmp(t->str, "set")) {
+            v = rcmd(r, "SORT %s ALPHA", k);
+            for (size_t j = 0; j < v->elements; j++)
+                lam_buf_printf(&b, " %s", v->element[j]->str);
+        }
+        if (v)
+            freeReplyObject(v);
+        freeReplyObject(t);
+        lines[nl++] = lam_strndup(b.data, b.len);
+        lam_buf_free(&b);
+    }
+    qsort(lines, nl, sizeof(*lines), cmp_str);
+    for (size_t i = 0; i < nl; i++) {
+        lam_buf_printf(out, "%s\n", lines[i]);
+        lam_free(lines[i]);
+    }
+    lam_free(lines);
+    freeReplyObject(ks);
+}
+
+/*
+ * The projected scan (lam_event_parse_projected, the views' fields only) and the full parser give the same
+ * Redis state (README "Parse"), and HLL keys made dense (LAM_SPEED_HLL_DENSE_AT) hold the registers PFADD
+ * alone gives (README "Distinct"): generated events plus records the scan declines (nested objects, escapes)
+ * or whose group key it leaves to the full parse (non-ASCII, quotes), numbers, booleans and null as group
+ * values, a number as a distinct value, a string where a sum expects a number.
+ */
+static void test_projected_equals_full(void **st)
+{
+    (void)st;
+    producer_t p;
+    producer_open(&p, "proj", 2);
+    gen_t g;
+    gen_init(&g, 11);
+    model_t *m = lam_calloc(1, sizeof(*m));
+    produce_events(&p, &g, m, 3000, -1);
+    static const char *odd[] = {
+        "{\"id\":\"o1\",\"ts\":1767225601000,\"type\":\"page_view\",\"url\":\"/caf\xc3\xa9\",\"user\":\"u1\",\"geo.cc\":\"TH\"}",
+        "{\"id\":\"o2\",\"ts\":1767225602000,\"type\":\"page_view\",\"url\":\"/a\\\"b\",\"user\":\"u2\",\"latency_ms\":5}",
+        "{\"id\":\"o3\",\"ts\":1767225603000,\"type\":\"page_view\",\"url\":\"/n\",\"user\":\"u3\",\"geo\":{\"cc\":\"DE\"}}",
+        "{\"id\":\"o4\",\"ts\":1767225604000,\"type\":\"purchase\",\"item\":12,\"price\":3.5,\"user\":\"u4\"}",
+        "{\"id\":\"o5\",\"ts\":1767225605000,\"type\":\"purchase\",\"item\":true,\"price\":\"7\",\"user\":5}",
+        "{\"id\":\"o6\",\"ts\":1767225606000,\"type\":\"purchase\",\"item\":null,\"price\":-2,\"user\":null}",
+        "{\"id\":\"o7\",\"ts\":1767225607000,\"type\":\"purchase\",\"price\":1e2,\"user\":\"u\xe2\x82\xac\"}",
+        "{\"id\":\"o8\",\"ts\":1767225608000,\"type\":\"page_view\",\"url\":\"/p\\u00e9\",\"user\":\"u8\",\"geo.cc\":\"\xc3\x85X\"}",
+        "{\"id\":\"o9\",\"ts\":1767225609000,\"type\":\"add_to_cart\",\"item\":\"sword\",\"qty\":2.25,\"user\":\"u9\"}",
+        "{\"ts\":1767225610000,\"type\":\"page_view\",\"url\":\"/noid\",\"user\":\"u10\"}",
+    };
+    for (size_t i = 0; i < LAM_ARRAY_SIZE(odd); i++)
+        produce(&p, (int)(i % 2), "k", 1, odd[i], strlen(odd[i]), NULL);
+    producer_flush(&p);
+
+    lam_buf_t state[2] = {LAM_BUF_INIT, LAM_BUF_INIT};
+    size_t dense_full = 0;
+    for (int full = 1; full >= 0; full--) {
+        redisContext *r = fresh_db();
+        char log[512], group[64];
+        log_path(log, sizeof(log), full ? "proj-full" : "proj-scan");
+        snprintf(group, sizeof(group), "g-proj-%d-%d", full, (int)getpid());
+        setenv("LAM_SPEED_FULL_PARSE", full ? "1" : "0", 1);
+        setenv("LAM_SPEED_HLL_DENSE_AT", full ? "0" : "16", 1); /* the scan run also makes HLLs dense early */
+        pid_t pid = spawn_speed(p.topic, group, g_redis_url, "700", log, NULL);
+        unsetenv("LAM_SPEED_FULL_PARSE");
+        unsetenv("LAM_SPEED_HLL_DENSE_AT");
+        wait_caught_up(r, group, &p, 2, 60);
+        stop_speed(pid);
+        dump_rt_state(r, &state[full]);
+        /* HLL keys: more dense ones with LAM_SPEED_HLL_DENSE_AT (without it only Redis's own conversion of
+         * the largest); the temporary dense key never outlives its transaction */
+        redisReply *ks = rcmd(r, "KEYS lam:rt:*:hll:*");
+        size_t dense = 0;
+        for (size_t i = 0; i < ks->elements; i++)
+            dense += rint_cmd(r, "STRLEN %s", ks->element[i]->str) == LAM_HLL_DENSE_SIZE;
+        fprintf(stderr, "projected: %s run: %zu of %zu HLL keys dense\n", full ? "full-parse" : "scan", dense, ks->elements);
+        assert_true(ks->elements > 10);
+        if (full)
+            dense_full = dense;
+        else
+            assert_true(dense > dense_full + 10);
+        freeReplyObject(ks);
+        ks = rcmd(r, "KEYS *dense-hll*");
+        assert_int_equal(ks->elements, 0);
+        freeReplyObject(ks);
+        redisFree(r);
+    }
+    assert_true(state[1].len > 1000);
+    if (state[0].len != state[1].len || memcmp(state[0].data, state[1].data, state[0].len)) {
+        size_t i = 0;
+        while (i < state[0].len && i < state[1].len && state[0].data[i] == state[1].data[i])
+            i++;
+        size_t from = i > 200 ? i - 200 : 0;
+        fail_msg("projected scan and full parse differ at byte %zu:\n  full: %.400s\n  scan: %.400s", i,
+                 state[1].data + from, state[0].data + from);
+    }
+    lam_buf_free(&state[0]);
+    lam_buf_free(&state[1]);
+    lam_free(m);
+    gen_free(&g);
+    producer_close(&p);
+}
+
 int main(void)
 {
     g_brokers = lam_test_env("LAM_KAFKA_BROKERS", "127.0.0.1:9092");
@@ -1266,6 +1421,7 @@ int main(void)
         cmocka_unit_test_teardown(test_redis_restart, kill_children),
         cmocka_unit_test_teardown(test_two_instances_one_killed, kill_children),
         cmocka_unit_test_teardown(test_fetch_kicker, kill_children),
+        cmocka_unit_test_teardown(test_projected_equals_full, kill_children),
     };
     if (only)
         cmocka_set_test_filter(only);
