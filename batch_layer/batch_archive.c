@@ -52,6 +52,7 @@ struct batch_archive {
     int flush_now;
     atomic_llong archived, blocks, bytes, flushes, errors;
     char problem[256];        /* under mu */
+    atomic_int consumer_problem; /* problem is the consumer's (cleared once it gets partitions or records) */
 };
 
 static part_state_t *part(batch_archive_t *a, int32_t p)
@@ -69,10 +70,39 @@ static part_state_t *part(batch_archive_t *a, int32_t p)
     return &a->parts[p];
 }
 
+/* A write or recovery problem (msg), or none (NULL); held until the next successful flush. */
 static void set_problem(batch_archive_t *a, const char *msg)
 {
     pthread_mutex_lock(&a->mu);
     snprintf(a->problem, sizeof(a->problem), "%s", msg ? msg : "");
+    atomic_store(&a->consumer_problem, 0);
+    pthread_mutex_unlock(&a->mu);
+}
+
+/*
+ * A consumer error (e.g. "Subscribed topic not available" right after the topic was created): it
+ * ends when the consumer is assigned partitions or receives records, not only at the next flush
+ * (an idle archiver would otherwise stay unhealthy until events arrive). A write problem stays.
+ */
+static void set_consumer_problem(batch_archive_t *a, const char *msg)
+{
+    pthread_mutex_lock(&a->mu);
+    if (!a->problem[0] || atomic_load(&a->consumer_problem)) {
+        snprintf(a->problem, sizeof(a->problem), "%s", msg);
+        atomic_store(&a->consumer_problem, 1);
+    }
+    pthread_mutex_unlock(&a->mu);
+}
+
+static void clear_consumer_problem(batch_archive_t *a)
+{
+    if (!atomic_load_explicit(&a->consumer_problem, memory_order_relaxed))
+        return;
+    pthread_mutex_lock(&a->mu);
+    if (atomic_load(&a->consumer_problem)) {
+        a->problem[0] = '\0';
+        atomic_store(&a->consumer_problem, 0);
+    }
     pthread_mutex_unlock(&a->mu);
 }
 
@@ -364,6 +394,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
                 continue;
             }
             part_state_t *ps = part(a, parts->elems[i].partition);
+            clear_consumer_problem(a); /* the topic is there */
             parts->elems[i].offset = ps->next >= 0 ? ps->next : RD_KAFKA_OFFSET_BEGINNING;
             lam_info("msg=\"archiving partition\" partition=%d from_offset=%" PRId64, (int)parts->elems[i].partition,
                      ps->next);
@@ -422,9 +453,10 @@ static void *archive_main(void *arg)
             if (m->err) {
                 if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                     lam_warn("msg=\"archive consumer\" error=\"%s\"", rd_kafka_message_errstr(m));
-                    set_problem(a, rd_kafka_message_errstr(m));
+                    set_consumer_problem(a, rd_kafka_message_errstr(m));
                 }
             } else {
+                clear_consumer_problem(a);
                 handle_record(a, m);
             }
             rd_kafka_message_destroy(m);
