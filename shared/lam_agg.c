@@ -486,6 +486,11 @@ static void group_key_fields(const lam_view_t *v, const lam_field_t *const *fs, 
     out->len = (size_t)(p - out->data);
 }
 
+void lam_agg_group_key_fields(const lam_view_t *v, const lam_field_t *const *fs, lam_buf_t *out)
+{
+    group_key_fields(v, fs, out);
+}
+
 void lam_agg_group_key(const lam_view_t *v, const lam_event_t *ev, lam_buf_t *out)
 {
     const lam_field_t *fs[LAM_VIEW_GROUP_MAX];

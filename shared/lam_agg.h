@@ -149,6 +149,8 @@ int lam_cell_equal(const lam_view_t *v, const lam_cell_t *a, const lam_cell_t *b
  * group_by values, absent fields as null (`["sword",null]`, `[]` without group_by).
  */
 void lam_agg_group_key(const lam_view_t *v, const lam_event_t *ev, lam_buf_t *out);
+/** The same from the group_by fields already looked up (fs[i] for group_by[i], NULL when absent). */
+void lam_agg_group_key_fields(const lam_view_t *v, const lam_field_t *const *fs, lam_buf_t *out);
 /**
  * Decode a group key into at most max values (*n set). Strings are decoded into scratch
  * (cleared first); pointers stay valid until scratch changes. Returns 0 or -1 if malformed.

@@ -651,20 +651,10 @@ static const lam_field_t *dfield(const speed_ctx_t *ctx, dfields_t *d, size_t v,
     return d->f[k];
 }
 
-static int plain_ascii(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        uint8_t c = (uint8_t)s[i];
-        if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\')
-            return 0;
-    }
-    return 1;
-}
-
 /*
- * lam_agg_event_cell for an event of either parse: 1 matched (bucket and group key set), 0 not, -1 a
- * projected event whose group key needs escaping (parse it in full: lam_agg_group_key escapes).
- * The key of a projected event is written like lam_agg_group_key's plain path: `["a",12,null,true]`.
+ * lam_agg_event_cell for an event of either parse: 1 matched (bucket and group key set), 0 not.
+ * A projected event's fields come from the per-event field cache (dfield); the key is the engine's
+ * (lam_agg_group_key_fields), escapes and all.
  */
 static int event_cell(const speed_ctx_t *ctx, dfields_t *d, size_t vi, const lam_view_t *v, int64_t *bucket,
                       lam_buf_t *key)
@@ -676,45 +666,18 @@ static int event_cell(const speed_ctx_t *ctx, dfields_t *d, size_t vi, const lam
             return 0;
     *bucket = lam_time_floor(d->ev->ts_ms, v->granularity);
     const lam_field_t *fs[LAM_VIEW_GROUP_MAX];
-    size_t need = 2 + 5 * v->ngroup;
-    for (size_t i = 0; i < v->ngroup; i++) {
+    for (size_t i = 0; i < v->ngroup; i++)
         fs[i] = dfield(ctx, d, vi, v->nwhere + i, &v->group_by[i]);
-        if (fs[i] && fs[i]->type == LAM_VAL_STRING && !plain_ascii(fs[i]->val, fs[i]->val_len))
-            return -1;
-        need += fs[i] ? fs[i]->val_len : 0;
-    }
-    lam_buf_reserve(key, need);
-    char *p = key->data + key->len;
-    *p++ = '[';
-    for (size_t i = 0; i < v->ngroup; i++) {
-        const lam_field_t *f = fs[i];
-        if (i)
-            *p++ = ',';
-        if (!f || f->type == LAM_VAL_NULL) {
-            memcpy(p, "null", 4);
-            p += 4;
-        } else {
-            if (f->type == LAM_VAL_STRING)
-                *p++ = '"';
-            memcpy(p, f->val, f->val_len);
-            p += f->val_len;
-            if (f->type == LAM_VAL_STRING)
-                *p++ = '"';
-        }
-    }
-    *p++ = ']';
-    *p = '\0';
-    key->len = (size_t)(p - key->data);
+    lam_agg_group_key_fields(v, fs, key);
     return 1;
 }
 
 /*
  * The values an event adds to the distinct metrics of its cells, for PFADD. The cell is the engine's
- * (lam_agg_event_cell), the value is exactly what lam_agg_add_event feeds its HLL. 0, or -1 when a
- * projected event must be parsed in full first (values collected before that are collected again:
- * hval_new keeps each (cell, value) once).
+ * (lam_agg_event_cell), the value is exactly what lam_agg_add_event feeds its HLL (hval_new keeps
+ * each (cell, value) once).
  */
-static int collect_distinct(speed_ctx_t *ctx, int64_t epoch, const lam_event_t *ev)
+static void collect_distinct(speed_ctx_t *ctx, int64_t epoch, const lam_event_t *ev)
 {
     size_t nv = lam_views_count(ctx->views);
     dfields_t d;
@@ -726,10 +689,7 @@ static int collect_distinct(speed_ctx_t *ctx, int64_t epoch, const lam_event_t *
         const lam_view_t *v = lam_views_get(ctx->views, vi);
         int64_t bucket;
         lam_buf_clear(&ctx->kbuf);
-        int m = event_cell(ctx, &d, vi, v, &bucket, &ctx->kbuf);
-        if (m < 0)
-            return -1;
-        if (!m)
+        if (!event_cell(ctx, &d, vi, v, &bucket, &ctx->kbuf))
             continue;
         for (size_t mi = 0; mi < v->nmetrics; mi++) {
             if (v->metrics[mi].kind != LAM_METRIC_DISTINCT)
@@ -750,7 +710,6 @@ static int collect_distinct(speed_ctx_t *ctx, int64_t epoch, const lam_event_t *
             lam_buf_append(&ctx->hbytes, f->val, f->val_len);
         }
     }
-    return 0;
 }
 
 typedef struct batch_counts {
@@ -818,13 +777,7 @@ static void apply_records(speed_ctx_t *ctx, batch_counts_t *cnt, int checked)
             continue;
         }
         lam_agg_add_event(agg, &ctx->ev);
-        if (collect_distinct(ctx, r->epoch, &ctx->ev) < 0) {
-            /* a group key to escape: the full parse gives the same event, and lam_agg_group_key */
-            if (lam_event_parse(&ctx->ev, pay, r->pay_len, now, -1, err, sizeof(err)) < 0 ||
-                collect_distinct(ctx, r->epoch, &ctx->ev) < 0)
-                lam_error("msg=\"projected and full parse disagree\" partition=%d offset=%" PRId64, (int)r->partition,
-                          r->offset);
-        }
+        collect_distinct(ctx, r->epoch, &ctx->ev);
         cnt->events++;
     }
 
