@@ -1,7 +1,9 @@
 /* main.c - ingest: configuration, start-up and graceful shutdown. */
+#include <malloc.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "ingest.h"
@@ -73,8 +75,27 @@ static void drain(ingest_ctx_t *ctx)
     sleep_ms(100); /* replies handed to the HTTP threads get written out */
 }
 
+/* Two malloc arenas instead of glibc's one per thread (HTTP threads, delivery reports, librdkafka's
+ * threads): a request's buffers and librdkafka's messages are allocated on an HTTP thread and
+ * freed on the delivery-report thread, and each arena grew towards the peak of the requests in
+ * flight. 1M events as 100-event requests over 128 connections (bodies freed before the wait for
+ * Kafka), 3 alternated rounds: peak RSS 26 / 26 / 26 MB with glibc's arenas, 25 / 25 / 26 with 2,
+ * 23 / 24 / 23 with 1 - but one arena cost ingest 2.32-2.76 instead of 2.28-2.41 ms of CPU per 1k
+ * events (lock contention between the HTTP, delivery-report and broker threads), two 2.32-2.55.
+ * MALLOC_ARENA_MAX or GLIBC_TUNABLES (glibc.malloc.arena_max) in the environment win. */
+#define INGEST_MALLOC_ARENAS 2
+
+static void limit_arenas(void)
+{
+    const char *t = getenv("GLIBC_TUNABLES");
+    if (getenv("MALLOC_ARENA_MAX") || (t && strstr(t, "glibc.malloc.arena_max")))
+        return;
+    mallopt(M_ARENA_MAX, INGEST_MALLOC_ARENAS);
+}
+
 int main(int argc, char **argv)
 {
+    limit_arenas(); /* before any thread starts */
     ingest_ctx_t ctx = {0};
     lam_config_init_or_exit("ingest", ingest_config_table, &ctx.cfg, argc, argv);
     lam_service_signals();

@@ -150,6 +150,13 @@ int lam_http_error(lam_http_req_t *req, unsigned status, const char *code, const
     return -1;
 }
 
+void lam_http_body_done(lam_http_req_t *req)
+{
+    lam_buf_free(&req->buf);
+    req->body = NULL;
+    req->body_len = 0;
+}
+
 void lam_http_defer(lam_http_req_t *req)
 {
     req->state = ST_DEFERRED;

@@ -33,6 +33,16 @@ static void *reply_later(void *arg)
     return NULL;
 }
 
+/* /done: what the handler saw after lam_http_body_done(), replied later from another thread. */
+static char g_done_seen[64];
+static void *reply_done(void *arg)
+{
+    lam_http_req_t *req = arg;
+    usleep(20000);
+    lam_http_reply(req, 200, "text/plain", g_done_seen, strlen(g_done_seen));
+    return NULL;
+}
+
 static void handler(lam_http_req_t *req, void *opaque)
 {
     (void)opaque;
@@ -46,6 +56,14 @@ static void handler(lam_http_req_t *req, void *opaque)
         lam_http_defer(req);
         pthread_t t;
         pthread_create(&t, NULL, reply_later, req);
+        pthread_detach(t);
+    } else if (!strcmp(req->path, "/done")) {
+        size_t len = req->body_len;
+        lam_http_body_done(req);
+        snprintf(g_done_seen, sizeof(g_done_seen), "%zu %s %zu", len, req->body ? "kept" : "freed", req->body_len);
+        lam_http_defer(req);
+        pthread_t t;
+        pthread_create(&t, NULL, reply_done, req);
         pthread_detach(t);
     } else if (!strcmp(req->path, "/query")) {
         const char *a = lam_http_query(req, "a");
@@ -207,6 +225,22 @@ static void test_deferred_reply_from_other_thread(void **st)
     }
 }
 
+/* lam_http_body_done(): the body is freed before the (deferred) reply, which still goes out, and
+ * the connection serves its next keep-alive request. */
+static void test_body_done_before_deferred_reply(void **st)
+{
+    (void)st;
+    const char two[] = "POST /done HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+                       "POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 3\r\n\r\nabc";
+    char *r = roundtrip(two, sizeof(two) - 1);
+    assert_int_equal(status_of(r), 200);
+    assert_non_null(strstr(r, "\r\n\r\n5 freed 0"));
+    const char *second = strstr(r + 1, "HTTP/1.1 200");
+    assert_non_null(second);
+    assert_string_equal(body_of(second), "abc");
+    free(r);
+}
+
 static void test_query_args(void **st)
 {
     (void)st;
@@ -342,6 +376,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_health_and_json_errors), cmocka_unit_test(test_body_limit),
         cmocka_unit_test(test_deferred_reply_from_other_thread), cmocka_unit_test(test_query_args),
+        cmocka_unit_test(test_body_done_before_deferred_reply),
         cmocka_unit_test(test_header_flood_rejected), cmocka_unit_test(test_slow_client_timed_out),
         cmocka_unit_test(test_metrics_count_by_status), cmocka_unit_test(test_secret_eq),
         cmocka_unit_test(test_loopback_and_status), cmocka_unit_test(test_conn_memory_and_poll),
