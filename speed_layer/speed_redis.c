@@ -393,7 +393,7 @@ static void load_record(speed_ctx_t *ctx, void *opaque, size_t i, const char *v,
          * records are read again at every assignment) */
         if (part < 0 || part >= ctx->nparts || !ctx->parts[part].assigned)
             continue;
-        speed_dedup_add(ctx, token, slot, id, idlen);
+        speed_dedup_add(ctx, token, slot, speed_dedup_id_hash(id, idlen));
         o->entries++;
     }
     if (rc < 0)
