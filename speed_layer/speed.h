@@ -256,6 +256,8 @@ typedef struct speed_ctx {
     char dedup_token[17];
     speed_bloom_t *blooms;
     size_t nblooms, blooms_cap, bloom_bytes;
+    size_t bloom_add_last; /* index + 1 of the filter speed_dedup_add wrote last (0: none; reset when the
+                            * array is compacted): the newest of its (session, slot), tried first */
     lam_buf_t other_keys;
     size_t nother_keys;
 

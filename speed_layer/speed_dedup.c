@@ -232,6 +232,7 @@ void speed_dedup_forget(speed_ctx_t *ctx, const char *token, int64_t slot)
         }
     }
     ctx->nblooms = k;
+    ctx->bloom_add_last = 0;
 }
 
 void speed_dedup_drop_others(speed_ctx_t *ctx)
@@ -246,41 +247,53 @@ void speed_dedup_drop_others(speed_ctx_t *ctx)
         }
     }
     ctx->nblooms = k;
+    ctx->bloom_add_last = 0;
 }
 
 int speed_dedup_add(speed_ctx_t *ctx, const char *token, int64_t slot, uint64_t idh)
 {
     speed_bloom_t *b = NULL;
-    size_t last_cap = 0;
-    for (size_t i = 0; i < ctx->nblooms; i++)
-        if (ctx->blooms[i].slot == slot && !strcmp(ctx->blooms[i].token, token)) {
-            if (!ctx->blooms[i].nbits)
-                return 0; /* over budget */
-            last_cap = ctx->blooms[i].cap;
-            if (ctx->blooms[i].n < ctx->blooms[i].cap)
-                b = &ctx->blooms[i];
-        }
+    /* a batch adds all its ids to one (session, slot): the filter written last is the newest of its
+     * (session, slot) (a newer one is only ever made here), so when it has room the search below would
+     * pick it, and no over-budget entry of that (session, slot) exists */
+    if (ctx->bloom_add_last) {
+        speed_bloom_t *l = &ctx->blooms[ctx->bloom_add_last - 1];
+        if (l->slot == slot && l->nbits && l->n < l->cap && !strcmp(l->token, token))
+            b = l;
+    }
     if (!b) {
-        if (ctx->nblooms == ctx->blooms_cap) {
-            ctx->blooms_cap = ctx->blooms_cap ? 2 * ctx->blooms_cap : 8;
-            ctx->blooms = lam_realloc(ctx->blooms, ctx->blooms_cap * sizeof(*ctx->blooms));
-        }
-        b = &ctx->blooms[ctx->nblooms++];
-        size_t cap = last_cap ? 2 * last_cap : BLOOM_FIRST_IDS, nbits = 64;
-        if (cap > BLOOM_MAX_IDS)
-            cap = BLOOM_MAX_IDS;
-        while (nbits < cap * BLOOM_BITS_PER_ID)
-            nbits *= 2;
-        *b = (speed_bloom_t){.slot = slot, .cap = cap};
-        snprintf(b->token, sizeof(b->token), "%s", token);
-        if (ctx->bloom_bytes + nbits / 8 <= (size_t)ctx->cfg.bloom_max_kb * 1024) {
-            b->nbits = nbits;
-            b->bits = lam_calloc(nbits / 64, sizeof(uint64_t));
-            ctx->bloom_bytes += nbits / 8;
-        } else {
-            return 0;
+        size_t last_cap = 0;
+        for (size_t i = 0; i < ctx->nblooms; i++)
+            if (ctx->blooms[i].slot == slot && !strcmp(ctx->blooms[i].token, token)) {
+                if (!ctx->blooms[i].nbits)
+                    return 0; /* over budget */
+                last_cap = ctx->blooms[i].cap;
+                if (ctx->blooms[i].n < ctx->blooms[i].cap)
+                    b = &ctx->blooms[i];
+            }
+        if (!b) {
+            if (ctx->nblooms == ctx->blooms_cap) {
+                ctx->blooms_cap = ctx->blooms_cap ? 2 * ctx->blooms_cap : 8;
+                ctx->blooms = lam_realloc(ctx->blooms, ctx->blooms_cap * sizeof(*ctx->blooms));
+            }
+            b = &ctx->blooms[ctx->nblooms++];
+            size_t cap = last_cap ? 2 * last_cap : BLOOM_FIRST_IDS, nbits = 64;
+            if (cap > BLOOM_MAX_IDS)
+                cap = BLOOM_MAX_IDS;
+            while (nbits < cap * BLOOM_BITS_PER_ID)
+                nbits *= 2;
+            *b = (speed_bloom_t){.slot = slot, .cap = cap};
+            snprintf(b->token, sizeof(b->token), "%s", token);
+            if (ctx->bloom_bytes + nbits / 8 <= (size_t)ctx->cfg.bloom_max_kb * 1024) {
+                b->nbits = nbits;
+                b->bits = lam_calloc(nbits / 64, sizeof(uint64_t));
+                ctx->bloom_bytes += nbits / 8;
+            } else {
+                return 0;
+            }
         }
     }
+    ctx->bloom_add_last = (size_t)(b - ctx->blooms) + 1;
     uint64_t h1, h2;
     id_hashes(idh, &h1, &h2);
     bloom_set(b, h1, h2);
@@ -300,4 +313,5 @@ void speed_dedup_prune(speed_ctx_t *ctx, int64_t lo)
         }
     }
     ctx->nblooms = k;
+    ctx->bloom_add_last = 0;
 }
