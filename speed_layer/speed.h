@@ -86,6 +86,8 @@ typedef struct speed_rec {
     uint8_t kind;
     uint8_t check;  /* its id must be looked up in Redis before it is counted */
     uint16_t shard; /* dedup record shard of its id (speed_dedup_shard) */
+    uint64_t idh;   /* speed_dedup_id_hash of its id (id_len > 0): hashed once, for the batch's id set,
+                     * the shard and the Bloom filters */
 } speed_rec_t;
 
 /** One (epoch, view, bucket, distinct metric, group) of the batch and its values (a list in hvals). */
@@ -254,6 +256,8 @@ typedef struct speed_ctx {
     char dedup_token[17];
     speed_bloom_t *blooms;
     size_t nblooms, blooms_cap, bloom_bytes;
+    size_t bloom_add_last; /* index + 1 of the filter speed_dedup_add wrote last (0: none; reset when the
+                            * array is compacted): the newest of its (session, slot), tried first */
     lam_buf_t other_keys;
     size_t nother_keys;
 
@@ -316,8 +320,10 @@ int64_t dedup_slot_seconds(const speed_ctx_t *ctx);
 void speed_dedup_slot_key(lam_buf_t *out, int64_t slot, const char *token);
 /** lam:dedup:@{slot}:{token}:{shard}: a dedup record string (README "Dedup"). */
 void speed_dedup_shard_key(lam_buf_t *out, int64_t slot, const char *token, unsigned shard);
-/** The record shard of an id (0 .. SPEED_DEDUP_SHARDS - 1). */
-unsigned speed_dedup_shard(const char *id, size_t len);
+/** The hash of an id that its shard and the Bloom filters are derived from (computed once per record). */
+uint64_t speed_dedup_id_hash(const char *id, size_t len);
+/** The record shard of an id (0 .. SPEED_DEDUP_SHARDS - 1), from its speed_dedup_id_hash. */
+unsigned speed_dedup_shard(uint64_t idh);
 /** Append one record entry: varint id length, id, varint partition, varint offset. */
 void speed_dedup_entry(lam_buf_t *b, const char *id, size_t len, int partition, int64_t offset);
 /** Next entry of a record string at *p (< end): 1 read, 0 at the end, -1 malformed. */
@@ -330,14 +336,14 @@ int64_t speed_dedup_keep_s(const speed_ctx_t *ctx);
 void speed_dedup_init(speed_ctx_t *ctx);
 void speed_dedup_free(speed_ctx_t *ctx);
 /** 1 when a filter (of this or another session) may hold id, 0 when no record within the window has it. */
-int speed_dedup_maybe(const speed_ctx_t *ctx, const char *id, size_t len);
+int speed_dedup_maybe(const speed_ctx_t *ctx, uint64_t idh);
 /** Append the shard keys that may hold id (one per (session, slot) whose filter hits), NUL-terminated. */
-size_t speed_dedup_hit_keys(const speed_ctx_t *ctx, const char *id, size_t len, unsigned shard, lam_buf_t *keys);
+size_t speed_dedup_hit_keys(const speed_ctx_t *ctx, uint64_t idh, unsigned shard, lam_buf_t *keys);
 /**
  * Remember id in the filter of (token, slot): 1, or 0 when the filters are over LAM_SPEED_DEDUP_FILTER_KB (from
  * then on that slot's ids are kept in its slot hash, one field per id, and looked up with HMGET).
  */
-int speed_dedup_add(speed_ctx_t *ctx, const char *token, int64_t slot, const char *id, size_t len);
+int speed_dedup_add(speed_ctx_t *ctx, const char *token, int64_t slot, uint64_t idh);
 /** 1 when (token, slot) went over the budget: its later ids are in lam:dedup:@{slot}:{token} (a hash). */
 int speed_dedup_over_budget(const speed_ctx_t *ctx, const char *token, int64_t slot);
 /** Forget the filters of (token, slot). */

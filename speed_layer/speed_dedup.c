@@ -55,9 +55,14 @@ void speed_dedup_shard_key(lam_buf_t *out, int64_t slot, const char *token, unsi
     lam_store_dedup_key(out, p, (size_t)(e - p));
 }
 
-unsigned speed_dedup_shard(const char *id, size_t len)
+uint64_t speed_dedup_id_hash(const char *id, size_t len)
 {
-    return (unsigned)((lam_mix64(lam_hll_hash(id, len) ^ 0x5348415244ULL) >> 32) % SPEED_DEDUP_SHARDS);
+    return lam_hll_hash(id, len);
+}
+
+unsigned speed_dedup_shard(uint64_t idh)
+{
+    return (unsigned)((lam_mix64(idh ^ 0x5348415244ULL) >> 32) % SPEED_DEDUP_SHARDS);
 }
 
 static int get_varint(const char **p, const char *end, uint64_t *v)
@@ -164,28 +169,28 @@ static void bloom_set(speed_bloom_t *b, uint64_t h1, uint64_t h2)
     }
 }
 
-static void id_hashes(const char *id, size_t len, uint64_t *h1, uint64_t *h2)
+static void id_hashes(uint64_t idh, uint64_t *h1, uint64_t *h2)
 {
-    *h1 = lam_hll_hash(id, len);
-    *h2 = lam_mix64(*h1) | 1;
+    *h1 = idh;
+    *h2 = lam_mix64(idh) | 1;
 }
 
-int speed_dedup_maybe(const speed_ctx_t *ctx, const char *id, size_t len)
+int speed_dedup_maybe(const speed_ctx_t *ctx, uint64_t idh)
 {
     if (!ctx->nblooms)
         return 0;
     uint64_t h1, h2;
-    id_hashes(id, len, &h1, &h2);
+    id_hashes(idh, &h1, &h2);
     for (size_t i = 0; i < ctx->nblooms; i++)
         if (bloom_has(&ctx->blooms[i], h1, h2))
             return 1;
     return 0;
 }
 
-size_t speed_dedup_hit_keys(const speed_ctx_t *ctx, const char *id, size_t len, unsigned shard, lam_buf_t *keys)
+size_t speed_dedup_hit_keys(const speed_ctx_t *ctx, uint64_t idh, unsigned shard, lam_buf_t *keys)
 {
     uint64_t h1, h2;
-    id_hashes(id, len, &h1, &h2);
+    id_hashes(idh, &h1, &h2);
     size_t n = 0;
     lam_buf_t k = LAM_BUF_INIT;
     for (size_t i = 0; i < ctx->nblooms; i++) {
@@ -227,6 +232,7 @@ void speed_dedup_forget(speed_ctx_t *ctx, const char *token, int64_t slot)
         }
     }
     ctx->nblooms = k;
+    ctx->bloom_add_last = 0;
 }
 
 void speed_dedup_drop_others(speed_ctx_t *ctx)
@@ -241,43 +247,55 @@ void speed_dedup_drop_others(speed_ctx_t *ctx)
         }
     }
     ctx->nblooms = k;
+    ctx->bloom_add_last = 0;
 }
 
-int speed_dedup_add(speed_ctx_t *ctx, const char *token, int64_t slot, const char *id, size_t len)
+int speed_dedup_add(speed_ctx_t *ctx, const char *token, int64_t slot, uint64_t idh)
 {
     speed_bloom_t *b = NULL;
-    size_t last_cap = 0;
-    for (size_t i = 0; i < ctx->nblooms; i++)
-        if (ctx->blooms[i].slot == slot && !strcmp(ctx->blooms[i].token, token)) {
-            if (!ctx->blooms[i].nbits)
-                return 0; /* over budget */
-            last_cap = ctx->blooms[i].cap;
-            if (ctx->blooms[i].n < ctx->blooms[i].cap)
-                b = &ctx->blooms[i];
-        }
+    /* a batch adds all its ids to one (session, slot): the filter written last is the newest of its
+     * (session, slot) (a newer one is only ever made here), so when it has room the search below would
+     * pick it, and no over-budget entry of that (session, slot) exists */
+    if (ctx->bloom_add_last) {
+        speed_bloom_t *l = &ctx->blooms[ctx->bloom_add_last - 1];
+        if (l->slot == slot && l->nbits && l->n < l->cap && !strcmp(l->token, token))
+            b = l;
+    }
     if (!b) {
-        if (ctx->nblooms == ctx->blooms_cap) {
-            ctx->blooms_cap = ctx->blooms_cap ? 2 * ctx->blooms_cap : 8;
-            ctx->blooms = lam_realloc(ctx->blooms, ctx->blooms_cap * sizeof(*ctx->blooms));
-        }
-        b = &ctx->blooms[ctx->nblooms++];
-        size_t cap = last_cap ? 2 * last_cap : BLOOM_FIRST_IDS, nbits = 64;
-        if (cap > BLOOM_MAX_IDS)
-            cap = BLOOM_MAX_IDS;
-        while (nbits < cap * BLOOM_BITS_PER_ID)
-            nbits *= 2;
-        *b = (speed_bloom_t){.slot = slot, .cap = cap};
-        snprintf(b->token, sizeof(b->token), "%s", token);
-        if (ctx->bloom_bytes + nbits / 8 <= (size_t)ctx->cfg.bloom_max_kb * 1024) {
-            b->nbits = nbits;
-            b->bits = lam_calloc(nbits / 64, sizeof(uint64_t));
-            ctx->bloom_bytes += nbits / 8;
-        } else {
-            return 0;
+        size_t last_cap = 0;
+        for (size_t i = 0; i < ctx->nblooms; i++)
+            if (ctx->blooms[i].slot == slot && !strcmp(ctx->blooms[i].token, token)) {
+                if (!ctx->blooms[i].nbits)
+                    return 0; /* over budget */
+                last_cap = ctx->blooms[i].cap;
+                if (ctx->blooms[i].n < ctx->blooms[i].cap)
+                    b = &ctx->blooms[i];
+            }
+        if (!b) {
+            if (ctx->nblooms == ctx->blooms_cap) {
+                ctx->blooms_cap = ctx->blooms_cap ? 2 * ctx->blooms_cap : 8;
+                ctx->blooms = lam_realloc(ctx->blooms, ctx->blooms_cap * sizeof(*ctx->blooms));
+            }
+            b = &ctx->blooms[ctx->nblooms++];
+            size_t cap = last_cap ? 2 * last_cap : BLOOM_FIRST_IDS, nbits = 64;
+            if (cap > BLOOM_MAX_IDS)
+                cap = BLOOM_MAX_IDS;
+            while (nbits < cap * BLOOM_BITS_PER_ID)
+                nbits *= 2;
+            *b = (speed_bloom_t){.slot = slot, .cap = cap};
+            snprintf(b->token, sizeof(b->token), "%s", token);
+            if (ctx->bloom_bytes + nbits / 8 <= (size_t)ctx->cfg.bloom_max_kb * 1024) {
+                b->nbits = nbits;
+                b->bits = lam_calloc(nbits / 64, sizeof(uint64_t));
+                ctx->bloom_bytes += nbits / 8;
+            } else {
+                return 0;
+            }
         }
     }
+    ctx->bloom_add_last = (size_t)(b - ctx->blooms) + 1;
     uint64_t h1, h2;
-    id_hashes(id, len, &h1, &h2);
+    id_hashes(idh, &h1, &h2);
     bloom_set(b, h1, h2);
     b->n++;
     return 1;
@@ -295,4 +313,5 @@ void speed_dedup_prune(speed_ctx_t *ctx, int64_t lo)
         }
     }
     ctx->nblooms = k;
+    ctx->bloom_add_last = 0;
 }
