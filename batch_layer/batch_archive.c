@@ -352,7 +352,8 @@ static void handle_record(batch_archive_t *a, const rd_kafka_message_t *m)
     const void *v;
     size_t vlen;
     /* a marker has no value (DESIGN "Cut markers"); the speed layer reads lam-cut of empty records only, too */
-    if (m->len == 0 && !rd_kafka_message_headers(m, &hdrs) && !rd_kafka_header_get_last(hdrs, LAM_CUT_HEADER, &v, &vlen)) {
+    if (m->len == 0 && !rd_kafka_message_headers(m, &hdrs) &&
+        !rd_kafka_header_get_last(hdrs, LAM_CUT_HEADER, &v, &vlen)) {
         char num[32];
         size_t n = vlen < sizeof(num) - 1 ? vlen : sizeof(num) - 1;
         memcpy(num, v, n);
