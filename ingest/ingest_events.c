@@ -177,55 +177,6 @@ static void reject(ingest_batch_t *b, size_t index, const char *message)
     b->rejected++;
 }
 
-#define REP8(c) (0x0101010101010101ULL * (uint8_t)(c))
-/* The 0x80 bit of each byte of w that is below n (n <= 128), possibly more: Bit Twiddling Hacks'
- * hasless(), exact as a test for "any". */
-#define HASLESS(w, n) (((w) - REP8(n)) & ~(w) & REP8(0x80))
-
-/* 1 when lam_json_append_string() would copy s[0..len) verbatim (printable ASCII and DEL, no '"'
- * or '\\'), tested 8 bytes at a time. */
-static int json_verbatim(const char *s, size_t len)
-{
-    uint64_t bad = 0, w;
-    size_t i = 0;
-    if (len < 8) {
-        for (; i < len; i++) {
-            uint8_t c = (uint8_t)s[i];
-            if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\')
-                return 0;
-        }
-        return 1;
-    }
-    for (;; i += 8) {
-        if (i + 8 > len)
-            i = len - 8; /* the last word overlaps the one before */
-        memcpy(&w, s + i, 8);
-        bad |= w | HASLESS(w, 0x20) | HASLESS(w ^ REP8('"'), 1) | HASLESS(w ^ REP8('\\'), 1);
-        if (i + 8 == len)
-            break;
-    }
-    return !(bad & REP8(0x80));
-}
-
-/* ,"id" into the 200's ids: what lam_json_append_string() writes, without its per-byte scan for
- * the usual id (a UUID: 287 -> ~100 instructions per event). */
-static void append_id(lam_buf_t *ids, const char *id, size_t len)
-{
-    if (ids->len)
-        lam_buf_append_char(ids, ',');
-    if (!json_verbatim(id, len)) {
-        lam_json_append_string(ids, id, len);
-        return;
-    }
-    lam_buf_reserve(ids, len + 2);
-    char *o = ids->data + ids->len;
-    o[0] = '"';
-    memcpy(o + 1, id, len);
-    o[len + 1] = '"';
-    o[len + 2] = '\0';
-    ids->len += len + 2;
-}
-
 /* Validate one event (json[0..len)) and, when valid, queue its canonical form in the batch. */
 static void add_event(parse_state_t *st, const char *json, size_t len)
 {
@@ -267,7 +218,9 @@ static void add_event(parse_state_t *st, const char *json, size_t len)
     lam_buf_reserve(&b->payload, ev->canonical_len + 1);
     lam_event_canonical(ev, &b->payload);
     s->payload_len = (uint32_t)(b->payload.len - s->payload_off);
-    append_id(&b->ids, ev->id.val, ev->id.val_len);
+    if (b->ids.len)
+        lam_buf_append_char(&b->ids, ',');
+    lam_json_append_string(&b->ids, ev->id.val, ev->id.val_len);
 }
 
 static int too_many_or_reply(parse_state_t *st)

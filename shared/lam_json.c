@@ -642,8 +642,47 @@ size_t lam_json_escaped_len(const char *s, size_t len)
     return n;
 }
 
+#define REP8(c) (0x0101010101010101ULL * (uint8_t)(c))
+/* The 0x80 bit of each byte of w that is below n (n <= 128), possibly more: Bit Twiddling Hacks'
+ * hasless(), exact as a test for "any". */
+#define HASLESS(w, n) (((w) - REP8(n)) & ~(w) & REP8(0x80))
+
+/* 1 when s[0..len) needs no escaping (printable ASCII and DEL, no '"' or '\\'), tested 8 bytes at a time. */
+static int json_verbatim(const char *s, size_t len)
+{
+    uint64_t bad = 0, w;
+    size_t i = 0;
+    if (len < 8) {
+        for (; i < len; i++) {
+            uint8_t c = (uint8_t)s[i];
+            if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\')
+                return 0;
+        }
+        return 1;
+    }
+    for (;; i += 8) {
+        if (i + 8 > len)
+            i = len - 8; /* the last word overlaps the one before */
+        memcpy(&w, s + i, 8);
+        bad |= w | HASLESS(w, 0x20) | HASLESS(w ^ REP8('"'), 1) | HASLESS(w ^ REP8('\\'), 1);
+        if (i + 8 == len)
+            break;
+    }
+    return !(bad & REP8(0x80));
+}
+
 void lam_json_append_string(lam_buf_t *b, const char *s, size_t len)
 {
+    if (json_verbatim(s, len)) { /* the usual string (ids, names): one copy, no per-byte scan */
+        lam_buf_reserve(b, len + 2);
+        char *o = b->data + b->len;
+        o[0] = '"';
+        memcpy(o + 1, s, len);
+        o[len + 1] = '"';
+        o[len + 2] = '\0';
+        b->len += len + 2;
+        return;
+    }
     const uint8_t *p = (const uint8_t *)s, *end = p + len;
     lam_buf_reserve(b, len + 2);
     lam_buf_append_char(b, '"');
