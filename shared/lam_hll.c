@@ -219,12 +219,13 @@ int lam_hll_add(lam_hll_t *h, const void *data, size_t len)
 
 int lam_hll_add_hash(lam_hll_t *h, uint64_t hash)
 {
-    /* Redis's hllPatLen */
-    unsigned index = (unsigned)(hash & (LAM_HLL_REGISTERS - 1));
-    hash >>= LAM_HLL_P;
-    hash |= (uint64_t)1 << HLL_Q;
-    unsigned count = (unsigned)__builtin_ctzll(hash) + 1; /* hash != 0: bit HLL_Q is set */
-    if (!set_max(h, index, count))
+    unsigned count, index = lam_hll_pat(hash, &count);
+    return lam_hll_set_max(h, index, count);
+}
+
+int lam_hll_set_max(lam_hll_t *h, unsigned reg, unsigned val)
+{
+    if (!set_max(h, reg, val))
         return 0;
     h->card = -1;
     return 1;
