@@ -748,12 +748,13 @@ int lam_agg_add_event(lam_agg_t *a, const lam_event_t *ev)
 
 /*
  * Up to PIPE_APPLY + 1 events in flight (a ring of PIPE_N), each a stage behind the one before,
- * so that the cache misses of one event (its cells' table slots, the cells, their HLLs, the HLL
- * registers, the caller's id-set slot) overlap the work on the others instead of stalling in
- * turn. A stage runs on event t - distance when event t is pushed; events finish in push order.
+ * so that the cache misses of one event (its cells' table slots, the cells, the caller's id-set
+ * slot) overlap the work on the others instead of stalling in turn. A stage runs on event
+ * t - distance when event t is pushed; events finish in push order. Distinct updates are queued
+ * (below), not applied in the event's turn.
  */
 #define PIPE_N 8
-/* distances, < PIPE_N (1..4: ~5 % less CPU than 2, 4, 6, 7 or twice those in 16 entries) */
+/* distances, < PIPE_N (1/2/3; 2/3/4 and 1/2/3 with a bigger queue were within noise, session 7) */
 enum { PIPE_KEEP = 1, PIPE_CELL = 2, PIPE_APPLY = 3 };
 
 typedef struct pipe_view {

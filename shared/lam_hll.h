@@ -62,8 +62,6 @@ static inline unsigned lam_hll_pat(uint64_t hash, unsigned *val)
  * so updates may be applied in any order with the same final state. Returns 1 if it changed.
  */
 int lam_hll_set_max(lam_hll_t *h, unsigned reg, unsigned val);
-/** Prefetch the memory lam_hll_add_hash(h, hash) will read (a hint: no effect on the state). */
-void lam_hll_prefetch(const lam_hll_t *h, uint64_t hash);
 /** dst = register-wise max(dst, src), like PFMERGE. */
 void lam_hll_merge(lam_hll_t *dst, const lam_hll_t *src);
 /**
