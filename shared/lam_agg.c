@@ -48,8 +48,6 @@ typedef struct agg_view {
     uint8_t *wfi;      /* field-cache index of each where field (FC_NONE: look up) */
     uint8_t gfi[LAM_VIEW_GROUP_MAX];
     uint8_t *mfi;      /* per metric (count: unused) */
-    uint8_t *dmi;      /* the distinct metrics' indexes (the pipeline prefetches their HLLs) */
-    size_t ndistinct;
 } agg_view_t;
 
 struct lam_agg {
@@ -78,6 +76,7 @@ struct lam_agg {
 
 static void pipe_free(lam_agg_t *a);
 static void pipe_drop(lam_agg_t *a);
+static inline void defer_add(lam_agg_pipe_t *p, lam_hll_t *h, uint64_t hash);
 
 static size_t cell_size(uint32_t nmetrics, uint32_t key_len)
 {
@@ -165,10 +164,6 @@ static void compile_views(lam_agg_t *a)
         av->mfi = lam_malloc(v->nmetrics ? v->nmetrics : 1);
         for (size_t i = 0; i < v->nmetrics; i++)
             av->mfi[i] = v->metrics[i].kind == LAM_METRIC_COUNT ? FC_NONE : field_index(a, &v->metrics[i].field);
-        av->dmi = lam_malloc(v->nmetrics ? v->nmetrics : 1);
-        for (size_t i = 0; i < v->nmetrics; i++)
-            if (v->metrics[i].kind == LAM_METRIC_DISTINCT)
-                av->dmi[av->ndistinct++] = (uint8_t)i;
     }
     if (!a->fref_full) {
         const char *names[FC_MAX];
@@ -229,7 +224,6 @@ void lam_agg_free(lam_agg_t *a)
     lam_free(a->mbase);
     for (size_t i = 0; a->av && i < a->nviews; i++) {
         lam_free(a->av[i].mfi);
-        lam_free(a->av[i].dmi);
         lam_free(a->av[i].wfi);
     }
     lam_free(a->av);
@@ -633,7 +627,7 @@ static inline __attribute__((always_inline)) void ec_init(const lam_agg_t *a, ev
 /* The metric updates of view vi for the event of c, into cell (whose count the caller took). */
 static inline __attribute__((always_inline)) void apply_metrics(lam_agg_t *a, ev_cache_t *c, size_t vi,
                                                                 const lam_view_t *v, const agg_view_t *av,
-                                                                lam_cell_t *cell)
+                                                                lam_cell_t *cell, int defer)
 {
     uint64_t *skipped = a->skipped + a->mbase[vi];
     for (size_t mi = 0; mi < v->nmetrics; mi++) {
@@ -647,7 +641,10 @@ static inline __attribute__((always_inline)) void apply_metrics(lam_agg_t *a, ev
         if (m->kind == LAM_METRIC_DISTINCT) {
             if (!cm->u.hll)
                 cm->u.hll = lam_hll_new();
-            lam_hll_add_hash(cm->u.hll, ec_hash(c, av->mfi[mi], f));
+            if (defer)
+                defer_add(a->pipe, cm->u.hll, ec_hash(c, av->mfi[mi], f));
+            else
+                lam_hll_add_hash(cm->u.hll, ec_hash(c, av->mfi[mi], f));
             continue;
         }
         if (f->type != LAM_VAL_NUMBER || !f->micro_ok) {
@@ -742,7 +739,7 @@ int lam_agg_add_event(lam_agg_t *a, const lam_event_t *ev)
         matched++;
         lam_cell_t *cell = ec_cell(a, &c, vi, v, av, ec_bucket(ev->ts_ms, v->granularity, floor_ts, &floor_have));
         cell->count++;
-        apply_metrics(a, &c, vi, v, av, cell);
+        apply_metrics(a, &c, vi, v, av, cell, 0);
     }
     return matched;
 }
@@ -751,13 +748,14 @@ int lam_agg_add_event(lam_agg_t *a, const lam_event_t *ev)
 
 /*
  * Up to PIPE_APPLY + 1 events in flight (a ring of PIPE_N), each a stage behind the one before,
- * so that the cache misses of one event (its cells' table slots, the cells, their HLLs, the HLL
- * registers, the caller's id-set slot) overlap the work on the others instead of stalling in
- * turn. A stage runs on event t - distance when event t is pushed; events finish in push order.
+ * so that the cache misses of one event (its cells' table slots, the cells, the caller's id-set
+ * slot) overlap the work on the others instead of stalling in turn. A stage runs on event
+ * t - distance when event t is pushed; events finish in push order. Distinct updates are queued
+ * (below), not applied in the event's turn.
  */
 #define PIPE_N 8
-/* distances, < PIPE_N (1..4: ~5 % less CPU than 2, 4, 6, 7 or twice those in 16 entries) */
-enum { PIPE_KEEP = 1, PIPE_CELL = 2, PIPE_REG = 3, PIPE_APPLY = 4 };
+/* distances, < PIPE_N (1/2/3; 2/3/4 and 1/2/3 with a bigger queue were within noise, session 7) */
+enum { PIPE_KEEP = 1, PIPE_CELL = 2, PIPE_APPLY = 3 };
 
 typedef struct pipe_view {
     uint32_t vi;
@@ -778,12 +776,56 @@ typedef struct pipe_ent {
     lam_buf_t keys;
 } pipe_ent_t;
 
+/*
+ * Deferred HLL updates. A distinct metric's update is a register max, so its order does not
+ * matter (nor does the sparse/dense switch, which depends on the final register count only).
+ * The pipeline queues (HLL, register, value) instead of touching the HLL: one sequential write
+ * per update instead of two or three random misses (HLL struct, then its registers). Queues are
+ * by HLL (DEFER_NB of them, by address hash), so that applying one (when full, and all at a drain)
+ * touches 1/DEFER_NB of the agg's HLLs, a set that stays in L2 while thousands of updates hit it.
+ * Packed: (HLL address >> 4) << 20 | register << 6 | value; an HLL whose address does not pack
+ * (not 16-aligned or above 2^47, never seen on x86-64/arm64 Linux) is updated at once.
+ */
+#define DEFER_BITS 6
+#define DEFER_NB (1u << DEFER_BITS)
+#define DEFER_CAP 4096u
+
 struct lam_agg_pipe {
     pipe_ent_t e[PIPE_N];
     int64_t head, tail; /* next to push, next to apply; both 0 after a drain */
     lam_agg_keep_fn keep;
     void *opaque;
+    uint64_t *dq;          /* DEFER_NB queues of DEFER_CAP updates */
+    uint32_t dn[DEFER_NB]; /* updates in each queue */
 };
+
+static void defer_apply(lam_agg_pipe_t *p, unsigned b)
+{
+    const uint64_t *q = p->dq + (size_t)b * DEFER_CAP;
+    uint32_t n = p->dn[b];
+    for (uint32_t i = 0; i < n; i++) {
+        if (i + 8 < n)
+            __builtin_prefetch((const void *)(uintptr_t)((q[i + 8] >> 20) << 4));
+        uint64_t u = q[i];
+        lam_hll_set_max((lam_hll_t *)(uintptr_t)((u >> 20) << 4), (unsigned)(u >> 6) & (LAM_HLL_REGISTERS - 1),
+                        (unsigned)(u & 63));
+    }
+    p->dn[b] = 0;
+}
+
+static inline void defer_add(lam_agg_pipe_t *p, lam_hll_t *h, uint64_t hash)
+{
+    uintptr_t x = (uintptr_t)h;
+    if ((x & 15) || (uint64_t)x >> 47) {
+        lam_hll_add_hash(h, hash);
+        return;
+    }
+    unsigned val, reg = lam_hll_pat(hash, &val);
+    unsigned b = (unsigned)(((uint64_t)(x >> 4) * 0x9e3779b97f4a7c15ULL) >> (64 - DEFER_BITS));
+    p->dq[(size_t)b * DEFER_CAP + p->dn[b]] = (uint64_t)(x >> 4) << 20 | reg << 6 | val;
+    if (++p->dn[b] == DEFER_CAP)
+        defer_apply(p, b);
+}
 
 static void pipe_free(lam_agg_t *a)
 {
@@ -795,6 +837,7 @@ static void pipe_free(lam_agg_t *a)
         lam_free(p->e[i].pv);
         lam_buf_free(&p->e[i].keys);
     }
+    lam_free(p->dq);
     lam_free(p);
     a->pipe = NULL;
 }
@@ -802,8 +845,10 @@ static void pipe_free(lam_agg_t *a)
 /* Forget the events in flight (lam_agg_reset). */
 static void pipe_drop(lam_agg_t *a)
 {
-    if (a->pipe)
+    if (a->pipe) {
         a->pipe->head = a->pipe->tail = 0;
+        memset(a->pipe->dn, 0, sizeof(a->pipe->dn)); /* their HLLs are being freed */
+    }
 }
 
 void lam_agg_pipe_begin(lam_agg_t *a, lam_agg_keep_fn keep, void *opaque)
@@ -814,6 +859,7 @@ void lam_agg_pipe_begin(lam_agg_t *a, lam_agg_keep_fn keep, void *opaque)
             lam_event_init(&p->e[i].ev);
             p->e[i].pv = lam_calloc(a->nviews ? a->nviews : 1, sizeof(pipe_view_t));
         }
+        p->dq = lam_malloc((size_t)DEFER_NB * DEFER_CAP * sizeof(uint64_t));
         a->pipe = p;
     }
     a->pipe->keep = keep;
@@ -871,7 +917,7 @@ static void pipe_keep(lam_agg_t *a, pipe_ent_t *e)
     }
 }
 
-/* Stage PIPE_CELL: each cell found or created; its HLLs prefetched. */
+/* Stage PIPE_CELL: each cell found or created. */
 static void pipe_cell(lam_agg_t *a, pipe_ent_t *e)
 {
     for (size_t i = 0; e->live && i < e->nv; i++) {
@@ -880,30 +926,6 @@ static void pipe_cell(lam_agg_t *a, pipe_ent_t *e)
                                ? ec_cell(a, &e->c, pv->vi, &a->varr[pv->vi], &a->av[pv->vi], pv->ts)
                                : get_padded(a, pv->vi, pv->ts, e->keys.data + pv->key_off, pv->key_len, pv->h);
         pv->cell_off = (size_t)((char *)cell - a->cells);
-        const agg_view_t *av = &a->av[pv->vi];
-        for (size_t d = 0; d < av->ndistinct; d++)
-            if (cell->m[av->dmi[d]].u.hll)
-                __builtin_prefetch(cell->m[av->dmi[d]].u.hll);
-    }
-}
-
-/* Stage PIPE_REG: the HLL registers the event will set, prefetched. */
-static void pipe_reg(lam_agg_t *a, pipe_ent_t *e)
-{
-    for (size_t i = 0; e->live && i < e->nv; i++) {
-        const pipe_view_t *pv = &e->pv[i];
-        const lam_view_t *v = &a->varr[pv->vi];
-        const agg_view_t *av = &a->av[pv->vi];
-        lam_cell_t *cell = (lam_cell_t *)(a->cells + pv->cell_off);
-        for (size_t d = 0; d < av->ndistinct; d++) {
-            size_t mi = av->dmi[d];
-            if (!cell->m[mi].u.hll)
-                continue;
-            uint8_t fi = av->mfi[mi];
-            const lam_field_t *f = ec_field(a, &e->c, fi, &v->metrics[mi].field);
-            if (f && f->type != LAM_VAL_NULL)
-                lam_hll_prefetch(cell->m[mi].u.hll, ec_hash(&e->c, fi, f));
-        }
     }
 }
 
@@ -913,7 +935,7 @@ static void pipe_apply(lam_agg_t *a, pipe_ent_t *e)
     for (size_t i = 0; e->live && i < e->nv; i++) {
         lam_cell_t *cell = (lam_cell_t *)(a->cells + e->pv[i].cell_off);
         cell->count++;
-        apply_metrics(a, &e->c, e->pv[i].vi, &a->varr[e->pv[i].vi], &a->av[e->pv[i].vi], cell);
+        apply_metrics(a, &e->c, e->pv[i].vi, &a->varr[e->pv[i].vi], &a->av[e->pv[i].vi], cell, 1);
     }
 }
 
@@ -926,7 +948,6 @@ static void pipe_tick(lam_agg_t *a, int64_t t)
         fn(a, &p->e[(t - (d)) % PIPE_N]);
     PIPE_STAGE(PIPE_KEEP, pipe_keep)
     PIPE_STAGE(PIPE_CELL, pipe_cell)
-    PIPE_STAGE(PIPE_REG, pipe_reg)
     PIPE_STAGE(PIPE_APPLY, pipe_apply)
 #undef PIPE_STAGE
     if (t - PIPE_APPLY >= p->tail && t - PIPE_APPLY < p->head)
@@ -952,6 +973,8 @@ void lam_agg_pipe_drain(lam_agg_t *a)
     for (int64_t t = p->head; p->tail < p->head; t++)
         pipe_tick(a, t);
     p->head = p->tail = 0;
+    for (unsigned b = 0; b < DEFER_NB; b++)
+        defer_apply(p, b);
 }
 
 /* ---- cells ---- */

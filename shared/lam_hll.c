@@ -219,35 +219,16 @@ int lam_hll_add(lam_hll_t *h, const void *data, size_t len)
 
 int lam_hll_add_hash(lam_hll_t *h, uint64_t hash)
 {
-    /* Redis's hllPatLen */
-    unsigned index = (unsigned)(hash & (LAM_HLL_REGISTERS - 1));
-    hash >>= LAM_HLL_P;
-    hash |= (uint64_t)1 << HLL_Q;
-    unsigned count = (unsigned)__builtin_ctzll(hash) + 1; /* hash != 0: bit HLL_Q is set */
-    if (!set_max(h, index, count))
+    unsigned count, index = lam_hll_pat(hash, &count);
+    return lam_hll_set_max(h, index, count);
+}
+
+int lam_hll_set_max(lam_hll_t *h, unsigned reg, unsigned val)
+{
+    if (!set_max(h, reg, val))
         return 0;
     h->card = -1;
     return 1;
-}
-
-void lam_hll_prefetch(const lam_hll_t *h, uint64_t hash)
-{
-    unsigned reg = (unsigned)(hash & (LAM_HLL_REGISTERS - 1));
-    if (h->dense) {
-        __builtin_prefetch(h->dense + reg * HLL_BITS / 8);
-    } else if (h->n) {
-        /* small arrays whole; larger ones at the lower bound's first probe and where the register
-           most likely sits (registers of random hashes spread evenly) */
-        const char *p = (const char *)h->sp;
-        size_t bytes = (size_t)h->n * sizeof(uint32_t);
-        if (bytes <= 256) {
-            for (size_t off = 0; off < bytes; off += 64)
-                __builtin_prefetch(p + off);
-        } else {
-            __builtin_prefetch(h->sp + h->n / 2);
-            __builtin_prefetch(h->sp + (size_t)h->n * reg / LAM_HLL_REGISTERS);
-        }
-    }
 }
 
 void lam_hll_merge(lam_hll_t *dst, const lam_hll_t *src)

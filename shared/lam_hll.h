@@ -45,8 +45,23 @@ static inline uint64_t lam_mix64(uint64_t x)
 int lam_hll_add(lam_hll_t *h, const void *data, size_t len);
 /** Add an element by its lam_hll_hash() (computed once for several HLLs). Returns 1 if a register changed. */
 int lam_hll_add_hash(lam_hll_t *h, uint64_t hash);
-/** Prefetch the memory lam_hll_add_hash(h, hash) will read (a hint: no effect on the state). */
-void lam_hll_prefetch(const lam_hll_t *h, uint64_t hash);
+/**
+ * The register a hash sets and the value it offers (Redis's hllPatLen): lam_hll_add_hash(h, hash)
+ * is lam_hll_set_max(h, lam_hll_pat(hash, &val), val).
+ */
+static inline unsigned lam_hll_pat(uint64_t hash, unsigned *val)
+{
+    unsigned reg = (unsigned)(hash & (LAM_HLL_REGISTERS - 1));
+    hash >>= LAM_HLL_P;
+    hash |= (uint64_t)1 << (64 - LAM_HLL_P);
+    *val = (unsigned)__builtin_ctzll(hash) + 1; /* hash != 0: bit 64 - P is set */
+    return reg;
+}
+/**
+ * Register reg (0..16383) = max(register, val) for val 1..64 - LAM_HLL_P + 1. Registers only grow,
+ * so updates may be applied in any order with the same final state. Returns 1 if it changed.
+ */
+int lam_hll_set_max(lam_hll_t *h, unsigned reg, unsigned val);
 /** dst = register-wise max(dst, src), like PFMERGE. */
 void lam_hll_merge(lam_hll_t *dst, const lam_hll_t *src);
 /**

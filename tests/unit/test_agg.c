@@ -982,12 +982,87 @@ static void test_apply_projected(void **state)
     apply_projected_vs_full(vs);
 }
 
+/*
+ * The pipeline queues distinct updates (register maxima) per HLL and applies them when a queue
+ * fills and at the drain: the cells, serialized, equal lam_agg_add_event's, with queues filled
+ * many times over (one keyless cell takes every event), HLLs that go dense (thousands of users
+ * in a cell) and others that stay sparse; updates queued before lam_agg_reset are dropped with
+ * the cells (their HLLs freed; applied later, they would land in new HLLs at the same addresses).
+ */
+static void test_pipe_deferred_hll(void **state)
+{
+    (void)state;
+    char err[256];
+    static const char *doc =
+        "{\"views\":["
+        "{\"name\":\"all\",\"granularity\":\"day\",\"metrics\":[\"count\",\"distinct:user\"]},"
+        "{\"name\":\"by_item\",\"group_by\":[\"item\"],\"granularity\":\"hour\","
+        "\"metrics\":[\"distinct:user\",\"sum:qty\",\"distinct:item\"]}]}";
+    lam_views_t *vs = lam_views_parse(doc, strlen(doc), "t", err, sizeof(err));
+    if (!vs)
+        fail_msg("%s", err);
+    lam_agg_t *ref = lam_agg_new(vs), *piped = lam_agg_new(vs);
+    lam_event_t ev;
+    lam_event_init(&ev);
+    lam_buf_t in = LAM_BUF_INIT, b1 = LAM_BUF_INIT, b2 = LAM_BUF_INIT;
+    for (int round = 0; round < 2; round++) {
+        lam_agg_pipe_begin(piped, NULL, NULL);
+        int n = round ? 60000 : 3000;
+        for (int i = 0; i < n; i++) {
+            lam_buf_clear(&in);
+            /* items 0-2 take half the events from many users (dense), the others few users (sparse) */
+            unsigned item = (unsigned)(lam_test_rand() % 80);
+            item = item < 40 ? item : item % 3;
+            unsigned user = (unsigned)(lam_test_rand() % (item < 3 ? 200000 : 300));
+            lam_buf_printf(&in, "{\"type\":\"t\",\"ts\":%d,\"user\":\"u%u\",\"item\":\"i%u\",\"qty\":%d}",
+                           (int)(lam_test_rand() % 7200000), user, item, i % 9);
+            lam_event_t *pe = lam_agg_pipe_event(piped);
+            if (lam_event_parse(pe, in.data, in.len, 0, -1, err, sizeof(err)) ||
+                lam_event_parse(&ev, in.data, in.len, 0, -1, err, sizeof(err)))
+                fail_msg("%s", err);
+            lam_agg_pipe_push(piped, 0);
+            if (round)
+                lam_agg_add_event(ref, &ev);
+        }
+        if (!round) /* dropped: the queued updates with the cells and the events in flight */
+            lam_agg_reset(piped);
+    }
+    lam_agg_pipe_drain(piped);
+    assert_aggs_equal(vs, piped, ref, 0);
+    size_t it = 0, dense = 0, sparse = 0;
+    lam_cell_t *c;
+    while ((c = lam_agg_next(ref, &it))) {
+        size_t kl;
+        const char *k = lam_cell_key(c, &kl);
+        const lam_view_t *v = lam_views_get(vs, lam_cell_view(c));
+        lam_cell_t *d = lam_agg_find(piped, lam_cell_view(c), lam_cell_ts(c), k, kl);
+        lam_buf_clear(&b1);
+        lam_buf_clear(&b2);
+        lam_cell_serialize(v, c, &b1);
+        lam_cell_serialize(v, d, &b2);
+        assert_int_equal(b1.len, b2.len);
+        assert_memory_equal(b1.data, b2.data, b1.len);
+        const lam_hll_t *h = lam_cell_hll(c, lam_cell_view(c) ? 0 : 1);
+        if (h)
+            lam_hll_is_sparse(h) ? sparse++ : dense++;
+    }
+    print_message("%zu cells, distinct:user dense in %zu, sparse in %zu\n", lam_agg_size(ref), dense, sparse);
+    assert_true(dense >= 3 && sparse >= 3);
+    lam_agg_free(ref);
+    lam_agg_free(piped);
+    lam_views_free(vs);
+    lam_event_free(&ev);
+    lam_buf_free(&in);
+    lam_buf_free(&b1);
+    lam_buf_free(&b2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_micro),          cmocka_unit_test(test_group_key),
         cmocka_unit_test(test_apply_matches_reference), cmocka_unit_test(test_apply_shared_where),
-        cmocka_unit_test(test_apply_projected),
+        cmocka_unit_test(test_apply_projected), cmocka_unit_test(test_pipe_deferred_hll),
         cmocka_unit_test(test_apply),          cmocka_unit_test(test_overflow),
         cmocka_unit_test(test_merge_property), cmocka_unit_test(test_blob_errors),
         cmocka_unit_test(test_merge_rt_rebuilds_cells),

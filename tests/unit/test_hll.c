@@ -504,6 +504,44 @@ static void test_redis_sparse_and_merge(void **state)
     lam_hll_free(rm);
 }
 
+/*
+ * lam_hll_set_max(h, lam_hll_pat(hash)) is lam_hll_add_hash, and the updates of a set of hashes
+ * give the same HLL (registers, sparse or dense, Redis string) in any order: the recompute's
+ * pipeline queues them and applies them later, grouped by HLL.
+ */
+static void test_set_max_any_order(void **state)
+{
+    (void)state;
+    enum { N = 1400 }; /* past LAM_HLL_SPARSE_MAX registers: the switch to dense happens midway */
+    for (int round = 0; round < 2; round++) {
+        size_t n = round ? N : 300;
+        uint64_t hs[N];
+        for (size_t i = 0; i < n; i++)
+            hs[i] = lam_hll_hash(&i, sizeof(i)) ^ (lam_test_rand() & 0xffff00000000ULL);
+        lam_hll_t *a = lam_hll_new(), *b = lam_hll_new();
+        for (size_t i = 0; i < n; i++)
+            lam_hll_add_hash(a, hs[i]);
+        for (size_t i = n; i-- > 0;) { /* reverse order, each twice */
+            unsigned val, reg = lam_hll_pat(hs[(i * 7919) % n], &val);
+            lam_hll_set_max(b, reg, val);
+            assert_int_equal(lam_hll_set_max(b, reg, val), 0); /* no change the second time */
+        }
+        assert_true(lam_hll_equal(a, b));
+        assert_int_equal(lam_hll_is_sparse(a), lam_hll_is_sparse(b));
+        assert_int_equal(lam_hll_is_sparse(a), round == 0);
+        assert_int_equal(lam_hll_count(a), lam_hll_count(b));
+        lam_buf_t x = LAM_BUF_INIT, y = LAM_BUF_INIT;
+        lam_hll_to_redis(a, &x);
+        lam_hll_to_redis(b, &y);
+        assert_int_equal(x.len, y.len);
+        assert_memory_equal(x.data, y.data, x.len);
+        lam_buf_free(&x);
+        lam_buf_free(&y);
+        lam_hll_free(a);
+        lam_hll_free(b);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -511,6 +549,7 @@ int main(void)
         cmocka_unit_test(test_blobs),
         cmocka_unit_test(test_dense_groupwise),
         cmocka_unit_test(test_count_cache),
+        cmocka_unit_test(test_set_max_any_order),
         cmocka_unit_test(test_redis_dense),
         cmocka_unit_test(test_redis_sparse_and_merge),
     };
