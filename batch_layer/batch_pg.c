@@ -346,6 +346,7 @@ typedef struct {
     size_t n, cap;
     uint32_t *slot; /* open addressing: group index + 1, 0 empty */
     size_t nslots;  /* power of 2, > 2 n */
+    int64_t split;  /* the bucket where half 1 starts */
 } cell_groups_t;
 
 static size_t groups_hash(uint32_t rank, int64_t ts, size_t mask)
@@ -389,9 +390,14 @@ static uint32_t groups_of(cell_groups_t *gs, uint32_t rank, int64_t ts)
     return (uint32_t)gs->n++;
 }
 
-static int group_idx_cmp(const void *pa, const void *pb, void *groups)
+/* Groups in load order: those of half 0 (bucket below the split) first, each half by (view, bucket). */
+static int group_idx_cmp(const void *pa, const void *pb, void *arg)
 {
-    const cell_group_t *g = groups, *a = &g[*(const uint32_t *)pa], *b = &g[*(const uint32_t *)pb];
+    const cell_groups_t *gs = arg;
+    const cell_group_t *a = &gs->g[*(const uint32_t *)pa], *b = &gs->g[*(const uint32_t *)pb];
+    int ha = a->ts >= gs->split, hb = b->ts >= gs->split;
+    if (ha != hb)
+        return ha - hb;
     if (a->view_rank != b->view_rank)
         return a->view_rank < b->view_rank ? -1 : 1;
     return a->ts < b->ts ? -1 : a->ts > b->ts;
@@ -434,10 +440,11 @@ static int64_t split_bucket(const cell_groups_t *gs, size_t ncells)
 }
 
 /*
- * The agg's cells grouped by (view name, bucket) ascending; *n of them (lam_free the array). *split:
- * the bucket that halves them (split_bucket).
+ * The agg's cells in load order: *n0 cells of half 0 (bucket below *split, the bucket that halves
+ * them: split_bucket), then those of half 1, each half grouped by (view name, bucket) ascending; *n
+ * in all (lam_free the array). Placed straight into their half: no second pass over the cells.
  */
-static lam_cell_t **cells_in_groups(const lam_agg_t *agg, size_t *n, int64_t *split)
+static lam_cell_t **cells_in_groups(const lam_agg_t *agg, size_t *n, size_t *n0, int64_t *split)
 {
     const lam_views_t *views = lam_agg_views(agg);
     size_t nviews = lam_views_count(views), ncells = lam_agg_size(agg), it = 0, ci = 0;
@@ -455,17 +462,20 @@ static lam_cell_t **cells_in_groups(const lam_agg_t *agg, size_t *n, int64_t *sp
         cells[ci++] = c;
     }
     lam_free(rank);
-    *split = split_bucket(&gs, ci);
+    *split = gs.split = split_bucket(&gs, ci);
     uint32_t *byorder = lam_malloc((gs.n ? gs.n : 1) * sizeof(*byorder));
     for (size_t i = 0; i < gs.n; i++)
         byorder[i] = (uint32_t)i;
-    qsort_r(byorder, gs.n, sizeof(*byorder), group_idx_cmp, gs.g);
+    qsort_r(byorder, gs.n, sizeof(*byorder), group_idx_cmp, &gs);
     size_t at = 0;
+    *n0 = 0;
     for (size_t i = 0; i < gs.n; i++) {
         cell_group_t *g = &gs.g[byorder[i]];
         size_t cnt = g->at;
         g->at = at;
         at += cnt;
+        if (g->ts < gs.split)
+            *n0 = at;
     }
     lam_cell_t **out = lam_malloc((ci ? ci : 1) * sizeof(*out));
     for (size_t i = 0; i < ci; i++)
@@ -781,18 +791,9 @@ int batch_pg_publish(PGconn *pg, int64_t run, const lam_agg_t *agg, int64_t reco
     }
     pthread_t th;
     int threaded = pthread_create(&th, NULL, half_load, &hl[1]) == 0;
-    size_t ncells;
+    size_t ncells, n0;
     int64_t split;
-    lam_cell_t **cells = cells_in_groups(agg, &ncells, &split);
-    lam_cell_t **halves = lam_malloc((ncells ? ncells : 1) * sizeof(*halves));
-    size_t n0 = 0;
-    for (size_t i = 0; i < ncells; i++) /* each half keeps the (view, bucket) order */
-        if (lam_cell_ts(cells[i]) < split)
-            halves[n0++] = cells[i];
-    for (size_t i = 0, j = n0; i < ncells; i++)
-        if (lam_cell_ts(cells[i]) >= split)
-            halves[j++] = cells[i];
-    lam_free(cells);
+    lam_cell_t **halves = cells_in_groups(agg, &ncells, &n0, &split);
     const lam_views_t *views = lam_agg_views(agg);
     for (int h = 0; h < BATCH_PG_HALVES; h++) {
         pthread_mutex_lock(&hl[h].mu);
