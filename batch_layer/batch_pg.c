@@ -52,15 +52,16 @@ static int exec_all(PGconn *pg, const char *const *sql, int n, char *errstr, siz
 
 /*
  * Create a run table (empty, not attached, no index) in the current transaction: `name` is run k's
- * table or one of its halves, `check` an extra CHECK on bucket for a half ("" for none).
+ * table or one of its halves, `check` the half's bound on bucket (" AND bucket < s", "" for none).
  */
 static int part_create(PGconn *pg, const char *name, int64_t run, const char *check, char *errstr,
                        size_t errstr_size)
 {
     char create[512], storage[128];
     /*
-     * CHECK (run = k) lets ATTACH skip its validation scan (and the check on bucket, the half's
-     * bound). Cell states are mostly HLL registers that
+     * CHECK (run = k AND the half's bound on bucket) lets ATTACH skip its validation scans: one
+     * CHECK, not two, is one expression evaluated per row COPYed (~3 % less COPY CPU; PostgreSQL
+     * splits its ANDs to prove a partition bound). Cell states are mostly HLL registers that
      * pglz hardly shrinks (about 10 %) but compresses slowly (COPY took 10x longer): EXTERNAL keeps
      * large states out of line, uncompressed. The fixed-width columns come first (a partition's
      * columns match the parent's by name, not position): no alignment padding after view, 96 instead
@@ -68,9 +69,9 @@ static int part_create(PGconn *pg, const char *name, int64_t run, const char *ch
      * 12 bytes a row less to send).
      */
     snprintf(create, sizeof(create),
-             "CREATE TABLE %s (run bigint NOT NULL DEFAULT %" PRId64 " CHECK (run = %" PRId64 "),"
-             " bucket bigint NOT NULL%s, count bigint NOT NULL, view text NOT NULL, gkey text NOT NULL,"
-             " state bytea NOT NULL)",
+             "CREATE TABLE %s (run bigint NOT NULL DEFAULT %" PRId64 ", bucket bigint NOT NULL,"
+             " count bigint NOT NULL, view text NOT NULL, gkey text NOT NULL, state bytea NOT NULL,"
+             " CHECK (run = %" PRId64 "%s))",
              name, run, run, check);
     snprintf(storage, sizeof(storage), "ALTER TABLE %s ALTER COLUMN state SET STORAGE EXTERNAL", name);
     return exec_all(pg, (const char *[]){create, storage}, 2, errstr, errstr_size);
@@ -705,7 +706,7 @@ static void *half_load(void *arg)
         return NULL;
     char name[64], check[96];
     snprintf(name, sizeof(name), PART_FMT "_%d", h->run, h->half);
-    snprintf(check, sizeof(check), " CHECK (bucket %s %" PRId64 ")", h->half ? ">=" : "<", h->split);
+    snprintf(check, sizeof(check), " AND bucket %s %" PRId64, h->half ? ">=" : "<", h->split);
     if (lam_pg_exec(pg, "BEGIN", 0, NULL, h->err, sizeof(h->err)) < 0)
         return NULL;
     /*
