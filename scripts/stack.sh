@@ -132,6 +132,10 @@ start_pg() {
   # no WAL (no replicas or WAL archive here). LAM_PG_WAL_LEVEL=replica restores the default.
   local pg_wal="-c wal_level=${LAM_PG_WAL_LEVEL:-minimal}"
   [ "${LAM_PG_WAL_LEVEL:-minimal}" != minimal ] || pg_wal="$pg_wal -c max_wal_senders=0"
+  # shared_buffers=32MB: a COPY's bulk-write ring is capped at 1/8 of it (16 MB at the default
+  # 128MB), and the ring's dirty pages are written only at the load's COMMIT, before its fsync: with
+  # a 4 MB ring the rest is written (and flushed, backend_flush_after) while COPY runs.
+  pg_wal="$pg_wal -c shared_buffers=${LAM_PG_SHARED_BUFFERS:-32MB}"
   as_pg_user "$bin/pg_ctl" -D "$dir" -l "$LOGS/postgres.log" -w -t 60 \
     -o "-c listen_addresses=$host -p $port -k $STATE/pgsock -c fsync=${LAM_PG_FSYNC:-on} -c max_connections=100 $pg_wal" \
     start >/dev/null || lam_die "postgresql did not start, see $LOGS/postgres.log"

@@ -1104,6 +1104,19 @@ static void test_runs_are_partitions_old_ones_dropped(void **st)
                            " pg_get_indexdef(x.indexrelid) LIKE '%USING btree (view, bucket)'",
                            r),
                      2);
+    /* each half has ONE CHECK, run = k AND its side of the split (one expression evaluated per row
+     * COPYed; ATTACH proves both bounds from its ANDs, so neither attach scans) */
+    q_text(c,
+           "SELECT string_agg(c.relname || ':' || pg_get_constraintdef(o.oid), ',' ORDER BY c.relname)"
+           " FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_constraint o ON o.conrelid = c.oid"
+           " WHERE i.inhparent = to_regclass('lam_view_rows_' || $1::text) AND o.contype = 'c'",
+           r, got, sizeof(got));
+    char want_checks[512];
+    snprintf(want_checks, sizeof(want_checks),
+             "lam_view_rows_%lld_0:CHECK (((run = %lld) AND (bucket < '%lld'::bigint))),"
+             "lam_view_rows_%lld_1:CHECK (((run = %lld) AND (bucket >= '%lld'::bigint)))",
+             (long long)k, (long long)k, split, (long long)k, (long long)k, split);
+    assert_string_equal(got, want_checks);
     char sql[768];
     int64_t n[2], most;
     for (int h = 0; h < 2; h++) {
