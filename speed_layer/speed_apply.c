@@ -815,10 +815,11 @@ static void scan_record(speed_ctx_t *ctx, void *opaque, size_t i, const char *v,
     (void)opaque;
     (void)i;
     const char *p = v, *end = v + len, *id;
+    char uuid[SPEED_DEDUP_UUID_LEN];
     size_t idlen;
     int64_t part, off;
     int rc;
-    while ((rc = speed_dedup_entry_next(&p, end, &id, &idlen, &part, &off)) == 1) {
+    while ((rc = speed_dedup_entry_next(&p, end, uuid, &id, &idlen, &part, &off)) == 1) {
         long ri = batch_find_id(ctx, id, idlen);
         if (ri < 0)
             continue;

@@ -385,10 +385,11 @@ static void load_record(speed_ctx_t *ctx, void *opaque, size_t i, const char *v,
     const char *token = o->tokens[ks / (size_t)o->nslots];
     int64_t slot = o->lo + (int64_t)(ks % (size_t)o->nslots);
     const char *p = v, *end = v + len, *id;
+    char uuid[SPEED_DEDUP_UUID_LEN];
     size_t idlen;
     int64_t part, off;
     int rc;
-    while ((rc = speed_dedup_entry_next(&p, end, &id, &idlen, &part, &off)) == 1) {
+    while ((rc = speed_dedup_entry_next(&p, end, uuid, &id, &idlen, &part, &off)) == 1) {
         /* an id only ever arrives in its own partition: the others' entries are not ours to check (the
          * records are read again at every assignment) */
         if (part < 0 || part >= ctx->nparts || !ctx->parts[part].assigned)
@@ -433,9 +434,10 @@ static void conv_record(speed_ctx_t *ctx, void *opaque, size_t i, const char *v,
     (void)i;
     speed_argv_t *c = opaque;
     const char *p = v, *end = v + len, *id;
+    char uuid[SPEED_DEDUP_UUID_LEN];
     size_t idlen;
     int64_t part, off;
-    while (speed_dedup_entry_next(&p, end, &id, &idlen, &part, &off) == 1) {
+    while (speed_dedup_entry_next(&p, end, uuid, &id, &idlen, &part, &off) == 1) {
         char pos[48];
         int n = snprintf(pos, sizeof(pos), "%" PRId64 ":%" PRId64, part, off);
         speed_argv_add(c, id, idlen);
