@@ -957,6 +957,36 @@ static void dedup_sessions(const char *suffix, int runid, const char *filter_kb_
     redisFree(r);
 }
 
+/* A command that fails inside the batch transaction (XADD into a lam:tail of the wrong type): the EXEC reply's
+ * error is seen (lam_speed_script_errors_total), the batch is not counted as written, consumption resumes from
+ * the stored offsets (which that transaction did move), and the views stay exact. */
+static void test_command_error_in_exec(void **st)
+{
+    (void)st;
+    redisContext *r = fresh_db();
+    freeReplyObject(rcmd(r, "SET lam:tail not-a-stream"));
+    producer_t p;
+    producer_open(&p, "execerr", 2);
+    gen_t g;
+    gen_init(&g, 9);
+    memset(&g_m0, 0, sizeof(g_m0));
+    produce_events(&p, &g, &g_m0, 3000, -1);
+    producer_flush(&p);
+    char log[512], group[64], addr[64];
+    log_path(log, sizeof(log), "execerr");
+    snprintf(group, sizeof(group), "g-execerr-%d", (int)getpid());
+    pid_t pid = spawn_speed(p.topic, group, g_redis_url, "500", log, addr);
+    wait_caught_up(r, group, &p, 2, 90);
+    check_view_model(r, 0, &g_m0);
+    long long errs = wait_metric(addr, "lam_speed_script_errors_total", -2); /* never -2: the value after 5 s */
+    assert_true(errs >= 1);
+    assert_int_equal(rint_cmd(r, "EXISTS lam:dedup:@sessions"), 1);
+    stop_speed(pid);
+    gen_free(&g);
+    producer_close(&p);
+    redisFree(r);
+}
+
 static void test_dedup_across_sessions(void **st)
 {
     (void)st;
@@ -1451,6 +1481,7 @@ int main(void)
         cmocka_unit_test_teardown(test_markers_and_publish, kill_children),
         cmocka_unit_test_teardown(test_http_endpoints, kill_children),
         cmocka_unit_test_teardown(test_dedup_across_sessions, kill_children),
+        cmocka_unit_test_teardown(test_command_error_in_exec, kill_children),
         cmocka_unit_test_teardown(test_dedup_over_budget, kill_children),
         cmocka_unit_test_teardown(test_kill9_three_times, kill_children),
         cmocka_unit_test_teardown(test_redis_restart, kill_children),
