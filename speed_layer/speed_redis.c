@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "lam_log.h"
@@ -650,17 +651,16 @@ static int flush_out(speed_ctx_t *ctx)
     return 0;
 }
 
-/* Write len bytes to the connection's socket (blocking, with the connection's send timeout). 0 or -1. */
+/* Send len bytes on the connection's socket (blocking, with the connection's send timeout; no SIGPIPE when
+ * Redis went away). 0 or -1. */
 static int write_all(speed_ctx_t *ctx, const char *p, size_t len)
 {
-    while (len) {
-        ssize_t n = write(ctx->redis->fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
+    for (size_t sent = 0; sent < len;) {
+        ssize_t n = send(ctx->redis->fd, p + sent, len - sent, MSG_NOSIGNAL);
+        if (n > 0)
+            sent += (size_t)n;
+        else if (n == 0 || errno != EINTR)
             return -1;
-        p += n;
-        len -= (size_t)n;
     }
     return 0;
 }
