@@ -64,12 +64,14 @@ metric() { curl -fs "http://$1/metrics" | awk -v m="$2" '$1 == m {print $2; exit
 for ((run = 1; run <= RUNS; run++)); do
 for sbin in ${SPEED_BINS:-$BIN/speed_layer}; do
   redis-cli -p "$redis_port" FLUSHALL >/dev/null
+  redis-cli -p "$redis_port" CONFIG RESETSTAT >/dev/null
   t0=$(date +%s.%N)
   LAM_SPEED_GROUP="bench-$$-$run" "$sbin" >>"$st/speed.log" 2>&1 &
   spid=$!
   c0="$(awk '{print $14+$15}' /proc/$spid/stat)"
   rpid="$(redis-cli -p "$redis_port" INFO server | tr -d '\r' | awk -F: '$1 == "process_id" {print $2}')"
   r0="$(awk '{print $14+$15}' /proc/$rpid/stat)"
+  rc0="$(awk '{print $16+$17}' /proc/$rpid/stat)" # its children: AOF rewrites (BGREWRITEAOF forks)
   while :; do
     n="$(metric "$LAM_SPEED_ADDR" lam_speed_events_total)"; n="${n%.*}"
     [ "${n:-0}" -ge "$total" ] 2>/dev/null && break
@@ -80,19 +82,26 @@ for sbin in ${SPEED_BINS:-$BIN/speed_layer}; do
   cpu="$(awk '{print $14+$15}' /proc/$spid/stat)"
   hwm="$(awk '/^VmHWM/ {print $2}' /proc/$spid/status)"
   r1="$(awk '{print $14+$15}' /proc/$rpid/stat)"
+  sleep 0.5 # a rewrite child running at the end is reaped (and counted) shortly after
+  rc1="$(awk '{print $16+$17}' /proc/$rpid/stat)"
   kill "$spid"; wait "$spid" 2>/dev/null; spid=
+  # BENCH_CMDSTATS=1: Redis's calls and usec per command of this run (INFO commandstats, reset before it)
+  [ -z "${BENCH_CMDSTATS:-}" ] || redis-cli -p "$redis_port" INFO commandstats | tr -d '\r' |
+    awk -F'[:=,]' -v n="$n" '/^cmdstat_/ {sub("cmdstat_", "", $1); printf "  %-18s calls %9d  usec %10d  usec/call %6.2f  usec/event %.3f\n", $1, $3, $5, $7, $5 / n}' |
+    sort -k5 -n -r
   k0=$(date +%s.%N)
   kn="$(kcat -C -b "$B" -t events -o beginning -e -q 2>/dev/null | wc -l)"
   k1=$(date +%s.%N)
-  python3 - "$n" "$t0" "$t1" "$kn" "$k0" "$k1" "$cpu" "$c0" "$hwm" "$(cut -d' ' -f1 /proc/loadavg)" "$sbin" "$r0" "$r1" <<'PY'
+  python3 - "$n" "$t0" "$t1" "$kn" "$k0" "$k1" "$cpu" "$c0" "$hwm" "$(cut -d' ' -f1 /proc/loadavg)" "$sbin" "$r0" "$r1" "$rc0" "$rc1" <<'PY'
 import os, sys
-n, t0, t1, kn, k0, k1, cpu, c0, hwm, load, sbin, r0, r1 = sys.argv[1:]
+n, t0, t1, kn, k0, k1, cpu, c0, hwm, load, sbin, r0, r1, rc0, rc1 = sys.argv[1:]
 s = float(t1) - float(t0); ks = float(k1) - float(k0)
 rate = int(n) / s; krate = int(kn) / ks
 tck = os.sysconf("SC_CLK_TCK")
 per200k = 200000 / max(int(n), 1)
 print(f"{os.environ.get('SHAPE', 'live')}: {sbin}: {n} events in {s:.2f} s = {rate:,.0f}/s (cpu {(int(cpu) - int(c0)) / tck:.1f} s, "
-      f"per 200k events: speed {(int(cpu) - int(c0)) / tck * per200k:.2f} s, redis {(int(r1) - int(r0)) / tck * per200k:.2f} s, "
+      f"per 200k events: speed {(int(cpu) - int(c0)) / tck * per200k:.2f} s, redis {(int(r1) - int(r0)) / tck * per200k:.2f} s "
+      f"+ its AOF rewrites {(int(rc1) - int(rc0)) / tck * per200k:.2f} s, "
       f"peak RSS {int(hwm) // 1024} MB) | kcat -C: {kn} in {ks:.2f} s = {krate:,.0f}/s | "
       f"ratio {rate / krate:.2f}x | load {load}")
 PY

@@ -22,7 +22,7 @@ static const lam_config_entry_t speed_config_table[] = {
     {"LAM_SPEED_GROUP", LAM_CFG_STR, "speed", offsetof(speed_config_t, group), "speed_layer consumer group"},
     {"LAM_DEDUP_WINDOW_S", LAM_CFG_SEC, "3600", offsetof(speed_config_t, dedup_window_ms),
      "seconds an event id is remembered for duplicate detection", 0, 30LL * 86400000},
-    {"LAM_SPEED_BATCH_MAX", LAM_CFG_INT, "10000", offsetof(speed_config_t, batch_max),
+    {"LAM_SPEED_BATCH_MAX", LAM_CFG_INT, "15000", offsetof(speed_config_t, batch_max),
      "speed_layer micro-batch: at most this many records per Redis write", 1, 100000},
     {"LAM_SPEED_BATCH_MS", LAM_CFG_MS, "50", offsetof(speed_config_t, batch_ms),
      "speed_layer micro-batch: written at the latest this long after its first record", 1, 60000},

@@ -324,11 +324,18 @@ void speed_dedup_shard_key(lam_buf_t *out, int64_t slot, const char *token, unsi
 uint64_t speed_dedup_id_hash(const char *id, size_t len);
 /** The record shard of an id (0 .. SPEED_DEDUP_SHARDS - 1), from its speed_dedup_id_hash. */
 unsigned speed_dedup_shard(uint64_t idh);
-/** Append one record entry: varint id length, id, varint partition, varint offset. */
+#define SPEED_DEDUP_UUID_LEN 36 /* a UUID's canonical text (8-4-4-4-12) */
+/**
+ * Append one record entry: varint id length, id, varint partition, varint offset; an id that is a UUID in
+ * canonical lowercase text as a zero length and its 16 bytes (README "Dedup").
+ */
 void speed_dedup_entry(lam_buf_t *b, const char *id, size_t len, int partition, int64_t offset);
-/** Next entry of a record string at *p (< end): 1 read, 0 at the end, -1 malformed. */
-int speed_dedup_entry_next(const char **p, const char *end, const char **id, size_t *len, int64_t *partition,
-                           int64_t *offset);
+/**
+ * Next entry of a record string at *p (< end): 1 read, 0 at the end, -1 malformed. The id points into the
+ * record, or for a UUID entry into uuid (its text, valid until the next call with that buffer).
+ */
+int speed_dedup_entry_next(const char **p, const char *end, char uuid[SPEED_DEDUP_UUID_LEN], const char **id,
+                           size_t *len, int64_t *partition, int64_t *offset);
 /** lam:dedup:@sessions: zset token -> unix seconds of its last write. */
 void speed_dedup_sessions_key(lam_buf_t *out);
 /** How long a session's slot records matter after its last write (window + 3 slots), seconds. */

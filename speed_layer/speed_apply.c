@@ -29,6 +29,16 @@ void speed_batch_add(speed_ctx_t *ctx, rd_kafka_message_t *msg)
     if (ctx->nrecs == 0) {
         ctx->batch_start_ms = lam_now_mono_ms();
         lam_buf_clear(&ctx->payloads);
+        /* sized for a full batch of records of the average size seen, + 1/8: doubling from a power of two
+         * made it up to twice the batch (8 MB for 20k records of ~230 bytes), the largest buffer we hold */
+        size_t avg = ctx->rec_count ? (size_t)(ctx->rec_bytes / ctx->rec_count) : 0;
+        size_t want = (size_t)ctx->cfg.batch_max * avg;
+        want += want / 8 + 1;
+        if (avg && (want > ctx->payloads.cap || want < ctx->payloads.cap / 2)) {
+            ctx->payloads.data = lam_realloc(ctx->payloads.data, want);
+            ctx->payloads.cap = want;
+            ctx->payloads.data[0] = '\0';
+        }
         if (!ctx->recs)
             ctx->recs = lam_calloc((size_t)ctx->cfg.batch_max, sizeof(*ctx->recs));
     }
@@ -815,10 +825,11 @@ static void scan_record(speed_ctx_t *ctx, void *opaque, size_t i, const char *v,
     (void)opaque;
     (void)i;
     const char *p = v, *end = v + len, *id;
+    char uuid[SPEED_DEDUP_UUID_LEN];
     size_t idlen;
     int64_t part, off;
     int rc;
-    while ((rc = speed_dedup_entry_next(&p, end, &id, &idlen, &part, &off)) == 1) {
+    while ((rc = speed_dedup_entry_next(&p, end, uuid, &id, &idlen, &part, &off)) == 1) {
         long ri = batch_find_id(ctx, id, idlen);
         if (ri < 0)
             continue;

@@ -4,6 +4,9 @@
 #include <string.h>
 #include <sys/random.h>
 #include <unistd.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "lam_hll.h"
 #include "lam_mem.h"
@@ -90,28 +93,111 @@ static char *varint_at(char *p, uint64_t v)
     return p;
 }
 
+#if !defined(__SSE2__)
+/* Hex digit values of '0'-'9' and 'a'-'f' (lowercase only); 0x10 marks any other byte. */
+static const uint8_t hexv[256] = {
+#define X16 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10
+    X16, X16, X16,
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, /* 0x30: '0'-'9' */
+    X16, X16,
+    0x10, 10, 11, 12, 13, 14, 15, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, /* 0x60: 'a'-'f' */
+    X16, X16, X16, X16, X16, X16, X16, X16, X16,
+#undef X16
+};
+#endif
+/* where the 16 bytes' hex pairs are in the canonical text */
+static const uint8_t uuid_pos[16] = {0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34};
+
+/* The 16 bytes of an id that is a UUID in canonical lowercase text (8-4-4-4-12); 0 when it is not one. */
+static int uuid_pack(const char *id, size_t len, uint8_t out[16])
+{
+    if (len != SPEED_DEDUP_UUID_LEN || id[8] != '-' || id[13] != '-' || id[18] != '-' || id[23] != '-')
+        return 0;
+#if defined(__SSE2__)
+    /* the 32 hex digits in a row, checked and converted 16 at a time (this runs once per counted event) */
+    char h[32];
+    memcpy(h, id, 8);
+    memcpy(h + 8, id + 9, 4);
+    memcpy(h + 12, id + 14, 4);
+    memcpy(h + 16, id + 19, 4);
+    memcpy(h + 20, id + 24, 12);
+    __m128i pairs[2];
+    for (int half = 0; half < 2; half++) {
+        __m128i c = _mm_loadu_si128((const __m128i *)(h + 16 * half));
+        __m128i d = _mm_sub_epi8(c, _mm_set1_epi8('0')), a = _mm_sub_epi8(c, _mm_set1_epi8('a'));
+        __m128i isd = _mm_cmpeq_epi8(_mm_min_epu8(d, _mm_set1_epi8(9)), d);
+        __m128i isa = _mm_cmpeq_epi8(_mm_min_epu8(a, _mm_set1_epi8(5)), a);
+        if (_mm_movemask_epi8(_mm_or_si128(isd, isa)) != 0xffff)
+            return 0;
+        __m128i v = _mm_or_si128(_mm_and_si128(isd, d), _mm_and_si128(isa, _mm_add_epi8(a, _mm_set1_epi8(10))));
+        /* each 16-bit lane: first digit in its low byte, second in its high byte -> first << 4 | second */
+        pairs[half] = _mm_or_si128(_mm_and_si128(_mm_slli_epi16(v, 4), _mm_set1_epi16(0x00f0)), _mm_srli_epi16(v, 8));
+    }
+    _mm_storeu_si128((__m128i *)out, _mm_packus_epi16(pairs[0], pairs[1]));
+    return 1;
+#else
+    const uint8_t *u = (const uint8_t *)id;
+    unsigned bad = 0;
+    for (size_t k = 0; k < 16; k++) {
+        unsigned hi = hexv[u[uuid_pos[k]]], lo = hexv[u[uuid_pos[k] + 1]];
+        bad |= hi | lo;
+        out[k] = (uint8_t)(hi << 4 | lo);
+    }
+    return !(bad & 0x10);
+#endif
+}
+
+static void uuid_unpack(const uint8_t in[16], char out[SPEED_DEDUP_UUID_LEN])
+{
+    static const char hex[] = "0123456789abcdef";
+    out[8] = out[13] = out[18] = out[23] = '-';
+    for (size_t k = 0; k < 16; k++) {
+        out[uuid_pos[k]] = hex[in[k] >> 4];
+        out[uuid_pos[k] + 1] = hex[in[k] & 15];
+    }
+}
+
 void speed_dedup_entry(lam_buf_t *b, const char *id, size_t len, int partition, int64_t offset)
 {
     /* one reserve, no per-part append: this runs once per counted event */
     lam_buf_reserve(b, len + 30);
-    char *p = varint_at(b->data + b->len, len);
-    memcpy(p, id, len);
-    p = varint_at(p + len, (uint64_t)partition);
+    char *p = b->data + b->len;
+    uint8_t u[16];
+    if (uuid_pack(id, len, u)) {
+        /* README "Dedup": a canonical UUID as its 16 bytes after a zero length (no id is empty) */
+        *p++ = 0;
+        memcpy(p, u, 16);
+        p += 16;
+    } else {
+        p = varint_at(p, len);
+        memcpy(p, id, len);
+        p += len;
+    }
+    p = varint_at(p, (uint64_t)partition);
     p = varint_at(p, (uint64_t)offset);
     b->len = (size_t)(p - b->data);
 }
 
-int speed_dedup_entry_next(const char **p, const char *end, const char **id, size_t *len, int64_t *partition,
-                           int64_t *offset)
+int speed_dedup_entry_next(const char **p, const char *end, char uuid[SPEED_DEDUP_UUID_LEN], const char **id,
+                           size_t *len, int64_t *partition, int64_t *offset)
 {
     if (*p >= end)
         return 0;
     uint64_t l, pa, of;
     if (get_varint(p, end, &l) < 0 || l > (uint64_t)(end - *p))
         return -1;
-    *id = *p;
-    *len = (size_t)l;
-    *p += l;
+    if (l == 0) { /* a UUID's 16 bytes, given back as its canonical text */
+        if (end - *p < 16)
+            return -1;
+        uuid_unpack((const uint8_t *)*p, uuid);
+        *id = uuid;
+        *len = SPEED_DEDUP_UUID_LEN;
+        *p += 16;
+    } else {
+        *id = *p;
+        *len = (size_t)l;
+        *p += l;
+    }
     if (get_varint(p, end, &pa) < 0 || get_varint(p, end, &of) < 0)
         return -1;
     *partition = (int64_t)pa;

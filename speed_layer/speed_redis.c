@@ -1,8 +1,10 @@
 /* speed_redis.c - where the speed layer talks to Redis: the batch script, offsets, epochs, cleanup, stats. */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "lam_log.h"
@@ -385,10 +387,11 @@ static void load_record(speed_ctx_t *ctx, void *opaque, size_t i, const char *v,
     const char *token = o->tokens[ks / (size_t)o->nslots];
     int64_t slot = o->lo + (int64_t)(ks % (size_t)o->nslots);
     const char *p = v, *end = v + len, *id;
+    char uuid[SPEED_DEDUP_UUID_LEN];
     size_t idlen;
     int64_t part, off;
     int rc;
-    while ((rc = speed_dedup_entry_next(&p, end, &id, &idlen, &part, &off)) == 1) {
+    while ((rc = speed_dedup_entry_next(&p, end, uuid, &id, &idlen, &part, &off)) == 1) {
         /* an id only ever arrives in its own partition: the others' entries are not ours to check (the
          * records are read again at every assignment) */
         if (part < 0 || part >= ctx->nparts || !ctx->parts[part].assigned)
@@ -433,9 +436,10 @@ static void conv_record(speed_ctx_t *ctx, void *opaque, size_t i, const char *v,
     (void)i;
     speed_argv_t *c = opaque;
     const char *p = v, *end = v + len, *id;
+    char uuid[SPEED_DEDUP_UUID_LEN];
     size_t idlen;
     int64_t part, off;
-    while (speed_dedup_entry_next(&p, end, &id, &idlen, &part, &off) == 1) {
+    while (speed_dedup_entry_next(&p, end, uuid, &id, &idlen, &part, &off) == 1) {
         char pos[48];
         int n = snprintf(pos, sizeof(pos), "%" PRId64 ":%" PRId64, part, off);
         speed_argv_add(c, id, idlen);
@@ -637,6 +641,30 @@ static int fence_result(speed_ctx_t *ctx, const redisReply *f)
     return code == 0 ? 0 : code == 1 ? 1 : code == 2 ? 2 : -1;
 }
 
+/* Write hiredis's output buffer out. 0 or -1. */
+static int flush_out(speed_ctx_t *ctx)
+{
+    int done = 0;
+    while (!done)
+        if (redisBufferWrite(ctx->redis, &done) != REDIS_OK)
+            return -1;
+    return 0;
+}
+
+/* Send len bytes on the connection's socket (blocking, with the connection's send timeout; no SIGPIPE when
+ * Redis went away). 0 or -1. */
+static int write_all(speed_ctx_t *ctx, const char *p, size_t len)
+{
+    for (size_t sent = 0; sent < len;) {
+        ssize_t n = send(ctx->redis->fd, p + sent, len - sent, MSG_NOSIGNAL);
+        if (n > 0)
+            sent += (size_t)n;
+        else if (n == 0 || errno != EINTR)
+            return -1;
+    }
+    return 0;
+}
+
 int speed_redis_send_batch(speed_ctx_t *ctx)
 {
     if (!ctx->redis)
@@ -679,21 +707,79 @@ int speed_redis_send_batch(speed_ctx_t *ctx)
     lam_buf_t *e = &ctx->resp2;
     speed_resp_begin(e, 1);
     speed_resp_arg(e, "EXEC", 4);
-    if (redisAppendFormattedCommand(ctx->redis, b->data, b->len) != REDIS_OK ||
-        (ctx->tx.len && redisAppendFormattedCommand(ctx->redis, ctx->tx.data, ctx->tx.len) != REDIS_OK) ||
-        redisAppendFormattedCommand(ctx->redis, e->data, e->len) != REDIS_OK) {
+    /* on the wire now, so that Redis works on it while we build the next batch. The plain commands
+     * (several MB when a batch touches many cells) go from ctx->tx straight to the socket, not through
+     * a copy in hiredis's output buffer: one copy less at the peak of a batch's memory */
+    if (redisAppendFormattedCommand(ctx->redis, b->data, b->len) != REDIS_OK || flush_out(ctx) < 0 ||
+        write_all(ctx, ctx->tx.data, ctx->tx.len) < 0 ||
+        redisAppendFormattedCommand(ctx->redis, e->data, e->len) != REDIS_OK || flush_out(ctx) < 0) {
         speed_redis_lost(ctx, "redis MULTI: cannot send");
         return -1; /* outcome unknown: the stored offsets decide after a resync */
     }
-    /* on the wire now, so that Redis works on it while we build the next batch */
-    int done = 0;
-    while (!done)
-        if (redisBufferWrite(ctx->redis, &done) != REDIS_OK) {
-            speed_redis_lost(ctx, ctx->redis->errstr);
-            return -1;
-        }
     return 0;
 }
+
+/* What exec_scan_fns saw of one reply: the top-level type, its elements, the first error among them. */
+typedef struct exec_scan {
+    int top;          /* REDIS_REPLY_* of the reply itself (-1: none yet) */
+    size_t n;         /* its elements, when an array */
+    long err_idx;     /* index of the first element that is an error (-1: none) */
+    char err[256];    /* that error (or the reply's own, when it is one) */
+} exec_scan_t;
+
+static exec_scan_t *g_exec_scan; /* set around the one redisGetReply that uses exec_scan_fns */
+static char exec_scan_obj;       /* what every create function returns: nothing is allocated */
+
+static void exec_scan_note(const redisReadTask *t, int type)
+{
+    exec_scan_t *e = g_exec_scan;
+    if (!t->parent)
+        e->top = type;
+}
+
+static void *exec_scan_string(const redisReadTask *t, char *str, size_t len)
+{
+    exec_scan_t *e = g_exec_scan;
+    exec_scan_note(t, t->type);
+    if (t->type == REDIS_REPLY_ERROR && (!t->parent || (!t->parent->parent && e->err_idx < 0))) {
+        if (t->parent)
+            e->err_idx = t->idx;
+        size_t l = len < sizeof(e->err) - 1 ? len : sizeof(e->err) - 1;
+        memcpy(e->err, str, l);
+        e->err[l] = '\0';
+    }
+    return &exec_scan_obj;
+}
+
+static void *exec_scan_array(const redisReadTask *t, int n)
+{
+    exec_scan_note(t, REDIS_REPLY_ARRAY);
+    if (!t->parent)
+        g_exec_scan->n = n > 0 ? (size_t)n : 0;
+    return &exec_scan_obj;
+}
+
+static void *exec_scan_integer(const redisReadTask *t, long long v)
+{
+    (void)v;
+    exec_scan_note(t, REDIS_REPLY_INTEGER);
+    return &exec_scan_obj;
+}
+
+static void *exec_scan_nil(const redisReadTask *t)
+{
+    exec_scan_note(t, REDIS_REPLY_NIL);
+    return &exec_scan_obj;
+}
+
+static void exec_scan_free(void *obj)
+{
+    (void)obj;
+}
+
+/* hiredis's reply reader with these builds no reply objects (~3.5k elements per EXEC, each allocated) */
+static redisReplyObjectFunctions exec_scan_fns = {exec_scan_string, exec_scan_array, exec_scan_integer, exec_scan_nil,
+                                                  exec_scan_free};
 
 int speed_redis_recv_batch(speed_ctx_t *ctx, size_t ntx)
 {
@@ -728,12 +814,22 @@ int speed_redis_recv_batch(speed_ctx_t *ctx, size_t ntx)
         if ((int)(intptr_t)t == REDIS_REPLY_ERROR)
             lam_error("msg=\"command refused inside the batch transaction\" index=%zu", i);
     }
+    /* EXEC's reply (an element per command) scanned, not built: its type, its length and the first error */
+    exec_scan_t es = {.top = -1, .err_idx = -1};
+    g_exec_scan = &es;
+    ctx->redis->reader->fn = &exec_scan_fns;
+    void *t = NULL;
+    int got = redisGetReply(ctx->redis, &t);
     ctx->redis->reader->fn = fn;
-    redisReply *r = get_reply(ctx, "EXEC");
-    if (!r)
+    g_exec_scan = NULL;
+    if (got != REDIS_OK || !t) {
+        char why[256];
+        snprintf(why, sizeof(why), "redis EXEC: %s", ctx->redis->errstr);
+        speed_redis_lost(ctx, why);
         return -1;
+    }
     int rc;
-    if (r->type == REDIS_REPLY_NIL) {
+    if (es.top == REDIS_REPLY_NIL) {
         /* nothing was written: a fence failed (its reply says which), or a watched key changed after
          * the fence ran (another instance wrote its offsets, a run was published): filter and try again */
         rc = fence > 0 ? fence : fence < 0 ? -1 : 1;
@@ -741,21 +837,17 @@ int speed_redis_recv_batch(speed_ctx_t *ctx, size_t ntx)
         /* cannot happen (a failed fence SETs a watched key); never count such a batch as written */
         script_failed(ctx, "EXEC", "transaction ran although the fence did not pass");
         rc = -1;
-    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != ntx + 1) {
+    } else if (es.top != REDIS_REPLY_ARRAY || es.n != ntx + 1) {
         /* EXECABORT: nothing was written; resync from the stored offsets all the same */
-        script_failed(ctx, "EXEC", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+        script_failed(ctx, "EXEC", es.top == REDIS_REPLY_ERROR ? es.err : "unexpected reply");
+        rc = -1;
+    } else if (es.err_idx >= 0) {
+        /* may have happened part-way (e.g. out of memory): resync from the stored offsets */
+        script_failed(ctx, es.err_idx ? "command" : "script", es.err);
         rc = -1;
     } else {
         rc = 0;
-        for (size_t i = 0; i < r->elements; i++)
-            if (r->element[i]->type == REDIS_REPLY_ERROR) {
-                /* may have happened part-way (e.g. out of memory): resync from the stored offsets */
-                script_failed(ctx, i ? "command" : "script", r->element[i]->str);
-                rc = -1;
-                break;
-            }
     }
-    freeReplyObject(r);
     return rc;
 }
 

@@ -316,6 +316,7 @@ typedef struct gen {
     unsigned long long s;
     int runid;
     long next;
+    int uuid_ids; /* ids as UUIDs too: canonical lowercase (dedup records store 16 bytes) and uppercase (text) */
     lam_event_t ev;
     lam_buf_t raw, canon;
     /* canonical events produced so far (for re-sending duplicates) */
@@ -353,6 +354,19 @@ static void gen_free(gen_t *g)
     lam_buf_free(&g->canon);
 }
 
+/* The id of event i: "e-{run}-{i}", or with uuid_ids for 3 of 4 events a UUID (unique per run and i), in
+ * canonical lowercase text (a dedup record holds its 16 bytes) or uppercase (kept as text). */
+static void gen_id(const gen_t *g, long i, char *out, size_t n)
+{
+    unsigned long long lo = (unsigned long long)i & 0xffffffffffffULL;
+    if (!g->uuid_ids || i % 4 == 2)
+        snprintf(out, n, "e-%d-%ld", g->runid, i);
+    else
+        snprintf(out, n, i % 4 == 1 ? "%08X-%04X-7%03X-8%03X-%012llX" : "%08x-%04x-7%03x-8%03x-%012llx",
+                 0xabc00000u | (unsigned)g->runid, (unsigned)(i % 0xffff), (unsigned)(i % 0xfff),
+                 (unsigned)(i % 0xeff), lo);
+}
+
 /* Make the next event, apply it to m, return its canonical bytes in g->canon. */
 static void gen_event(gen_t *g, model_t *m)
 {
@@ -365,8 +379,10 @@ static void gen_event(gen_t *g, model_t *m)
     int user = (int)(rnd(g) % NUSERS);
     lam_buf_t *b = &g->raw;
     lam_buf_clear(b);
-    lam_buf_printf(b, "{\"id\":\"e-%d-%ld\",\"ts\":%lld,\"type\":\"%s\",\"user\":\"u%d\"", g->runid, i,
-                   (long long)ts, types[type], user);
+    char id[64];
+    gen_id(g, i, id, sizeof(id));
+    lam_buf_printf(b, "{\"id\":\"%s\",\"ts\":%lld,\"type\":\"%s\",\"user\":\"u%d\"", id, (long long)ts,
+                   types[type], user);
     m->by_type[minute][type]++;
     bits_set(&m->day_users, user);
     m->any_day_user = 1;
@@ -864,6 +880,7 @@ static void dedup_sessions(const char *suffix, int runid, const char *filter_kb_
     producer_open(&p, suffix, 3);
     gen_t g;
     gen_init(&g, runid);
+    g.uuid_ids = 1;
     memset(&g_m0, 0, sizeof(g_m0));
     enum { N1 = 6000, N2 = 3000, N3 = 1000 };
     for (long i = 0; i < N1; i++) {
@@ -878,11 +895,24 @@ static void dedup_sessions(const char *suffix, int runid, const char *filter_kb_
     wait_caught_up(r, group, &p, 3, 90);
     kill9(pid);
     assert_true(rint_cmd(r, "ZCARD lam:dedup:@sessions") == 1);
+    /* the records hold a lowercase UUID as 16 bytes (about 20 bytes an entry, ~41 as text): N1 ids, half of
+     * them such UUIDs, a quarter uppercase ones, a quarter "e-..." ids, take ~23.5 bytes an id (~34 as text) */
+    long long rbytes = 0;
+    for (unsigned long long cur = 0, first = 1; first || cur;) {
+        first = 0;
+        redisReply *sc = rcmd(r, "SCAN %llu MATCH lam:dedup:@* COUNT 1000 TYPE string", cur);
+        assert_true(sc->type == REDIS_REPLY_ARRAY && sc->elements == 2);
+        cur = strtoull(sc->element[0]->str, NULL, 10);
+        for (size_t k = 0; k < sc->element[1]->elements; k++)
+            rbytes += rint_cmd(r, "STRLEN %s", sc->element[1]->element[k]->str);
+        freeReplyObject(sc);
+    }
+    assert_true(rbytes > 20LL * N1 && rbytes < 27LL * N1);
     /* an event whose id another session of the previous layout counted (slot hash field = id) */
     static model_t scratch;
     gen_event(&g, &scratch);
     char old_id[64];
-    snprintf(old_id, sizeof(old_id), "e-%d-%ld", runid, g.next - 1);
+    gen_id(&g, g.next - 1, old_id, sizeof(old_id));
     long long slot = lam_now_ms() / 1000 / 600; /* LAM_DEDUP_WINDOW_S 3600: slots of 600 s */
     freeReplyObject(rcmd(r, "ZADD lam:dedup:@sessions %lld 00000000000000aa", lam_now_ms() / 1000));
     freeReplyObject(rcmd(r, "HSET lam:dedup:@%lld:00000000000000aa %s 0:999999999", slot, old_id));
@@ -921,6 +951,36 @@ static void dedup_sessions(const char *suffix, int runid, const char *filter_kb_
     check_view_model(r, 0, &g_m0);
     assert_int_equal(wait_metric(addr, "lam_speed_duplicates_total", nsent), nsent);
     assert_int_equal(wait_metric(addr, "lam_speed_events_total", N3), N3);
+    stop_speed(pid);
+    gen_free(&g);
+    producer_close(&p);
+    redisFree(r);
+}
+
+/* A command that fails inside the batch transaction (XADD into a lam:tail of the wrong type): the EXEC reply's
+ * error is seen (lam_speed_script_errors_total), the batch is not counted as written, consumption resumes from
+ * the stored offsets (which that transaction did move), and the views stay exact. */
+static void test_command_error_in_exec(void **st)
+{
+    (void)st;
+    redisContext *r = fresh_db();
+    freeReplyObject(rcmd(r, "SET lam:tail not-a-stream"));
+    producer_t p;
+    producer_open(&p, "execerr", 2);
+    gen_t g;
+    gen_init(&g, 9);
+    memset(&g_m0, 0, sizeof(g_m0));
+    produce_events(&p, &g, &g_m0, 3000, -1);
+    producer_flush(&p);
+    char log[512], group[64], addr[64];
+    log_path(log, sizeof(log), "execerr");
+    snprintf(group, sizeof(group), "g-execerr-%d", (int)getpid());
+    pid_t pid = spawn_speed(p.topic, group, g_redis_url, "500", log, addr);
+    wait_caught_up(r, group, &p, 2, 90);
+    check_view_model(r, 0, &g_m0);
+    long long errs = wait_metric(addr, "lam_speed_script_errors_total", -2); /* never -2: the value after 5 s */
+    assert_true(errs >= 1);
+    assert_int_equal(rint_cmd(r, "EXISTS lam:dedup:@sessions"), 1);
     stop_speed(pid);
     gen_free(&g);
     producer_close(&p);
@@ -1421,6 +1481,7 @@ int main(void)
         cmocka_unit_test_teardown(test_markers_and_publish, kill_children),
         cmocka_unit_test_teardown(test_http_endpoints, kill_children),
         cmocka_unit_test_teardown(test_dedup_across_sessions, kill_children),
+        cmocka_unit_test_teardown(test_command_error_in_exec, kill_children),
         cmocka_unit_test_teardown(test_dedup_over_budget, kill_children),
         cmocka_unit_test_teardown(test_kill9_three_times, kill_children),
         cmocka_unit_test_teardown(test_redis_restart, kill_children),
