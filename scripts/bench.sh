@@ -305,14 +305,14 @@ if want batch; then
   }
   batch_run() { # -> the "recomputed" and "rows loaded and published" log lines of the run in $rec, $pub
     "$BIN/batch_layer" run --wait >"$tmp/run.out" 2>&1 || { echo "bench: batch run failed: $(tail -3 "$tmp/run.out")" >&2; exit 1; }
-    local k; k="$(sed -n 's/^run \([0-9]*\) requested.*/\1/p' "$tmp/run.out")"
+    local k; k="$(sed -n 's/^run \([0-9]*\) requested.*/\1/p' "$tmp/run.out")"; run_k=$k
     rec="$(grep 'msg=\(\"\)\?recomputed' "$tmp/batch_layer.log" | grep " run=$k " | tail -1)"
     pub="$(grep 'rows loaded and published' "$tmp/batch_layer.log" | grep " run=$k " | tail -1)"
   }
   kv() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<"$2"; }
   gen bench-batch 0 >/dev/null # the topic, before the archiver subscribes
   batch_start "$LAM_VIEWS"
-  produced=0 curve=() dd_rate="" pg_rate="" ref_n=$(n_of 5000000)
+  produced=0 curve=() curve_runs=() dd_rate="" pg_rate="" ref_n=$(n_of 5000000)
   for m in 1 2 4 5 8; do
     target="$(n_of $((m * 1000000)))"
     a0="$(metric "$LAM_BATCH_ADDR" lam_batch_archived_records_total)" need=$((target - produced))
@@ -350,7 +350,7 @@ if want batch; then
     done
     batch_run
     recs="$(kv records "$rec")" scan="$(kv scan_ms "$rec")" rate="$(kv events_per_s "$rec")"
-    curve+=("$target:${recs:-?}:${scan:-?}:${rate%.*}")
+    curve+=("$target:${recs:-?}:${scan:-?}:${rate%.*}"); curve_runs+=("$run_k")
     echo "bench: batch run over ${recs:-?} events: ${scan:-?} ms, ${rate%.*} events/s" >&2
     if [ "$m" = 1 ]; then # publish: the same events, a view of one row per user and hour
       stop_pid "$batch_pid"
@@ -385,6 +385,29 @@ if want batch; then
         "linear (ns/event ≤ 1.5x the first point's): $(verdict "${ns:-0} > 0 and ${ns:-0} <= 1.5 * ${first_ns:-0}")"
   done
   [ -z "${skipped:-}" ] || row "batch scale curve: $skipped" "skipped" "—" "" "linear: MISSED (not measured)"
+  # Memory: the recompute's peak RSS up to the first and the last cut of the curve, each in its own
+  # read-only `batch_layer recompute`. The exact id set grows with a partition's records up to
+  # LAM_BATCH_DEDUP_IDS per thread (2M by default, then more passes); with a cap below both points'
+  # partitions and views whose groups do not grow with the data (bench/views_memory.json: the
+  # default views without url and item), what is left must not grow with the number of events.
+  rss_of() { # run [env...] -> "peak_mb:view_rows"
+    local k=$1; shift
+    env "$@" "$BIN/batch_layer" recompute --run "$k" >"$tmp/recompute.out" 2>&1 ||
+      { echo "bench: batch_layer recompute failed: $(tail -2 "$tmp/recompute.out")" >&2; echo "0:0"; return; }
+    echo "$(sed -n 's/.*peak_rss_mb=\([0-9]*\).*/\1/p' "$tmp/recompute.out"):$(sed -n 's/.*, \([0-9]*\) view rows.*/\1/p' "$tmp/recompute.out")"
+  }
+  if [ "${#curve_runs[@]}" -ge 2 ]; then
+    r1="${curve_runs[0]}" rn="${curve_runs[-1]}" n1="${curve[0]%%:*}" nn="${curve[-1]%%:*}"
+    cap=$((n1 / 12)) # half of a partition's records at the first point (6 partitions)
+    IFS=: read -r d1 v1 <<<"$(rss_of "$r1")"; IFS=: read -r dn vn <<<"$(rss_of "$rn")"
+    row "batch_layer RSS, recompute up to $n1 / $nn events (MB)" "$d1 / $dn" "view rows: $v1 / $vn" "" \
+        "(default views and id-set cap: grows with view rows and, up to the cap, ids)"
+    mem=(LAM_BATCH_DEDUP_IDS=$cap LAM_VIEWS="$root/bench/views_memory.json")
+    IFS=: read -r c1 w1 <<<"$(rss_of "$r1" "${mem[@]}")"; IFS=: read -r cn wn <<<"$(rss_of "$rn" "${mem[@]}")"
+    row "batch_layer RSS, same cuts, views with bounded groups, LAM_BATCH_DEDUP_IDS=$cap (MB)" "$c1 / $cn" \
+        "view rows: $w1 / $wn" "$(ratio "${cn:-0}" "${c1:-0}")" \
+        "independent of events (≤ 1.25x): $(verdict "${c1:-0} > 0 and ${cn:-0} > 0 and ${cn:-0} <= 1.25 * ${c1:-0}")"
+  fi
 fi
 section ""
 
