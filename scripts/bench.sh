@@ -36,7 +36,11 @@ cleanup() {
   for p in "${pids[@]+"${pids[@]}"}"; do kill "$p" 2>/dev/null; done
   wait 2>/dev/null
   scripts/stack.sh stop "$tmp/stack" >/dev/null 2>&1
-  rm -rf "$tmp"
+  if [ -n "${BENCH_KEEP:-}" ]; then # for profiling afterwards: the master dataset stays in batch-data
+    echo "bench: BENCH_KEEP set: kept $tmp" >&2
+  else
+    rm -rf "$tmp"
+  fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

@@ -14,7 +14,9 @@
 #include <unistd.h>
 #include <fcntl.h>
 #include <dirent.h>
+#include <poll.h>
 #include <pthread.h>
+#include <pty.h>
 #include <stdatomic.h>
 
 #include <cmocka.h>
@@ -973,6 +975,81 @@ static void test_progress_written_while_running(void **st)
 }
 
 /*
+ * The operator's CLI. `batch_layer run --wait` on a terminal redraws one progress line (\r, a bar,
+ * the percentage, records done / total) until the run ends, then a newline; into a pipe it writes
+ * plain lines instead. `batch_layer status` summarises the master dataset and lists the runs.
+ */
+static void test_cli_progress_bar_and_status(void **st)
+{
+    (void)st;
+    static char out[1 << 20];
+    int master = -1;
+    pid_t pid = forkpty(&master, NULL, NULL, NULL);
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        execl(bin, bin, "run", "--wait", (char *)NULL);
+        _exit(127);
+    }
+    size_t n = 0;
+    int64_t deadline = lam_now_mono_ms() + 120000;
+    for (;;) {
+        struct pollfd pfd = {.fd = master, .events = POLLIN};
+        if (lam_now_mono_ms() > deadline) {
+            kill(pid, SIGKILL);
+            fail_msg("batch_layer run --wait on a terminal did not end in 120 s: %.*s", (int)n, out);
+        }
+        if (poll(&pfd, 1, 500) <= 0)
+            continue;
+        ssize_t r = read(master, out + n, sizeof(out) - 1 - n);
+        if (r <= 0) /* EIO once the child has exited and closed the terminal */
+            break;
+        n += (size_t)r;
+        if (n > sizeof(out) / 2) { /* a long run: keep the newest half */
+            memmove(out, out + n - sizeof(out) / 4, sizeof(out) / 4);
+            n = sizeof(out) / 4;
+        }
+    }
+    out[n] = '\0';
+    close(master);
+    int wst = 0;
+    assert_int_equal(waitpid(pid, &wst, 0), pid);
+    if (!WIFEXITED(wst) || WEXITSTATUS(wst) != 0)
+        fail_msg("batch_layer run --wait on a terminal exited %d: %s", WIFEXITED(wst) ? WEXITSTATUS(wst) : -1, out);
+    long long k = 0;
+    const char *req = strstr(out, "run ");
+    assert_non_null(req);
+    assert_int_equal(sscanf(req, "run %lld requested", &k), 1);
+    char want[256];
+    snprintf(want, sizeof(want), "\rrun %lld succeeded [##############################] 100%% ", k);
+    if (!strstr(out, want))
+        fail_msg("no finished progress bar (%s) in: %s", want + 1, out);
+    assert_true(out[n - 1] == '\n'); /* the bar's line is ended */
+
+    /* Into a pipe: plain lines, no carriage returns. */
+    char plain[8192];
+    assert_int_equal(cli("run --wait", plain, sizeof(plain), NULL), 0);
+    long long k2 = 0;
+    assert_int_equal(sscanf(plain, "run %lld requested", &k2), 1);
+    snprintf(want, sizeof(want), "run %lld succeeded records=", k2);
+    assert_non_null(strstr(plain, want));
+    assert_null(strchr(plain, '\r'));
+
+    char status[16384];
+    assert_int_equal(cli("status", status, sizeof(status), NULL), 0);
+    snprintf(want, sizeof(want), "master dataset: %s: ", data_dir);
+    if (!strstr(status, want) || !strstr(status, " segments (") || !strstr(status, " cut markers\n"))
+        fail_msg("no master dataset summary in: %s", status);
+    snprintf(want, sizeof(want), "published run: %lld\n", k2);
+    assert_non_null(strstr(status, want));
+    assert_non_null(strstr(status, "\nrun    status     started"));
+    for (long long r = k; r <= k2; r++) {
+        snprintf(want, sizeof(want), "\n%-6lld succeeded  20", r); /* run, status, start time (UTC) */
+        if (!strstr(status, want))
+            fail_msg("run %lld not listed as succeeded in: %s", r, status);
+    }
+}
+
+/*
  * An idle batch layer starts a requested run within a second (NOTIFY); requests made while a run
  * is in flight coalesce into ONE next run, which starts as soon as the first one ends.
  */
@@ -1450,6 +1527,7 @@ int main(void)
         cmocka_unit_test(test_determinism_same_content),
         cmocka_unit_test(test_kill9_mid_run_keeps_previous),
         cmocka_unit_test(test_progress_written_while_running),
+        cmocka_unit_test(test_cli_progress_bar_and_status),
         cmocka_unit_test(test_requests_during_a_run_coalesce),
         cmocka_unit_test(test_concurrent_reader_never_sees_a_mix),
         cmocka_unit_test(test_publish_not_held_by_a_lock_on_the_previous_run),
