@@ -10,6 +10,9 @@
 #include <sys/mman.h>
 #include <sys/select.h>
 #include <time.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "batch.h"
 #include "lam_agg.h"
@@ -71,15 +74,24 @@ int64_t batch_schedule_next(const batch_schedule_t *s, int64_t now_ms)
 
 /* ---- exact id set (per partition: Kafka keys by id, so equal ids share a partition) ---- */
 
-typedef struct idslot {
-    uint64_t hash; /* 0 = empty */
-    uint64_t off;  /* arena offset of u16 length + id bytes */
-} idslot_t;
+/*
+ * A slot is 8 bytes: the upper half of the id's hash (its lowest bit set: 0 is an empty slot) above the
+ * id's arena position in 8-byte units. Half the 16 bytes of a (hash, offset) pair: the table of a
+ * partition's ~1M ids is 16 MB instead of 32, so fewer of its random probes miss the caches and there
+ * is half as much to zero per partition (the set cost ~20 % of a recompute's CPU at 16 bytes). A tag
+ * match is confirmed by comparing the id itself, so the set stays exact.
+ */
+typedef uint64_t idslot_t;
+
+/* Arena entries are 8-aligned: positions / 8 fit the slot's 32 bits up to 32 GiB of ids. */
+#define IDSET_ARENA_MAX ((uint64_t)UINT32_MAX * 8)
+/* Ids per pass at most: half of what the arena holds of the longest ids (a slice can exceed its share). */
+#define IDSET_IDS_MAX ((int64_t)(IDSET_ARENA_MAX / ((LAM_EVENT_ID_MAX + 2 + 7) & ~7) / 2))
 
 typedef struct idset {
-    idslot_t *slots; /* hash and offset side by side: one cache miss per probe */
+    idslot_t *slots;
     size_t mask, n;
-    lam_buf_t arena;
+    lam_buf_t arena; /* per id: u16 length, the id, padding to 8 bytes */
 } idset_t;
 
 static void idset_reset(idset_t *s)
@@ -96,10 +108,15 @@ static void idset_free(idset_t *s)
     lam_buf_free(&s->arena);
 }
 
-/* Home slot of hash h: bits above bit 0 (h | 1 marks a used slot; a pass's slice uses bits 40+). */
+/* Home slot of hash h: its low bits above bit 0 (a pass's slice uses bits 40+, the tag bits 32+). */
 static inline size_t idset_home(uint64_t h, size_t mask)
 {
     return (size_t)(h >> 1) & mask;
+}
+
+static inline uint64_t idset_tag(uint64_t h)
+{
+    return (h | ((uint64_t)1 << 32)) & ~(uint64_t)UINT32_MAX;
 }
 
 /*
@@ -117,14 +134,18 @@ static idslot_t *slots_alloc(size_t n)
     return p;
 }
 
+static uint64_t id_hash(const char *id, size_t len);
+
 static void idset_resize(idset_t *s, size_t ncap)
 {
     idslot_t *ns = slots_alloc(ncap);
     for (size_t i = 0; s->slots && i <= s->mask; i++) {
-        if (!s->slots[i].hash)
+        if (!s->slots[i])
             continue;
-        size_t j = idset_home(s->slots[i].hash, ncap - 1);
-        while (ns[j].hash)
+        /* the slot keeps only the hash's upper half: the home comes from the id again */
+        const unsigned char *e = (const unsigned char *)s->arena.data + (s->slots[i] & UINT32_MAX) * 8;
+        size_t j = idset_home(id_hash((const char *)e + 2, (size_t)e[0] | ((size_t)e[1] << 8)), ncap - 1);
+        while (ns[j])
             j = (j + 1) & (ncap - 1);
         ns[j] = s->slots[i];
     }
@@ -162,31 +183,64 @@ static inline uint64_t id_hash(const char *id, size_t len)
     return lam_mix64(h ^ t);
 }
 
-/* 1 when id (hash = id_hash(id)) was new and is now in the set, 0 when it was there (exact compare). */
+/*
+ * Write an arena entry (need = 2 + len rounded up to 8 bytes). On x86-64 with non-temporal stores:
+ * the arena is written once per event and read back only when a tag matches (a duplicate, or one in
+ * 4 billion), so its ~40 MB per partition is kept out of the caches, where it evicted the cells,
+ * HLLs and table slots that every event does read (side by side over 5M events: 3.29 -> 3.55M
+ * events/s, user CPU -6 %). This thread alone reads the arena, and sees its own stores in order.
+ */
+static inline void idset_put(char *dst, const char *id, size_t len, size_t need)
+{
+    unsigned char e[((LAM_EVENT_ID_MAX + 2 + 7) & ~7)];
+    if (need > sizeof(e)) { /* not from the parsers, which keep ids <= LAM_EVENT_ID_MAX */
+        dst[0] = (char)(len & 0xff);
+        dst[1] = (char)(len >> 8);
+        memcpy(dst + 2, id, len);
+        return;
+    }
+    memset(e + need - 8, 0, 8); /* the padding */
+    e[0] = (unsigned char)(len & 0xff);
+    e[1] = (unsigned char)(len >> 8);
+    memcpy(e + 2, id, len);
+#if defined(__x86_64__)
+    for (size_t o = 0; o < need; o += 8) {
+        long long w;
+        memcpy(&w, e + o, 8);
+        _mm_stream_si64((long long *)(void *)(dst + o), w);
+    }
+#else
+    memcpy(dst, e, need);
+#endif
+}
+
+/*
+ * 1 when id (hash = id_hash(id)) was new and is now in the set, 0 when it was there (exact compare),
+ * -1 when the arena would pass IDSET_ARENA_MAX (run_worker's cap on ids per pass prevents it).
+ */
 static int idset_add(idset_t *s, const char *id, size_t len, uint64_t hash)
 {
     if (!s->slots || (s->n + 1) * 10 > (s->mask + 1) * 7)
         idset_resize(s, s->slots ? (s->mask + 1) * 2 : 1 << 16);
-    uint64_t h = hash | 1;
-    size_t j = idset_home(h, s->mask);
-    while (s->slots[j].hash) {
-        if (s->slots[j].hash == h) {
-            const unsigned char *e = (const unsigned char *)s->arena.data + s->slots[j].off;
+    uint64_t tag = idset_tag(hash);
+    size_t j = idset_home(hash, s->mask);
+    while (s->slots[j]) {
+        if ((s->slots[j] & ~(uint64_t)UINT32_MAX) == tag) {
+            const unsigned char *e = (const unsigned char *)s->arena.data + (s->slots[j] & UINT32_MAX) * 8;
             size_t elen = (size_t)e[0] | ((size_t)e[1] << 8);
             if (elen == len && !memcmp(e + 2, id, len))
                 return 0;
         }
         j = (j + 1) & s->mask;
     }
-    s->slots[j].hash = h;
-    s->slots[j].off = s->arena.len;
-    if (s->arena.cap - s->arena.len < len + 3)
-        lam_buf_reserve(&s->arena, len + 2);
-    unsigned char *e = (unsigned char *)s->arena.data + s->arena.len;
-    e[0] = (unsigned char)(len & 0xff);
-    e[1] = (unsigned char)(len >> 8);
-    memcpy(e + 2, id, len);
-    s->arena.len += len + 2;
+    size_t need = (len + 2 + 7) & ~(size_t)7;
+    if ((uint64_t)s->arena.len + need > IDSET_ARENA_MAX)
+        return -1;
+    if (s->arena.cap - s->arena.len < need + 1)
+        lam_buf_reserve(&s->arena, need);
+    idset_put(s->arena.data + s->arena.len, id, len, need);
+    s->slots[j] = tag | (uint64_t)(s->arena.len / 8);
+    s->arena.len += need;
     s->n++;
     return 1;
 }
@@ -245,15 +299,20 @@ static int fast_id(const char *data, size_t len, const char **id, size_t *idlen)
 typedef struct scan_keep {
     idset_t *ids;
     int64_t dups;
+    int full; /* an id did not fit the set (idset_add -1) */
 } scan_keep_t;
 
 static int keep_first(void *opaque, const lam_event_t *ev, uint64_t hash)
 {
     scan_keep_t *k = opaque;
-    if (ev->id.type != LAM_VAL_ABSENT && !idset_add(k->ids, ev->id.val, ev->id.val_len, hash)) {
+    if (ev->id.type == LAM_VAL_ABSENT)
+        return 1;
+    int r = idset_add(k->ids, ev->id.val, ev->id.val_len, hash);
+    if (r == 0) {
         k->dups++;
         return 0;
     }
+    k->full |= r < 0;
     return 1;
 }
 
@@ -359,6 +418,11 @@ static int scan_partition(run_job_t *j, int32_t p, int pass, int npasses, idset_
             atomic_fetch_add(&j->skipped, skipped);
             atomic_fetch_add(&j->dups, keep.dups);
             keep.dups = 0;
+            if (keep.full) {
+                snprintf(err, sizeof(err), "the id set of one pass outgrew 32 GiB: lower LAM_BATCH_DEDUP_IDS");
+                rc = -1;
+                break;
+            }
             if (rr < 0) {
                 snprintf(err, sizeof(err), "malformed record in block at byte %" PRId64, r.pos);
                 rc = -1;
@@ -381,6 +445,11 @@ static int scan_partition(run_job_t *j, int32_t p, int pass, int npasses, idset_
     }
     lam_agg_pipe_drain(j->agg); /* before the id set changes: the last events are checked against it */
     atomic_fetch_add(&j->dups, keep.dups);
+    if (keep.full) {
+        snprintf(j->err, sizeof(j->err), "partition %d: the id set of one pass outgrew 32 GiB: lower LAM_BATCH_DEDUP_IDS",
+                 (int)p);
+        return -1;
+    }
     return 0;
 }
 
@@ -393,6 +462,8 @@ static void *run_worker(void *arg)
         int32_t p = j->parts[pi];
         /* Enough passes that one slice of the partition's ids fits LAM_BATCH_DEDUP_IDS. */
         int64_t est = j->est[p], cap = j->cfg->dedup_ids;
+        if (cap > IDSET_IDS_MAX)
+            cap = IDSET_IDS_MAX;
         int npasses = est > cap ? (int)((est + cap - 1) / cap) : 1;
         for (int pass = 0; pass < npasses && !j->failed; pass++) {
             idset_reset(&ids);

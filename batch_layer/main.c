@@ -32,7 +32,7 @@ static const lam_config_entry_t batch_config_table[] = {
     {"LAM_BATCH_THREADS", LAM_CFG_INT, "2", offsetof(batch_config_t, threads), "recompute threads", 1, 64},
     {"LAM_BATCH_DEDUP_IDS", LAM_CFG_INT, "2000000", offsetof(batch_config_t, dedup_ids),
      "recompute memory bound: ids held at once per thread; a larger partition is read in several passes", 1,
-     (int64_t)1 << 40},
+     126000000},
     {"LAM_BATCH_CUT_TIMEOUT", LAM_CFG_MS, "60s", offsetof(batch_config_t, cut_timeout_ms),
      "a run fails when the archiver has not reached its markers after this long", 100, 86400000},
     {"LAM_BATCH_CODEC", LAM_CFG_STR, "lz4", offsetof(batch_config_t, codec),
