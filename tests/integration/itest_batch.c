@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <fcntl.h>
 #include <dirent.h>
@@ -741,6 +742,57 @@ static void test_interval_schedule(void **st)
     setenv("LAM_BATCH_SCHEDULE", "off", 1);
     unsetenv("LAM_BATCH_THREADS");
     unsetenv("LAM_BATCH_DEDUP_IDS");
+    start_service();
+}
+
+/*
+ * daily@HH:MM (UTC) requests a run at that minute, not before: the service starts before the next
+ * minute (the one after when fewer than 15 s are left), nothing runs early, then a run is requested
+ * at HH:MM:00 and succeeds.
+ */
+static void test_daily_schedule(void **st)
+{
+    (void)st;
+    kill_service(SIGTERM);
+    time_t now = time(NULL);
+    time_t at = (now / 60 + 1) * 60;
+    if (at - now < 15)
+        at += 60;
+    struct tm tm;
+    gmtime_r(&at, &tm);
+    char sched[32];
+    snprintf(sched, sizeof(sched), "daily@%02d:%02d", tm.tm_hour, tm.tm_min);
+    setenv("LAM_BATCH_SCHEDULE", sched, 1);
+    PGconn *c = pg();
+    int64_t prev = q_int(c, "SELECT coalesce(max(run), 0) FROM lam_runs", NULL);
+    start_service();
+    while (time(NULL) < at - 1) {
+        if (q_int(c, "SELECT coalesce(max(run), 0) FROM lam_runs", NULL) != prev)
+            fail_msg("%s: a run was requested before %02d:%02d UTC", sched, tm.tm_hour, tm.tm_min);
+        usleep(200000);
+    }
+    char r[32];
+    snprintf(r, sizeof(r), "%lld", (long long)prev);
+    int64_t deadline = lam_now_mono_ms() + 30000, done = 0;
+    while (lam_now_mono_ms() < deadline && !done) {
+        usleep(200000);
+        done = q_int(c, "SELECT count(*) FROM lam_runs WHERE run > $1::bigint AND status = 'succeeded'", r);
+    }
+    if (!done)
+        fail_msg("%s: no run succeeded within 30 s of %02d:%02d UTC", sched, tm.tm_hour, tm.tm_min);
+    /* requested at that minute (the clocks of PostgreSQL and this test are the same machine's) */
+    char at_s[32];
+    snprintf(at_s, sizeof(at_s), "%lld", (long long)at);
+    assert_int_equal(q_int(c, "SELECT count(*) FROM lam_runs WHERE run > $1::bigint", r), 1);
+    assert_int_equal(q_int(c,
+                           "SELECT count(*) FROM lam_runs WHERE run = (SELECT max(run) FROM lam_runs)"
+                           " AND requested_at >= to_timestamp($1::bigint) - interval '1 second'"
+                           " AND requested_at < to_timestamp($1::bigint) + interval '10 seconds'",
+                           at_s),
+                     1);
+    PQfinish(c);
+    kill_service(SIGTERM);
+    setenv("LAM_BATCH_SCHEDULE", "off", 1);
     start_service();
 }
 
@@ -1539,6 +1591,7 @@ int main(void)
         cmocka_unit_test(test_disk_full_fails_run_keeps_previous),
         cmocka_unit_test(test_pg_lost_mid_run_fails_with_its_reason),
         cmocka_unit_test(test_interval_schedule),
+        cmocka_unit_test(test_daily_schedule),
         cmocka_unit_test(test_http_health_and_metrics),
     };
     return cmocka_run_group_tests_name("itest_batch", tests, setup, teardown);
