@@ -382,7 +382,7 @@ class Soak:
                         else:
                             stats["wrong"] += 1
                             if len(wrong) < 3:
-                                wrong.append((q, "base %s, got %s" % (base[q][:300], ans[:300])))
+                                wrong.append((q, "base %s, got %s" % (str(base[q])[:300], ans[:300])))
                     elif st == 503:
                         stats["503"] += 1
                     else:
