@@ -3,6 +3,7 @@
 #include <malloc.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <unistd.h>
 
 #include "lam_kafka.h"
 #include "lam_log.h"
@@ -39,13 +40,12 @@ static const lam_config_entry_t speed_config_table[] = {
      "parse every record with the full parser, not the projected scan of the views' fields (for tests)"},
     {NULL}};
 
-/* Every second: published run, cleanup of covered epochs, lag, stats push, Kafka reachability. */
-static void periodic(speed_ctx_t *ctx, int64_t *last_events, int64_t *last_tick, int64_t *last_ping)
+/* Every second: published run, cleanup of covered epochs, lag, stats push, offsets commit. */
+static void periodic(speed_ctx_t *ctx, int64_t *last_events, int64_t *last_tick)
 {
     int64_t now = lam_now_mono_ms();
     if (now - *last_tick < 1000)
         return;
-    char err[512];
     speed_batch_complete(ctx); /* its replies come before those of anything sent now */
     if (ctx->redis && speed_redis_read_current(ctx) == 0)
         speed_redis_cleanup_epochs(ctx);
@@ -66,13 +66,29 @@ static void periodic(speed_ctx_t *ctx, int64_t *last_events, int64_t *last_tick,
         speed_redis_push_stats(ctx);
     speed_kafka_commit(ctx);
     *last_tick = now;
-    if (now - *last_ping >= 2000) {
-        /* One slow metadata answer on a busy machine is not an outage: unhealthy after two
-         * failed pings in a row (>= 2 s apart), healthy again at the first answer. */
-        int ok = lam_kafka_ping(ctx->consumer, 500, err, sizeof(err)) == 0;
-        ctx->failed_pings = ok ? 0 : ctx->failed_pings + 1;
-        if (!ok && ctx->failed_pings < 2)
-            ok = atomic_load(&ctx->kafka_ok);
+}
+
+/*
+ * Kafka reachability, every 2 s on a thread of its own: a metadata request can wait on the broker
+ * behind the consumer's long-poll fetch or on a busy machine, and the consume loop must not stall on
+ * it (with the ping on the loop and a 500 ms limit, /healthz once went 503 on an idle, reachable
+ * broker). One slow answer is not an outage: unhealthy after two failed pings in a row, healthy
+ * again at the first answer.
+ */
+static void *health_main(void *arg)
+{
+    speed_ctx_t *ctx = arg;
+    char err[512];
+    int failed = 0;
+    for (;;) {
+        for (int i = 0; i < 40 && !atomic_load(&ctx->health_stop); i++)
+            usleep(50000);
+        if (atomic_load(&ctx->health_stop))
+            break;
+        int ok = lam_kafka_ping(ctx->consumer, 2000, err, sizeof(err)) == 0;
+        failed = ok ? 0 : failed + 1;
+        if (!ok && failed < 2)
+            continue;
         if (ok != atomic_load(&ctx->kafka_ok)) {
             if (ok)
                 lam_info("msg=\"kafka reachable\" brokers=%s", ctx->cfg.common.kafka_brokers);
@@ -80,8 +96,8 @@ static void periodic(speed_ctx_t *ctx, int64_t *last_events, int64_t *last_tick,
                 lam_warn("msg=\"cannot reach Kafka\" brokers=%s error=\"%s\"", ctx->cfg.common.kafka_brokers, err);
             atomic_store(&ctx->kafka_ok, ok);
         }
-        *last_ping = now;
     }
+    return NULL;
 }
 
 /* Redis away: hold the partitions, reconnect with backoff, then resume from the stored offsets. */
@@ -110,10 +126,10 @@ static void consume(speed_ctx_t *ctx)
     size_t cap = (size_t)ctx->cfg.batch_max;
     rd_kafka_message_t **msgs = lam_malloc(cap * sizeof(*msgs));
     lam_backoff_t bo = LAM_BACKOFF_INIT(200, 10000);
-    int64_t next_try = 0, last_events = 0, last_tick = lam_now_mono_ms(), last_ping = 0;
+    int64_t next_try = 0, last_events = 0, last_tick = lam_now_mono_ms();
     while (!lam_service_stopping()) {
         ensure_redis(ctx, &bo, &next_try);
-        periodic(ctx, &last_events, &last_tick, &last_ping);
+        periodic(ctx, &last_events, &last_tick);
         int64_t now = lam_now_mono_ms();
         int timeout = 100;
         if (ctx->nrecs) {
@@ -239,12 +255,19 @@ int main(int argc, char **argv)
     }
     atomic_store(&ctx.kafka_ok, lam_kafka_ping(ctx.consumer, 2000, err, sizeof(err)) == 0);
     speed_kafka_kicker_start(&ctx);
+    ctx.health_running = pthread_create(&ctx.health_thread, NULL, health_main, &ctx) == 0;
+    if (!ctx.health_running)
+        lam_warn("msg=\"cannot start the Kafka health thread; /healthz keeps the start-up answer\"");
     lam_info("msg=started addr=%s:%d group=%s topic=%s batch_max=%" PRId64 " batch_ms=%" PRId64, ctx.cfg.addr.host,
              ctx.cfg.addr.port, ctx.cfg.group, ctx.cfg.common.kafka_topic, ctx.cfg.batch_max, ctx.cfg.batch_ms);
 
     consume(&ctx);
 
     lam_info("msg=stopping");
+    if (ctx.health_running) {
+        atomic_store(&ctx.health_stop, 1);
+        pthread_join(ctx.health_thread, NULL);
+    }
     speed_kafka_destroy(&ctx); /* the revoke callback writes nothing more: the batch is empty */
     lam_http_stop(ctx.http);
     if (ctx.redis)

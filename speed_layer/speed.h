@@ -172,7 +172,9 @@ typedef struct speed_ctx {
     redisContext *redis;
     lam_http_server_t *http;
     atomic_int kafka_ok;
-    int failed_pings; /* Kafka metadata requests failed in a row (unhealthy from 2) */
+    pthread_t health_thread; /* Kafka reachability (main.c), off the consume loop */
+    atomic_int health_stop;
+    int health_running;
     atomic_int redis_ok;
 
     /* partitions of the topic, indexed by partition number */

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_ingest_fault.sh - ingest with its own Kafka: broker stopped -> 503 and nothing accepted; broker
 # back -> ingest recovers by itself; a restart under load loses no acknowledged event; SIGTERM with
-# requests in flight delivers their 200s and exits 0.
+# requests in flight delivers their 200s and exits 0. A speed_layer on the same broker (and the test
+# stack's Redis) reports the outage on /healthz, keeps running, and consumes again afterwards.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
@@ -21,8 +22,14 @@ export LAM_KAFKA_TOPIC="ingest-fault-$$" LAM_KAFKA_PARTITIONS=3
 export LAM_INGEST_ADDR="127.0.0.1:$(lam_free_port)" LAM_INGEST_TIMEOUT_MS=2000
 export LAM_LOG_LEVEL=info
 URL="http://$LAM_INGEST_ADDR"
-ingest_pid=""; lg_pid=""; lg2_pid=""
+ingest_pid=""; lg_pid=""; lg2_pid=""; speed_pid=""
+SPEED_URL="http://127.0.0.1:$(lam_free_port)"
+SPEED_REDIS="${LAM_REDIS_URL:-redis://127.0.0.1:6379}"; SPEED_REDIS="${SPEED_REDIS%/}/9" # a database no other test uses
 cleanup() {
+  if [ -n "$speed_pid" ]; then
+    kill "$speed_pid" 2>/dev/null; wait "$speed_pid" 2>/dev/null
+    redis-cli -u "$SPEED_REDIS" FLUSHDB >/dev/null 2>&1
+  fi
   [ -n "$lg_pid" ] && kill "$lg_pid" 2>/dev/null
   [ -n "$lg2_pid" ] && kill "$lg2_pid" 2>/dev/null
   [ -n "$ingest_pid" ] && kill "$ingest_pid" 2>/dev/null && wait "$ingest_pid" 2>/dev/null
@@ -35,6 +42,10 @@ kafka_stop() { scripts/stack.sh stop "$TMP/stack" kafka >>"$TMP/stack.log" 2>&1;
 health() { curl -s -o /dev/null -w '%{http_code}' --max-time 3 "$URL/healthz"; }
 wait_health() { # code seconds
   local i; for ((i = 0; i < $2 * 10; i++)); do [ "$(health)" = "$1" ] && return 0; sleep 0.1; done; return 1; }
+speed_health() { curl -s -o /dev/null -w '%{http_code}' --max-time 3 "$SPEED_URL/healthz"; }
+wait_speed_health() { # code seconds
+  local i; for ((i = 0; i < $2 * 10; i++)); do [ "$(speed_health)" = "$1" ] && return 0; sleep 0.1; done; return 1; }
+speed_events() { curl -s --max-time 3 "$SPEED_URL/metrics" | awk '$1 == "lam_speed_events_total" {print $2 + 0}'; }
 post() { # body-file -> writes $TMP/resp.{code,body,head}
   curl -s -D "$TMP/resp.head" -o "$TMP/resp.body" -w '%{http_code}' --max-time 30 \
     -H 'Content-Type: application/x-ndjson' --data-binary @"$1" "$URL/v1/events" >"$TMP/resp.code"
@@ -50,6 +61,10 @@ check "own kafka starts" kafka_start
 "$BIN/ingest" >"$TMP/ingest.log" 2>&1 &
 ingest_pid=$!
 check "ingest healthy with the broker up" wait_health 200 30
+LAM_SPEED_ADDR="${SPEED_URL#http://}" LAM_SPEED_GROUP="fault-$$" LAM_REDIS_URL="$SPEED_REDIS" \
+  "$BIN/speed_layer" >"$TMP/speed.log" 2>&1 &
+speed_pid=$!
+check "speed_layer healthy with the broker up" wait_speed_health 200 30
 post "$(ndjson before 5)"
 check "POST with the broker up: 200, 5 accepted" resp_is 200 '"accepted":5,'
 
@@ -79,6 +94,9 @@ check "503 lists all 10 events as not acknowledged with their ids" \
   test "$(grep -o '{"index":[0-9]*,"id":"down-[0-9]*"}' "$TMP/resp.body" | wc -l)" = 10
 check "503 is the JSON error shape (code unavailable)" grep -q '^{"error":{"code":"unavailable"' "$TMP/resp.body"
 check "ingest still running while the broker is down" kill -0 "$ingest_pid"
+check "speed_layer /healthz turns 503 within 20 s (two failed pings)" wait_speed_health 503 20
+check "speed_layer still running while the broker is down" kill -0 "$speed_pid"
+sev0="$(speed_events)" # nothing to consume until the broker is back
 
 # 3. The broker comes back: ingest recovers by itself.
 check "broker restarts" kafka_start
@@ -87,12 +105,19 @@ check "ingest recovers by itself (/healthz 200 within 30 s)" wait_health 200 30
 echo "     healthy again $(( ($(date +%s%N) - t0) / 1000000 )) ms after the broker answered"
 post "$(ndjson after 5)"
 check "POST after the restart: 200, 5 accepted" resp_is 200 '"accepted":5,'
+check "speed_layer recovers by itself (/healthz 200 within 30 s)" wait_speed_health 200 30
 wait "$lg_pid"; rc=$?; lg_pid=""
 cat "$TMP/loadgen.out"
 check "loadgen through the restart: every event acknowledged in the end (exit $rc)" test "$rc" = 0
 check "loadgen had to retry" grep -q 'retried=[1-9]' "$TMP/loadgen.out"
 wait "$lg2_pid"; rc=$?; lg2_pid=""
 cat "$TMP/loadgen-sid.out"
+speed_consumes() { # events counted after the restart (the "after" POST and the loadgens' rest)
+  local i; for ((i = 0; i < 300; i++)); do [ "$(speed_events)" -gt "${sev0:-0}" ] 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+check "speed_layer consumes again after the restart (beyond the ${sev0:-?} events counted before it)" speed_consumes
+kill "$speed_pid"; wait "$speed_pid"; rc=$?; speed_pid=""
+check "speed_layer stops on SIGTERM with exit 0 (exit $rc)" test "$rc" = 0
+redis-cli -u "$SPEED_REDIS" FLUSHDB >/dev/null 2>&1
 check "loadgen --server-ids through the restart: every event acknowledged in the end (exit $rc)" test "$rc" = 0
 check "loadgen --server-ids had to retry" grep -q 'retried=[1-9]' "$TMP/loadgen-sid.out"
 check "loadgen --server-ids wrote every acknowledged event with the id ingest gave it" \
