@@ -136,6 +136,14 @@ static idslot_t *slots_alloc(size_t n)
 
 static uint64_t id_hash(const char *id, size_t len);
 
+/* The id a used slot points at in the arena (u16 length, then the bytes). */
+static inline const char *idset_id(const idset_t *s, idslot_t slot, size_t *len)
+{
+    const unsigned char *e = (const unsigned char *)s->arena.data + (slot & UINT32_MAX) * 8;
+    *len = (size_t)e[0] | ((size_t)e[1] << 8);
+    return (const char *)e + 2;
+}
+
 static void idset_resize(idset_t *s, size_t ncap)
 {
     idslot_t *ns = slots_alloc(ncap);
@@ -143,8 +151,9 @@ static void idset_resize(idset_t *s, size_t ncap)
         if (!s->slots[i])
             continue;
         /* the slot keeps only the hash's upper half: the home comes from the id again */
-        const unsigned char *e = (const unsigned char *)s->arena.data + (s->slots[i] & UINT32_MAX) * 8;
-        size_t j = idset_home(id_hash((const char *)e + 2, (size_t)e[0] | ((size_t)e[1] << 8)), ncap - 1);
+        size_t len;
+        const char *id = idset_id(s, s->slots[i], &len);
+        size_t j = idset_home(id_hash(id, len), ncap - 1);
         while (ns[j])
             j = (j + 1) & (ncap - 1);
         ns[j] = s->slots[i];
@@ -226,9 +235,9 @@ static int idset_add(idset_t *s, const char *id, size_t len, uint64_t hash)
     size_t j = idset_home(hash, s->mask);
     while (s->slots[j]) {
         if ((s->slots[j] & ~(uint64_t)UINT32_MAX) == tag) {
-            const unsigned char *e = (const unsigned char *)s->arena.data + (s->slots[j] & UINT32_MAX) * 8;
-            size_t elen = (size_t)e[0] | ((size_t)e[1] << 8);
-            if (elen == len && !memcmp(e + 2, id, len))
+            size_t elen;
+            const char *e = idset_id(s, s->slots[j], &elen);
+            if (elen == len && !memcmp(e, id, len))
                 return 0;
         }
         j = (j + 1) & s->mask;
@@ -418,11 +427,6 @@ static int scan_partition(run_job_t *j, int32_t p, int pass, int npasses, idset_
             atomic_fetch_add(&j->skipped, skipped);
             atomic_fetch_add(&j->dups, keep.dups);
             keep.dups = 0;
-            if (keep.full) {
-                snprintf(err, sizeof(err), "the id set of one pass outgrew 32 GiB: lower LAM_BATCH_DEDUP_IDS");
-                rc = -1;
-                break;
-            }
             if (rr < 0) {
                 snprintf(err, sizeof(err), "malformed record in block at byte %" PRId64, r.pos);
                 rc = -1;

@@ -3,7 +3,6 @@
 #include <malloc.h>
 #include <stddef.h>
 #include <stdio.h>
-#include <unistd.h>
 
 #include "lam_kafka.h"
 #include "lam_log.h"
@@ -80,11 +79,7 @@ static void *health_main(void *arg)
     speed_ctx_t *ctx = arg;
     char err[512];
     int failed = 0;
-    for (;;) {
-        for (int i = 0; i < 40 && !atomic_load(&ctx->health_stop); i++)
-            usleep(50000);
-        if (atomic_load(&ctx->health_stop))
-            break;
+    while (!lam_service_sleep_ms(2000)) { /* consume() returns only once the service is stopping */
         int ok = lam_kafka_ping(ctx->consumer, 2000, err, sizeof(err)) == 0;
         failed = ok ? 0 : failed + 1;
         if (!ok && failed < 2)
@@ -264,10 +259,8 @@ int main(int argc, char **argv)
     consume(&ctx);
 
     lam_info("msg=stopping");
-    if (ctx.health_running) {
-        atomic_store(&ctx.health_stop, 1);
+    if (ctx.health_running)
         pthread_join(ctx.health_thread, NULL);
-    }
     speed_kafka_destroy(&ctx); /* the revoke callback writes nothing more: the batch is empty */
     lam_http_stop(ctx.http);
     if (ctx.redis)

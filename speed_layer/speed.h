@@ -172,8 +172,7 @@ typedef struct speed_ctx {
     redisContext *redis;
     lam_http_server_t *http;
     atomic_int kafka_ok;
-    pthread_t health_thread; /* Kafka reachability (main.c), off the consume loop */
-    atomic_int health_stop;
+    pthread_t health_thread; /* Kafka reachability (main.c), off the consume loop; ends with the service */
     int health_running;
     atomic_int redis_ok;
 

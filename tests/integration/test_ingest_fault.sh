@@ -39,12 +39,9 @@ trap cleanup EXIT
 
 kafka_start() { scripts/stack.sh start "$TMP/stack" kafka >>"$TMP/stack.log" 2>&1; }
 kafka_stop() { scripts/stack.sh stop "$TMP/stack" kafka >>"$TMP/stack.log" 2>&1; }
-health() { curl -s -o /dev/null -w '%{http_code}' --max-time 3 "$URL/healthz"; }
-wait_health() { # code seconds
-  local i; for ((i = 0; i < $2 * 10; i++)); do [ "$(health)" = "$1" ] && return 0; sleep 0.1; done; return 1; }
-speed_health() { curl -s -o /dev/null -w '%{http_code}' --max-time 3 "$SPEED_URL/healthz"; }
-wait_speed_health() { # code seconds
-  local i; for ((i = 0; i < $2 * 10; i++)); do [ "$(speed_health)" = "$1" ] && return 0; sleep 0.1; done; return 1; }
+health() { curl -s -o /dev/null -w '%{http_code}' --max-time 3 "${1:-$URL}/healthz"; } # [base url]
+wait_health() { # code seconds [base url: ingest's]
+  local i; for ((i = 0; i < $2 * 10; i++)); do [ "$(health "${3:-$URL}")" = "$1" ] && return 0; sleep 0.1; done; return 1; }
 speed_events() { curl -s --max-time 3 "$SPEED_URL/metrics" | awk '$1 == "lam_speed_events_total" {print $2 + 0}'; }
 post() { # body-file -> writes $TMP/resp.{code,body,head}
   curl -s -D "$TMP/resp.head" -o "$TMP/resp.body" -w '%{http_code}' --max-time 30 \
@@ -64,7 +61,7 @@ check "ingest healthy with the broker up" wait_health 200 30
 LAM_SPEED_ADDR="${SPEED_URL#http://}" LAM_SPEED_GROUP="fault-$$" LAM_REDIS_URL="$SPEED_REDIS" \
   "$BIN/speed_layer" >"$TMP/speed.log" 2>&1 &
 speed_pid=$!
-check "speed_layer healthy with the broker up" wait_speed_health 200 30
+check "speed_layer healthy with the broker up" wait_health 200 30 "$SPEED_URL"
 post "$(ndjson before 5)"
 check "POST with the broker up: 200, 5 accepted" resp_is 200 '"accepted":5,'
 
@@ -94,7 +91,7 @@ check "503 lists all 10 events as not acknowledged with their ids" \
   test "$(grep -o '{"index":[0-9]*,"id":"down-[0-9]*"}' "$TMP/resp.body" | wc -l)" = 10
 check "503 is the JSON error shape (code unavailable)" grep -q '^{"error":{"code":"unavailable"' "$TMP/resp.body"
 check "ingest still running while the broker is down" kill -0 "$ingest_pid"
-check "speed_layer /healthz turns 503 within 20 s (two failed pings)" wait_speed_health 503 20
+check "speed_layer /healthz turns 503 within 20 s (two failed pings)" wait_health 503 20 "$SPEED_URL"
 check "speed_layer still running while the broker is down" kill -0 "$speed_pid"
 sev0="$(speed_events)" # nothing to consume until the broker is back
 
@@ -105,7 +102,7 @@ check "ingest recovers by itself (/healthz 200 within 30 s)" wait_health 200 30
 echo "     healthy again $(( ($(date +%s%N) - t0) / 1000000 )) ms after the broker answered"
 post "$(ndjson after 5)"
 check "POST after the restart: 200, 5 accepted" resp_is 200 '"accepted":5,'
-check "speed_layer recovers by itself (/healthz 200 within 30 s)" wait_speed_health 200 30
+check "speed_layer recovers by itself (/healthz 200 within 30 s)" wait_health 200 30 "$SPEED_URL"
 wait "$lg_pid"; rc=$?; lg_pid=""
 cat "$TMP/loadgen.out"
 check "loadgen through the restart: every event acknowledged in the end (exit $rc)" test "$rc" = 0
