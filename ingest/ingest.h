@@ -25,7 +25,19 @@ typedef struct ingest_config {
     int64_t max_events;    /* events per request (413 too_many_events beyond) */
     int64_t queue_bytes;   /* producer queue bound: queue.buffering.max.kbytes */
     int64_t queue_events;  /* producer queue bound: queue.buffering.max.messages */
+    int64_t producers;     /* Kafka producers, each owning the partitions p with p % producers == its index */
 } ingest_config_t;
+
+#define INGEST_PRODUCERS_MAX 8
+
+/* One producer (one broker connection) and its delivery-report thread. */
+typedef struct ingest_producer {
+    struct ingest_ctx *ctx;
+    rd_kafka_t *rk;
+    rd_kafka_topic_t *topic;
+    pthread_t dr_thread;
+    int dr_started;
+} ingest_producer_t;
 
 /* Produce latency histogram bounds (seconds), produce call -> delivery report. */
 #define INGEST_LAT_BUCKETS 14
@@ -42,8 +54,8 @@ typedef struct ingest_metrics {
 
 typedef struct ingest_ctx {
     ingest_config_t cfg;
-    rd_kafka_t *producer;
-    rd_kafka_topic_t *topic;
+    ingest_producer_t prod[INGEST_PRODUCERS_MAX]; /* partition p goes to prod[p % nprod] */
+    int nprod;
     lam_http_server_t *http;
     char **keys;                /* parsed LAM_INGEST_KEYS */
     size_t nkeys;
@@ -54,8 +66,6 @@ typedef struct ingest_ctx {
     atomic_int inflight;        /* deferred requests waiting for delivery reports */
     int own_partitioning;       /* the partitioner is consistent_random: ingest groups events by partition */
     atomic_int partitions;      /* the topic's partition count at the last probe (0 = unknown) */
-    pthread_t dr_thread;
-    int dr_started;
     atomic_int dr_stop;
     ingest_metrics_t m;
 } ingest_ctx_t;

@@ -1,4 +1,5 @@
-/* ingest_producer.c - where ingest writes to Kafka: one idempotent acks=all producer for all requests. */
+/* ingest_producer.c - where ingest writes to Kafka: idempotent acks=all producers shared by all
+ * requests, each owning a share of the partitions. */
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -86,8 +87,9 @@ static void run_done(ingest_ctx_t *ctx, ingest_batch_t *b, int n, int ok, int64_
  * wake-up of this thread answers every request those messages complete. */
 static void *dr_main(void *arg)
 {
-    ingest_ctx_t *ctx = arg;
-    rd_kafka_queue_t *q = rd_kafka_queue_get_main(ctx->producer);
+    ingest_producer_t *pr = arg;
+    ingest_ctx_t *ctx = pr->ctx;
+    rd_kafka_queue_t *q = rd_kafka_queue_get_main(pr->rk);
     const rd_kafka_message_t *msgs[DR_CHUNK];
     while (!atomic_load(&ctx->dr_stop)) {
         rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
@@ -124,21 +126,22 @@ static void *dr_main(void *arg)
     return NULL;
 }
 
-int ingest_producer_init(ingest_ctx_t *ctx, char *errstr, size_t errstr_size)
+/* The configuration of each producer: the queue bounds are shared out between them. */
+static rd_kafka_conf_t *producer_conf(ingest_ctx_t *ctx, char *errstr, size_t errstr_size)
 {
     rd_kafka_conf_t *conf = lam_kafka_conf_new(ctx->cfg.common.kafka_brokers, errstr, errstr_size);
     if (!conf)
-        return -1;
+        return NULL;
     char v[32];
     /* Every message gets a definitive delivery report within the request timeout. */
     snprintf(v, sizeof(v), "%lld", (long long)ctx->cfg.timeout_ms);
     if (lam_kafka_conf_set(conf, "message.timeout.ms", v, errstr, errstr_size) < 0)
         goto fail;
     /* Bounded memory: a full queue means 503, never unbounded growth. */
-    snprintf(v, sizeof(v), "%lld", (long long)(ctx->cfg.queue_bytes / 1024));
+    snprintf(v, sizeof(v), "%lld", (long long)(ctx->cfg.queue_bytes / 1024 / ctx->nprod));
     if (lam_kafka_conf_set(conf, "queue.buffering.max.kbytes", v, errstr, errstr_size) < 0)
         goto fail;
-    snprintf(v, sizeof(v), "%lld", (long long)ctx->cfg.queue_events);
+    snprintf(v, sizeof(v), "%lld", (long long)(ctx->cfg.queue_events / ctx->nprod));
     if (lam_kafka_conf_set(conf, "queue.buffering.max.messages", v, errstr, errstr_size) < 0)
         goto fail;
     /* A single-event request waits for linger.ms plus the produce round trip, so N keep-alive
@@ -157,39 +160,74 @@ int ingest_producer_init(ingest_ctx_t *ctx, char *errstr, size_t errstr_size)
     /* LAM_KAFKA_X_* overrides the settings above too. */
     if (lam_kafka_conf_apply_env(conf, errstr, errstr_size) < 0)
         goto fail;
-    /* Partition ourselves only when librdkafka would use the partitioner we reproduce. */
-    char part[64];
-    size_t part_len = sizeof(part);
-    ctx->own_partitioning = rd_kafka_conf_get(conf, "partitioner", part, &part_len) == RD_KAFKA_CONF_OK &&
-                            !strcmp(part, "consistent_random");
     rd_kafka_conf_set_events(conf, RD_KAFKA_EVENT_DR);
     rd_kafka_conf_set_opaque(conf, ctx);
-    ctx->producer = lam_kafka_producer_new(conf, errstr, errstr_size);
-    if (!ctx->producer)
-        return -1;
-    ctx->topic = rd_kafka_topic_new(ctx->producer, ctx->cfg.common.kafka_topic, NULL);
-    if (!ctx->topic) {
-        snprintf(errstr, errstr_size, "topic %s: %s", ctx->cfg.common.kafka_topic,
-                 rd_kafka_err2str(rd_kafka_last_error()));
-        return -1;
+    return conf;
+fail:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+int ingest_producer_init(ingest_ctx_t *ctx, char *errstr, size_t errstr_size)
+{
+    /* The broker serves the requests of one connection one at a time, so one producer keeps at most
+     * one of Kafka's request handlers busy. Each further producer is a connection of its own, and
+     * partition p always goes to producer p % n: a partition's batches stay as large as with one
+     * producer (its events are not spread over several), and each partition still has a single
+     * idempotent writer, in order. */
+    ctx->nprod = (int)(ctx->cfg.producers > 0 ? ctx->cfg.producers : 1);
+    if (ctx->nprod > INGEST_PRODUCERS_MAX)
+        ctx->nprod = INGEST_PRODUCERS_MAX;
+    for (int k = 0; k < ctx->nprod; k++) {
+        ingest_producer_t *pr = &ctx->prod[k];
+        pr->ctx = ctx;
+        rd_kafka_conf_t *conf = producer_conf(ctx, errstr, errstr_size);
+        if (!conf)
+            return -1;
+        if (k == 0) {
+            /* Partition ourselves only when librdkafka would use the partitioner we reproduce. */
+            char part[64];
+            size_t part_len = sizeof(part);
+            ctx->own_partitioning = rd_kafka_conf_get(conf, "partitioner", part, &part_len) == RD_KAFKA_CONF_OK &&
+                                    !strcmp(part, "consistent_random");
+        }
+        pr->rk = lam_kafka_producer_new(conf, errstr, errstr_size);
+        if (!pr->rk)
+            return -1;
+        pr->topic = rd_kafka_topic_new(pr->rk, ctx->cfg.common.kafka_topic, NULL);
+        if (!pr->topic) {
+            snprintf(errstr, errstr_size, "topic %s: %s", ctx->cfg.common.kafka_topic,
+                     rd_kafka_err2str(rd_kafka_last_error()));
+            return -1;
+        }
     }
-    if (ctx->own_partitioning && !partitioner_agrees(ctx->topic)) {
+    if (ctx->own_partitioning && !partitioner_agrees(ctx->prod[0].topic)) {
         lam_warn("msg=\"librdkafka's consistent_random partitioner is not CRC-32: ingest leaves partitioning to it\"");
         ctx->own_partitioning = 0;
     }
+    if (!ctx->own_partitioning && ctx->nprod > 1) {
+        /* Without our own partitioning a message's partition is known only inside librdkafka:
+         * one producer, so that each partition keeps a single writer. */
+        lam_warn("msg=\"LAM_INGEST_PRODUCERS needs the consistent_random partitioner: using one producer\"");
+        for (int k = 1; k < ctx->nprod; k++) {
+            rd_kafka_topic_destroy(ctx->prod[k].topic);
+            rd_kafka_destroy(ctx->prod[k].rk);
+            memset(&ctx->prod[k], 0, sizeof(ctx->prod[k]));
+        }
+        ctx->nprod = 1;
+    }
     return 0;
-fail:
-    rd_kafka_conf_destroy(conf);
-    return -1;
 }
 
 int ingest_producer_start(ingest_ctx_t *ctx, char *errstr, size_t errstr_size)
 {
-    if (pthread_create(&ctx->dr_thread, NULL, dr_main, ctx) != 0) {
-        snprintf(errstr, errstr_size, "cannot start the delivery-report thread");
-        return -1;
+    for (int k = 0; k < ctx->nprod; k++) {
+        if (pthread_create(&ctx->prod[k].dr_thread, NULL, dr_main, &ctx->prod[k]) != 0) {
+            snprintf(errstr, errstr_size, "cannot start a delivery-report thread");
+            return -1;
+        }
+        ctx->prod[k].dr_started = 1;
     }
-    ctx->dr_started = 1;
     return 0;
 }
 
@@ -203,19 +241,22 @@ int ingest_producer_probe(ingest_ctx_t *ctx)
     int64_t now = lam_now_mono_ms();
     atomic_store(&ctx->kafka_checked, now);
     char err[256] = "";
-    int ok = lam_kafka_ping(ctx->producer, 1000, err, sizeof(err)) == 0;
+    rd_kafka_t *rk = ctx->prod[0].rk;
+    int ok = lam_kafka_ping(rk, 1000, err, sizeof(err)) == 0;
     /* Under heavy load a metadata request can be slow while deliveries flow: those count too. */
     if (!ok && now - atomic_load(&ctx->last_delivery) < 2000)
         ok = 1;
     const char *fatal = NULL;
     char ferr[256];
-    if (rd_kafka_fatal_error(ctx->producer, ferr, sizeof(ferr)) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        ok = 0;
-        fatal = ferr;
+    for (int k = 0; k < ctx->nprod && !fatal; k++) {
+        if (rd_kafka_fatal_error(ctx->prod[k].rk, ferr, sizeof(ferr)) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            ok = 0;
+            fatal = ferr;
+        }
     }
     if (ok && !atomic_load(&ctx->kafka_ok)) {
         /* First contact (or recovery): make sure the topic exists. */
-        if (lam_kafka_ensure_topic(ctx->producer, ctx->cfg.common.kafka_topic, (int)ctx->cfg.common.kafka_partitions,
+        if (lam_kafka_ensure_topic(rk, ctx->cfg.common.kafka_topic, (int)ctx->cfg.common.kafka_partitions,
                                    5000, err, sizeof(err)) < 0) {
             lam_warn("msg=\"cannot create topic\" error=\"%s\"", err);
             ok = 0;
@@ -229,7 +270,7 @@ int ingest_producer_probe(ingest_ctx_t *ctx)
     }
     if (ok && ctx->own_partitioning) {
         /* For produce_by_partition(): the topic's partition count, refreshed every probe. */
-        int np = lam_kafka_partition_count(ctx->producer, ctx->cfg.common.kafka_topic, 1000, err, sizeof(err));
+        int np = lam_kafka_partition_count(rk, ctx->cfg.common.kafka_topic, 1000, err, sizeof(err));
         if (np > 0)
             atomic_store(&ctx->partitions, np);
     }
@@ -310,7 +351,7 @@ static int note_refused(ingest_ctx_t *ctx, ingest_batch_t *b, const rd_kafka_mes
  * RD_KAFKA_PARTITION_UA instead. */
 static int produce_partition(ingest_ctx_t *ctx, ingest_batch_t *b, int32_t p, rd_kafka_message_t *m, size_t cnt)
 {
-    if (rd_kafka_produce_batch(ctx->topic, p, 0, m, (int)cnt) == (int)cnt)
+    if (rd_kafka_produce_batch(ctx->prod[p % ctx->nprod].topic, p, 0, m, (int)cnt) == (int)cnt)
         return 0;
     int refused = 0;
     size_t again = 0;
@@ -327,7 +368,9 @@ static int produce_partition(ingest_ctx_t *ctx, ingest_batch_t *b, int32_t p, rd
     }
     if (again) {
         atomic_store(&ctx->partitions, 0); /* stale count: back to librdkafka's until the next probe */
-        if (rd_kafka_produce_batch(ctx->topic, RD_KAFKA_PARTITION_UA, 0, m, (int)again) < (int)again)
+        /* By the first producer: until the next probe a new partition may get a second writer,
+         * which costs its order with the other producer's messages, not any message. */
+        if (rd_kafka_produce_batch(ctx->prod[0].topic, RD_KAFKA_PARTITION_UA, 0, m, (int)again) < (int)again)
             refused += note_refused(ctx, b, m, again);
     }
     return refused;
@@ -342,7 +385,7 @@ static int32_t partition_of(ingest_ctx_t *ctx, const ingest_batch_t *b, const rd
         return s->part;
     if (m->key_len)
         return ingest_partition_of(m->key, m->key_len, np);
-    return rd_kafka_msg_partitioner_consistent_random(ctx->topic, m->key, 0, np, NULL, NULL);
+    return rd_kafka_msg_partitioner_consistent_random(ctx->prod[0].topic, m->key, 0, np, NULL, NULL);
 }
 
 /*
@@ -415,7 +458,7 @@ void ingest_producer_send(ingest_ctx_t *ctx, ingest_batch_t *b)
     int refused;
     if (np > 0 && np <= OWN_PARTITION_MAX && (n >= OWN_PARTITION_MIN || n == 1))
         refused = produce_by_partition(ctx, b, a, n, np);
-    else if (rd_kafka_produce_batch(ctx->topic, RD_KAFKA_PARTITION_UA, 0, msgs, (int)n) < (int)n)
+    else if (rd_kafka_produce_batch(ctx->prod[0].topic, RD_KAFKA_PARTITION_UA, 0, msgs, (int)n) < (int)n)
         refused = note_refused(ctx, b, msgs, n);
     else
         refused = 0;
@@ -428,24 +471,39 @@ void ingest_producer_send(ingest_ctx_t *ctx, ingest_batch_t *b)
 
 void ingest_producer_destroy(ingest_ctx_t *ctx)
 {
-    /* Flush while the delivery-report thread still answers: with delivery reports as events,
+    /* Flush while the delivery-report threads still answer: with delivery reports as events,
      * rd_kafka_flush() only waits for them to be served. */
-    if (ctx->producer && rd_kafka_flush(ctx->producer, ctx->dr_started ? 10000 : 0) != RD_KAFKA_RESP_ERR_NO_ERROR &&
-        ctx->dr_started)
-        lam_warn("msg=\"producer flush timed out\" queued=%d", rd_kafka_outq_len(ctx->producer));
-    if (ctx->dr_started) {
-        atomic_store(&ctx->dr_stop, 1);
-        pthread_join(ctx->dr_thread, NULL);
-        ctx->dr_started = 0;
+    for (int k = 0; k < ctx->nprod; k++) {
+        ingest_producer_t *pr = &ctx->prod[k];
+        if (pr->rk && rd_kafka_flush(pr->rk, pr->dr_started ? 10000 : 0) != RD_KAFKA_RESP_ERR_NO_ERROR &&
+            pr->dr_started)
+            lam_warn("msg=\"producer flush timed out\" producer=%d queued=%d", k, rd_kafka_outq_len(pr->rk));
     }
-    if (ctx->topic) {
-        rd_kafka_topic_destroy(ctx->topic);
-        ctx->topic = NULL;
+    atomic_store(&ctx->dr_stop, 1);
+    for (int k = 0; k < ctx->nprod; k++) {
+        ingest_producer_t *pr = &ctx->prod[k];
+        if (pr->dr_started) {
+            pthread_join(pr->dr_thread, NULL);
+            pr->dr_started = 0;
+        }
+        if (pr->topic) {
+            rd_kafka_topic_destroy(pr->topic);
+            pr->topic = NULL;
+        }
+        if (pr->rk) {
+            rd_kafka_destroy(pr->rk);
+            pr->rk = NULL;
+        }
     }
-    if (!ctx->producer)
-        return;
-    rd_kafka_destroy(ctx->producer);
-    ctx->producer = NULL;
+}
+
+/* Messages in the producers' queues. */
+static int producer_queued(ingest_ctx_t *ctx)
+{
+    int n = 0;
+    for (int k = 0; k < ctx->nprod; k++)
+        n += ctx->prod[k].rk ? rd_kafka_outq_len(ctx->prod[k].rk) : 0;
+    return n;
 }
 
 void ingest_producer_metrics(ingest_ctx_t *ctx, lam_buf_t *out)
@@ -491,6 +549,6 @@ void ingest_producer_metrics(ingest_ctx_t *ctx, lam_buf_t *out)
                    "# HELP lam_ingest_requests_in_flight Requests waiting for delivery reports.\n"
                    "# TYPE lam_ingest_requests_in_flight gauge\n"
                    "lam_ingest_requests_in_flight %d\n",
-                   ctx->producer ? rd_kafka_outq_len(ctx->producer) : 0, atomic_load(&ctx->kafka_ok),
+                   producer_queued(ctx), atomic_load(&ctx->kafka_ok),
                    atomic_load(&ctx->inflight));
 }

@@ -33,6 +33,8 @@ static const lam_config_entry_t ingest_config_table[] = {
      "producer queue bound in bytes; a full queue answers 503", 1LL << 20, 1LL << 40},
     {"LAM_INGEST_QUEUE_EVENTS", LAM_CFG_INT, "500000", offsetof(ingest_config_t, queue_events),
      "producer queue bound in events; a full queue answers 503", 1000, 10000000},
+    {"LAM_INGEST_PRODUCERS", LAM_CFG_INT, "2", offsetof(ingest_config_t, producers),
+     "Kafka producers (broker connections), each owning a share of the partitions", 1, INGEST_PRODUCERS_MAX},
     {NULL}};
 
 #define INGEST_DRAIN_GRACE_MS 5000

@@ -6,15 +6,7 @@
 set -uo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
-. scripts/common.sh
-BIN="${LAM_BIN_DIR:-$root/build/bin}"
-TMP="${LAM_TEST_TMP:-$(mktemp -d)}/ingest-fault"
-mkdir -p "$TMP"
-fails=0; checks=0
-check() { # description command...
-  checks=$((checks + 1))
-  if "${@:2}"; then echo "ok   - $1"; else echo "FAIL - $1"; fails=$((fails + 1)); fi
-}
+. tests/testlib.sh
 
 # Our own broker on other free ports, so the shared test broker is never disturbed.
 export LAM_KAFKA_BROKERS="127.0.0.1:$(lam_free_port)" LAM_KAFKA_CONTROLLER_PORT="$(lam_free_port)"

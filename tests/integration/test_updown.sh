@@ -5,14 +5,8 @@
 set -uo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$root"
-. scripts/common.sh
-BIN="${LAM_BIN_DIR:-$root/build/bin}"
+. tests/testlib.sh
 export LAM_BIN_DIR="$BIN"
-fails=0; checks=0
-check() { # description command...
-  checks=$((checks + 1))
-  if "${@:2}"; then echo "ok   - $1"; else echo "FAIL - $1"; fails=$((fails + 1)); fi
-}
 
 # 1. A wrong value exits with code 2 and names the variable, for every service.
 for svc in ingest speed_layer batch_layer serving; do
