@@ -70,7 +70,7 @@ typedef struct ingest_ctx {
     ingest_metrics_t m;
 } ingest_ctx_t;
 
-/* ---- ingest_producer.c: the one producer, its delivery-report thread, health ---- */
+/* ---- ingest_producer.c: the producers, their delivery-report threads, health ---- */
 
 /** One accepted event of a request, in flight to Kafka. */
 typedef struct ingest_slot {
@@ -113,7 +113,7 @@ typedef struct ingest_batch {
 } ingest_batch_t;
 
 int ingest_producer_init(ingest_ctx_t *ctx, char *errstr, size_t errstr_size);
-/** Start the delivery-report thread. 0 or -1. */
+/** Start the delivery-report threads. 0 or -1. */
 int ingest_producer_start(ingest_ctx_t *ctx, char *errstr, size_t errstr_size);
 /** Probe Kafka (from the main loop; blocks up to a second). Updates ctx->kafka_ok; 1 when reachable. */
 int ingest_producer_probe(ingest_ctx_t *ctx);
@@ -125,7 +125,8 @@ int ingest_producer_healthy(ingest_ctx_t *ctx);
  * before this returns.
  */
 void ingest_producer_send(ingest_ctx_t *ctx, ingest_batch_t *b);
-/** Stop the delivery-report thread, flush what is queued, destroy the producer. Accepts a half-built ctx. */
+/** Flush what is queued (10 s in all), stop the delivery-report threads, destroy the producers.
+ * Accepts a half-built ctx. */
 void ingest_producer_destroy(ingest_ctx_t *ctx);
 /**
  * The partition librdkafka's consistent_random partitioner picks for a non-empty key: its CRC-32.

@@ -473,10 +473,12 @@ void ingest_producer_destroy(ingest_ctx_t *ctx)
 {
     /* Flush while the delivery-report threads still answer: with delivery reports as events,
      * rd_kafka_flush() only waits for them to be served. */
+    int64_t deadline = lam_now_mono_ms() + 10000; /* for all of them together */
     for (int k = 0; k < ctx->nprod; k++) {
         ingest_producer_t *pr = &ctx->prod[k];
-        if (pr->rk && rd_kafka_flush(pr->rk, pr->dr_started ? 10000 : 0) != RD_KAFKA_RESP_ERR_NO_ERROR &&
-            pr->dr_started)
+        int64_t left = deadline - lam_now_mono_ms();
+        int wait_ms = pr->dr_started && left > 0 ? (int)left : 0;
+        if (pr->rk && rd_kafka_flush(pr->rk, wait_ms) != RD_KAFKA_RESP_ERR_NO_ERROR && pr->dr_started)
             lam_warn("msg=\"producer flush timed out\" producer=%d queued=%d", k, rd_kafka_outq_len(pr->rk));
     }
     atomic_store(&ctx->dr_stop, 1);
