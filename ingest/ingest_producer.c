@@ -168,6 +168,33 @@ fail:
     return NULL;
 }
 
+/* Producer k with its topic handle. 0 or -1. */
+static int producer_new(ingest_ctx_t *ctx, int k, char *errstr, size_t errstr_size)
+{
+    ingest_producer_t *pr = &ctx->prod[k];
+    pr->ctx = ctx;
+    rd_kafka_conf_t *conf = producer_conf(ctx, errstr, errstr_size);
+    if (!conf)
+        return -1;
+    if (k == 0) {
+        /* Partition ourselves only when librdkafka would use the partitioner we reproduce. */
+        char part[64];
+        size_t part_len = sizeof(part);
+        ctx->own_partitioning = rd_kafka_conf_get(conf, "partitioner", part, &part_len) == RD_KAFKA_CONF_OK &&
+                                !strcmp(part, "consistent_random");
+    }
+    pr->rk = lam_kafka_producer_new(conf, errstr, errstr_size);
+    if (!pr->rk)
+        return -1;
+    pr->topic = rd_kafka_topic_new(pr->rk, ctx->cfg.common.kafka_topic, NULL);
+    if (!pr->topic) {
+        snprintf(errstr, errstr_size, "topic %s: %s", ctx->cfg.common.kafka_topic,
+                 rd_kafka_err2str(rd_kafka_last_error()));
+        return -1;
+    }
+    return 0;
+}
+
 int ingest_producer_init(ingest_ctx_t *ctx, char *errstr, size_t errstr_size)
 {
     /* The broker serves the requests of one connection one at a time, so one producer keeps at most
@@ -175,47 +202,26 @@ int ingest_producer_init(ingest_ctx_t *ctx, char *errstr, size_t errstr_size)
      * partition p always goes to producer p % n: a partition's batches stay as large as with one
      * producer (its events are not spread over several), and each partition still has a single
      * idempotent writer, in order. */
-    ctx->nprod = (int)(ctx->cfg.producers > 0 ? ctx->cfg.producers : 1);
-    if (ctx->nprod > INGEST_PRODUCERS_MAX)
-        ctx->nprod = INGEST_PRODUCERS_MAX;
-    for (int k = 0; k < ctx->nprod; k++) {
-        ingest_producer_t *pr = &ctx->prod[k];
-        pr->ctx = ctx;
-        rd_kafka_conf_t *conf = producer_conf(ctx, errstr, errstr_size);
-        if (!conf)
-            return -1;
-        if (k == 0) {
-            /* Partition ourselves only when librdkafka would use the partitioner we reproduce. */
-            char part[64];
-            size_t part_len = sizeof(part);
-            ctx->own_partitioning = rd_kafka_conf_get(conf, "partitioner", part, &part_len) == RD_KAFKA_CONF_OK &&
-                                    !strcmp(part, "consistent_random");
-        }
-        pr->rk = lam_kafka_producer_new(conf, errstr, errstr_size);
-        if (!pr->rk)
-            return -1;
-        pr->topic = rd_kafka_topic_new(pr->rk, ctx->cfg.common.kafka_topic, NULL);
-        if (!pr->topic) {
-            snprintf(errstr, errstr_size, "topic %s: %s", ctx->cfg.common.kafka_topic,
-                     rd_kafka_err2str(rd_kafka_last_error()));
-            return -1;
-        }
-    }
+    int want = (int)(ctx->cfg.producers > 0 ? ctx->cfg.producers : 1);
+    if (want > INGEST_PRODUCERS_MAX)
+        want = INGEST_PRODUCERS_MAX;
+    ctx->nprod = want; /* producer_conf() shares the queue bounds out between `want` producers
+                        * (also when the fallback below leaves one: a smaller bound, never larger) */
+    if (producer_new(ctx, 0, errstr, errstr_size) < 0)
+        return -1;
     if (ctx->own_partitioning && !partitioner_agrees(ctx->prod[0].topic)) {
         lam_warn("msg=\"librdkafka's consistent_random partitioner is not CRC-32: ingest leaves partitioning to it\"");
         ctx->own_partitioning = 0;
     }
-    if (!ctx->own_partitioning && ctx->nprod > 1) {
+    if (!ctx->own_partitioning && want > 1) {
         /* Without our own partitioning a message's partition is known only inside librdkafka:
          * one producer, so that each partition keeps a single writer. */
         lam_warn("msg=\"LAM_INGEST_PRODUCERS needs the consistent_random partitioner: using one producer\"");
-        for (int k = 1; k < ctx->nprod; k++) {
-            rd_kafka_topic_destroy(ctx->prod[k].topic);
-            rd_kafka_destroy(ctx->prod[k].rk);
-            memset(&ctx->prod[k], 0, sizeof(ctx->prod[k]));
-        }
         ctx->nprod = 1;
     }
+    for (int k = 1; k < ctx->nprod; k++)
+        if (producer_new(ctx, k, errstr, errstr_size) < 0)
+            return -1;
     return 0;
 }
 

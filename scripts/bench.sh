@@ -57,6 +57,7 @@ hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null; }
 metric() { curl -fs "http://$1/metrics" | awk -v m="$2" '$1 == m {printf "%d", $2; exit}'; }
 now() { date +%s.%N; }
 per_s() { python3 -c "print(int($1 / ($3 - $2)) if $3 > $2 else 0)"; }
+loadgen_rate() { sed -n 's/.* rate=\([0-9]*\)\/s.*/\1/p' | tail -1; } # loadgen's summary on stdin -> events/s
 sec_name="" sec_t0=$SECONDS t_start=$SECONDS
 section() { # progress + time per section on stderr, and in the results file
   [ -z "$sec_name" ] || { times+=("$sec_name $((SECONDS - sec_t0))s"); echo "bench: [$sec_name] $((SECONDS - sec_t0))s (total $((SECONDS - t_start))s)" >&2; }
@@ -151,7 +152,7 @@ PY
            --connections $conns --prebuild --quiet --seed 3 --out "$tmp/warm.ndjson")"
   t0=$(now)
   kcat -P -b "$B" -t bench-kcat -X acks=all -X enable.idempotence=true -l "$tmp/warm.ndjson" 2>>"$tmp/kcat.log"
-  echo "bench: [ingest] warm-up (untimed): ingest $(sed -n 's/.* rate=\([0-9]*\)\/s.*/\1/p' <<<"$wout" | tail -1) events/s," \
+  echo "bench: [ingest] warm-up (untimed): ingest $(loadgen_rate <<<"$wout") events/s," \
        "kcat -P $(per_s "$(wc -l <"$tmp/warm.ndjson")" "$t0" "$(now)") events/s" >&2
   rm -f "$tmp/warm.ndjson"
   # --prebuild: loadgen builds every body before its clock starts (as kcat reads a ready file).
@@ -159,7 +160,7 @@ PY
   out="$("$BIN/loadgen" --url "http://$LAM_INGEST_ADDR" --rate 0 --count "$n" --batch 100 --connections $conns \
           --prebuild --quiet --seed 7 --out "$tmp/events.ndjson")"
   i1=$(ticks "$ipid") k1=$(ticks "$kpid") ku1=$(uticks "$kpid")
-  lam_rate="$(sed -n 's/.* rate=\([0-9]*\)\/s.*/\1/p' <<<"$out" | tail -1)"
+  lam_rate="$(loadgen_rate <<<"$out")"
   backlog="$(sed -n 's/.* acknowledged=\([0-9]*\) .*/\1/p' <<<"$out" | tail -1)"
   lines="$(wc -l <"$tmp/events.ndjson")"
   t0=$(now)
@@ -258,7 +259,7 @@ if want freshness; then
   fr="$(python3 bench/freshness.py "$LAM_INGEST_ADDR" "$LAM_SERVING_ADDR" "$nocache" "$secs" 10)"
   wait "$lg"
   stop_pid "$nocache_pid"
-  bg="$(sed -n 's/.* rate=\([0-9]*\)\/s.*/\1/p' "$tmp/fresh-load.out" | tail -1)"
+  bg="$(loadgen_rate <"$tmp/fresh-load.out")"
   read -r probes lost p50 p99 np50 np99 < <(FR="$fr" python3 -c '
 import json, os
 d = json.loads(os.environ["FR"]); c, n = d["cached"], d["nocache"]

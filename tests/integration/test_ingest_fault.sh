@@ -101,16 +101,16 @@ check "loadgen through the restart: every event acknowledged in the end (exit $r
 check "loadgen had to retry" grep -q 'retried=[1-9]' "$TMP/loadgen.out"
 wait "$lg2_pid"; rc=$?; lg2_pid=""
 cat "$TMP/loadgen-sid.out"
+check "loadgen --server-ids through the restart: every event acknowledged in the end (exit $rc)" test "$rc" = 0
+check "loadgen --server-ids had to retry" grep -q 'retried=[1-9]' "$TMP/loadgen-sid.out"
+check "loadgen --server-ids wrote every acknowledged event with the id ingest gave it" \
+  test "$(grep -c '^{"id":"[0-9a-f-]\{36\}","ts":' "$TMP/acked-sid.ndjson")" = "$(wc -l <"$TMP/acked-sid.ndjson")"
 speed_consumes() { # events counted after the restart (the "after" POST and the loadgens' rest)
   local i; for ((i = 0; i < 300; i++)); do [ "$(speed_events)" -gt "${sev0:-0}" ] 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 check "speed_layer consumes again after the restart (beyond the ${sev0:-?} events counted before it)" speed_consumes
 kill "$speed_pid"; wait "$speed_pid"; rc=$?; speed_pid=""
 check "speed_layer stops on SIGTERM with exit 0 (exit $rc)" test "$rc" = 0
 redis-cli -u "$SPEED_REDIS" FLUSHDB >/dev/null 2>&1
-check "loadgen --server-ids through the restart: every event acknowledged in the end (exit $rc)" test "$rc" = 0
-check "loadgen --server-ids had to retry" grep -q 'retried=[1-9]' "$TMP/loadgen-sid.out"
-check "loadgen --server-ids wrote every acknowledged event with the id ingest gave it" \
-  test "$(grep -c '^{"id":"[0-9a-f-]\{36\}","ts":' "$TMP/acked-sid.ndjson")" = "$(wc -l <"$TMP/acked-sid.ndjson")"
 
 # 3b. loadgen --prebuild (the bench's mode): every body built before the clock, 250 events in
 #     requests of 100, 100 and 50 over 2 connections; --out written after the clock stops.
